@@ -1,0 +1,190 @@
+"""App settings: every one the code reads, read and validated once, all problems reported together.
+
+`SETTINGS` is the single list of names. The Bicep in `infra/` sets exactly these (a test checks it),
+`local.settings.example.json` shows them for a local run, and nothing else reads `os.environ`.
+
+Storage uses the Functions host's own `AzureWebJobsStorage` setting family: a connection string
+locally (Azurite), or identity-based service URIs in Azure (`AzureWebJobsStorage__tableServiceUri`,
+`AzureWebJobsStorage__queueServiceUri`, `AzureWebJobsStorage__clientId`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError
+
+REAL_GRAPH = "https://graph.microsoft.com/v1.0"
+
+
+class GraphAuthMode(StrEnum):
+    MANAGED_IDENTITY = "managed-identity"  # the app's user-assigned identity holds the Graph roles
+    WORKLOAD_IDENTITY = "workload-identity"  # an app registration that trusts the managed identity
+    CERTIFICATE = "certificate"
+    SECRET = "secret"
+    STATIC_TOKEN = "static-token"  # loopback emulator only
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    description: str
+    required: bool = False
+    default: str = ""
+    secret: bool = False  # never logged; in Azure a Key Vault reference
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("GRAPH_BASE_URL", "Microsoft Graph base URL", default=REAL_GRAPH),
+    Setting("GRAPH_AUTH_MODE", "managed-identity | workload-identity | certificate | secret | static-token",
+            default=GraphAuthMode.WORKLOAD_IDENTITY.value),
+    Setting("GRAPH_TENANT_ID", "Entra tenant id of the mailboxes"),
+    Setting("GRAPH_CLIENT_ID", "client id of the app registration that holds the Graph permissions"),
+    Setting("GRAPH_CLIENT_CERTIFICATE_PATH", "PEM certificate path (auth mode certificate)"),
+    Setting("GRAPH_CLIENT_SECRET", "client secret (auth mode secret)", secret=True),
+    Setting("GRAPH_STATIC_TOKEN", "bearer token for a loopback Graph emulator", secret=True),
+    Setting("AZURE_CLIENT_ID", "client id of the function app's user-assigned managed identity"),
+    Setting("AzureWebJobsStorage", "storage connection string (local: Azurite)", secret=True),
+    Setting("AzureWebJobsStorage__tableServiceUri", "Table service URI (identity-based)"),
+    Setting("AzureWebJobsStorage__queueServiceUri", "Queue service URI (identity-based)"),
+    Setting("AzureWebJobsStorage__clientId", "managed identity client id used for storage"),
+    Setting("CRM_CONNECTOR", "which CRM connector: reference | bottlecrm", default="reference"),
+    Setting("CRM_BASE_URL", "the CRM API base URL", required=True),
+    Setting("CRM_API_TOKEN", "the CRM API credential (Key Vault reference in Azure)", secret=True),
+    Setting("CRM_AUTH_SCHEME", "bearer | api-key", default="bearer"),
+    Setting("ORG_DOMAINS", "the organisation's own mail domains, comma separated (internal mail)"),
+    Setting("SYNC_SCHEDULE", "NCRONTAB of the safety-net sweep", default="0 */5 * * * *"),
+    Setting("SUBSCRIPTION_SCHEDULE", "NCRONTAB of the subscription upkeep", default="0 */30 * * * *"),
+    Setting("WEBHOOK_BASE_URL", "public base URL of this app's HTTP functions (https://…/api)"),
+    Setting("WEBHOOK_KEY", "function key Graph passes back on notification URLs", secret=True),
+    Setting("JOURNAL_BODY_MAX_CHARS", "longest journal body before the cut marker", default="20000"),
+    Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "Application Insights (telemetry on when set)"),
+)
+
+SETTING_NAMES: frozenset[str] = frozenset(s.name for s in SETTINGS)
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    graph_base_url: str
+    graph_auth_mode: GraphAuthMode
+    graph_tenant_id: str
+    graph_client_id: str
+    graph_client_certificate_path: str
+    graph_client_secret: str
+    graph_static_token: str
+    managed_identity_client_id: str
+    storage_connection_string: str
+    table_service_uri: str
+    queue_service_uri: str
+    storage_client_id: str
+    crm_connector: str
+    crm_base_url: str
+    crm_api_token: str
+    crm_auth_scheme: str
+    org_domains: tuple[str, ...]
+    sync_schedule: str
+    subscription_schedule: str
+    webhook_base_url: str
+    webhook_key: str
+    journal_body_max_chars: int
+    appinsights_connection_string: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        problems: list[str] = []
+
+        def get(name: str) -> str:
+            value = source.get(name, "")
+            return value.strip() if value.strip() else _DEFAULTS[name]
+
+        for s in SETTINGS:
+            if s.required and not get(s.name):
+                problems.append(f"{s.name} is required ({s.description})")
+
+        base = get("GRAPH_BASE_URL").rstrip("/")
+        parts = urlsplit(base)
+        loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
+        if parts.scheme not in {"https", "http"} or not parts.hostname:
+            problems.append(f"GRAPH_BASE_URL must be an absolute URL, got {base!r}")
+        elif parts.scheme == "http" and not loopback:
+            problems.append("GRAPH_BASE_URL may use http only on a loopback host (the Graph emulator)")
+
+        mode_text = get("GRAPH_AUTH_MODE")
+        try:
+            mode = GraphAuthMode(mode_text)
+        except ValueError:
+            problems.append(f"GRAPH_AUTH_MODE must be one of {', '.join(m.value for m in GraphAuthMode)}")
+            mode = GraphAuthMode.STATIC_TOKEN
+        needs = {
+            GraphAuthMode.MANAGED_IDENTITY: ["AZURE_CLIENT_ID"],
+            GraphAuthMode.WORKLOAD_IDENTITY: ["GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "AZURE_CLIENT_ID"],
+            GraphAuthMode.CERTIFICATE: ["GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_CERTIFICATE_PATH"],
+            GraphAuthMode.SECRET: ["GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET"],
+            GraphAuthMode.STATIC_TOKEN: ["GRAPH_STATIC_TOKEN"],
+        }[mode]
+        problems += [f"{n} is required when GRAPH_AUTH_MODE={mode.value}" for n in needs if not get(n)]
+        if mode is GraphAuthMode.STATIC_TOKEN and not loopback:
+            problems.append("GRAPH_AUTH_MODE=static-token is allowed only with a loopback GRAPH_BASE_URL")
+
+        conn = get("AzureWebJobsStorage")
+        table_uri = get("AzureWebJobsStorage__tableServiceUri")
+        queue_uri = get("AzureWebJobsStorage__queueServiceUri")
+        if not conn and not (table_uri and queue_uri):
+            problems.append(
+                "storage: set AzureWebJobsStorage (a connection string) or both "
+                "AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__queueServiceUri"
+            )
+
+        connector = get("CRM_CONNECTOR")
+        if connector not in {"reference", "bottlecrm"}:
+            problems.append(f"CRM_CONNECTOR must be 'reference' or 'bottlecrm', got {connector!r}")
+        scheme = get("CRM_AUTH_SCHEME")
+        if scheme not in {"bearer", "api-key"}:
+            problems.append(f"CRM_AUTH_SCHEME must be 'bearer' or 'api-key', got {scheme!r}")
+
+        max_chars_text = get("JOURNAL_BODY_MAX_CHARS")
+        max_chars = int(max_chars_text) if max_chars_text.isdigit() else 0
+        if max_chars < 200:
+            problems.append(f"JOURNAL_BODY_MAX_CHARS must be a whole number >= 200, got {max_chars_text!r}")
+
+        webhook = get("WEBHOOK_BASE_URL").rstrip("/")
+        if webhook and urlsplit(webhook).scheme not in {"https", "http"}:
+            problems.append(f"WEBHOOK_BASE_URL must be an absolute URL, got {webhook!r}")
+
+        if problems:
+            raise ConfigError("invalid app settings", problems)
+        return cls(
+            graph_base_url=base,
+            graph_auth_mode=mode,
+            graph_tenant_id=get("GRAPH_TENANT_ID"),
+            graph_client_id=get("GRAPH_CLIENT_ID"),
+            graph_client_certificate_path=get("GRAPH_CLIENT_CERTIFICATE_PATH"),
+            graph_client_secret=get("GRAPH_CLIENT_SECRET"),
+            graph_static_token=get("GRAPH_STATIC_TOKEN"),
+            managed_identity_client_id=get("AZURE_CLIENT_ID"),
+            storage_connection_string=conn,
+            table_service_uri=table_uri,
+            queue_service_uri=queue_uri,
+            storage_client_id=get("AzureWebJobsStorage__clientId"),
+            crm_connector=connector,
+            crm_base_url=get("CRM_BASE_URL").rstrip("/"),
+            crm_api_token=get("CRM_API_TOKEN"),
+            crm_auth_scheme=scheme,
+            org_domains=tuple(d.strip().lower() for d in get("ORG_DOMAINS").split(",") if d.strip()),
+            sync_schedule=get("SYNC_SCHEDULE"),
+            subscription_schedule=get("SUBSCRIPTION_SCHEDULE"),
+            webhook_base_url=webhook,
+            webhook_key=get("WEBHOOK_KEY"),
+            journal_body_max_chars=max_chars,
+            appinsights_connection_string=get("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        )
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"Settings(graph_base_url={self.graph_base_url!r}, crm_connector={self.crm_connector!r}, …)"
