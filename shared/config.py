@@ -40,8 +40,11 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("GRAPH_BASE_URL", "Microsoft Graph base URL", default=REAL_GRAPH),
-    Setting("GRAPH_AUTH_MODE", "managed-identity | workload-identity | certificate | secret | static-token",
-            default=GraphAuthMode.WORKLOAD_IDENTITY.value),
+    Setting(
+        "GRAPH_AUTH_MODE",
+        "managed-identity | workload-identity | certificate | secret | static-token",
+        default=GraphAuthMode.WORKLOAD_IDENTITY.value,
+    ),
     Setting("GRAPH_TENANT_ID", "Entra tenant id of the mailboxes"),
     Setting("GRAPH_CLIENT_ID", "client id of the app registration that holds the Graph permissions"),
     Setting("GRAPH_CLIENT_CERTIFICATE_PATH", "PEM certificate path (auth mode certificate)"),
@@ -125,7 +128,11 @@ class Settings:
         needs = {
             GraphAuthMode.MANAGED_IDENTITY: ["AZURE_CLIENT_ID"],
             GraphAuthMode.WORKLOAD_IDENTITY: ["GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "AZURE_CLIENT_ID"],
-            GraphAuthMode.CERTIFICATE: ["GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_CERTIFICATE_PATH"],
+            GraphAuthMode.CERTIFICATE: [
+                "GRAPH_TENANT_ID",
+                "GRAPH_CLIENT_ID",
+                "GRAPH_CLIENT_CERTIFICATE_PATH",
+            ],
             GraphAuthMode.SECRET: ["GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET"],
             GraphAuthMode.STATIC_TOKEN: ["GRAPH_STATIC_TOKEN"],
         }[mode]

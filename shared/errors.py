@@ -1,19 +1,19 @@
 """The project's error tree. Adapters translate foreign exceptions into it; the engine sees only these.
 
-    SyncError
-      ConfigError              settings invalid; .problems lists every one
-      UserConfigError          one SyncUsers row is invalid; .problems; the user is skipped
-      GraphError               Microsoft Graph failed; .status, .code, .retry_after
-        GraphThrottled         429/503/504: wait .retry_after (seconds) and retry later
-        DeltaExpired           410 / syncStateNotFound: drop the link, start a fresh round
-        MailboxDenied          403 ErrorAccessDenied: park the mailbox, do not retry in a loop
-        GraphNotFound          404
-      CrmError                 a CRM call failed; .retryable
-        CrmRetryableError      5xx, 429, timeouts: the item is retried
-        CrmRejectedError       4xx: the CRM refuses this item; recorded with its reason, retried later
-      StateError               Table/Queue storage failed
-        ConcurrencyError       an ETag-conditional write lost (someone else wrote first)
-      MassChangeRefused        a run would delete/change more than the threshold; user marked for review
+SyncError
+  ConfigError              settings invalid; .problems lists every one
+  UserConfigError          one SyncUsers row is invalid; .problems; the user is skipped
+  GraphError               Microsoft Graph failed; .status, .code, .retry_after
+    GraphThrottled         429/503/504: wait .retry_after (seconds) and retry later
+    DeltaExpired           410 / syncStateNotFound: drop the link, start a fresh round
+    MailboxDenied          403 ErrorAccessDenied: park the mailbox, do not retry in a loop
+    GraphNotFound          404
+  CrmError                 a CRM call failed; .retryable
+    CrmRetryableError      5xx, 429, timeouts: the item is retried
+    CrmRejectedError       4xx: the CRM refuses this item; recorded with its reason, retried later
+  StateError               Table/Queue storage failed
+    ConcurrencyError       an ETag-conditional write lost (someone else wrote first)
+  MassChangeRefused        a run would delete/change more than the threshold; user marked for review
 """
 
 from __future__ import annotations

@@ -272,8 +272,10 @@ class Job:
     @classmethod
     def from_json(cls, text: str | bytes) -> Job:
         data = json.loads(text)
-        if not isinstance(data, dict) or not isinstance(data.get("user"), str) or not isinstance(
-            data.get("stream"), str
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("user"), str)
+            or not isinstance(data.get("stream"), str)
         ):
             raise ValueError("a job needs string fields 'user' and 'stream'")
         return cls(

@@ -250,8 +250,17 @@ class JobQueue(Protocol):
     async def enqueue(self, job: Job, delay_seconds: float = 0) -> None: ...
 
 
-class StateStore(UserStore, CursorStore, LeaseStore, LinkStore, KeyStore, SubscriptionStore, IssueStore,
-                 DecisionStore, Protocol):
+class StateStore(
+    UserStore,
+    CursorStore,
+    LeaseStore,
+    LinkStore,
+    KeyStore,
+    SubscriptionStore,
+    IssueStore,
+    DecisionStore,
+    Protocol,
+):
     """All the tables together (one object per deployment; built by `shared/wiring.py`)."""
 
     async def ensure_tables(self) -> None: ...
