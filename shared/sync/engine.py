@@ -176,4 +176,4 @@ def backing_off(columns: Mapping[str, Any], now: datetime) -> bool:
         return False
     errors = max(1, int(columns.get("ErrorCount") or 1))
     wait = min(MAX_BACKOFF, BASE_BACKOFF * 2 ** min(errors - 1, 10))
-    return now < since.astimezone(UTC) + wait
+    return bool(now < since.astimezone(UTC) + wait)
