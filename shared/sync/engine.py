@@ -39,9 +39,7 @@ BASE_BACKOFF = timedelta(minutes=5)
 
 
 class StreamRunner(Protocol):
-    async def run(
-        self, config: UserConfig, stream: str, lease: Lease, *, fresh_round: bool
-    ) -> tuple[Any, Lease]: ...
+    async def run(self, config: UserConfig, stream: str, lease: Lease, *, fresh_round: bool) -> tuple[Any, Lease]: ...
 
 
 @dataclass(frozen=True)
@@ -85,9 +83,7 @@ class Engine:
 
         lease = await self._state.acquire(config.upn, job.stream, uuid.uuid4().hex, LEASE_SECONDS)
         if lease is None:
-            return JobOutcome(
-                "busy", "another job holds this user+stream; it will run again before letting go"
-            )
+            return JobOutcome("busy", "another job holds this user+stream; it will run again before letting go")
         fresh = job.fresh_round
         try:
             while True:
