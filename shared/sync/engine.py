@@ -38,8 +38,13 @@ MAX_BACKOFF = timedelta(hours=6)
 BASE_BACKOFF = timedelta(minutes=5)
 
 
+Progress = Callable[[str, Mapping[str, int]], None]
+
+
 class StreamRunner(Protocol):
-    async def run(self, config: UserConfig, stream: str, lease: Lease, *, fresh_round: bool) -> tuple[Any, Lease]: ...
+    async def run(
+        self, config: UserConfig, stream: str, lease: Lease, *, fresh_round: bool, progress: Progress | None = None
+    ) -> tuple[Any, Lease]: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class Engine:
         row = await self._state.get_user(upn)
         return None if row is None else parse_user(row.upn, row.columns)
 
-    async def run_job(self, job: Job) -> JobOutcome:
+    async def run_job(self, job: Job, progress: Progress | None = None) -> JobOutcome:
         try:
             config = await self.load_user(job.user)
         except UserConfigError as error:
@@ -88,7 +93,7 @@ class Engine:
         try:
             while True:
                 await self._state.clear_queued(config.upn, job.stream)
-                stats, lease = await runner.run(config, job.stream, lease, fresh_round=fresh)
+                stats, lease = await runner.run(config, job.stream, lease, fresh_round=fresh, progress=progress)
                 fresh = False
                 if await self._state.release(lease):
                     break

@@ -10,7 +10,7 @@ nothing new. Items the CRM refuses go to SyncIssues with their reason and are re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -80,7 +80,15 @@ class MailStream:
         self._subject_limit = caps.subject_limit
         self._clock = clock
 
-    async def run(self, config: UserConfig, stream: str, lease: Lease, *, fresh_round: bool) -> tuple[MailStats, Lease]:
+    async def run(
+        self,
+        config: UserConfig,
+        stream: str,
+        lease: Lease,
+        *,
+        fresh_round: bool,
+        progress: Callable[[str, Mapping[str, int]], None] | None = None,
+    ) -> tuple[MailStats, Lease]:
         folder = stream.partition(":")[2]
         user = config.upn
         stats = MailStats()
@@ -119,6 +127,8 @@ class MailStream:
                 replace(cursor, link=link, link_kind=kind, extra=_counted(cursor, before, stats, self._clock())),
             )
             lease = await self._state.renew(lease, LEASE_SECONDS)
+            if progress is not None:
+                progress(stream, stats.as_dict())
             if kind == "delta":
                 return stats, lease
 
