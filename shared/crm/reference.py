@@ -85,6 +85,7 @@ class ReferenceCrmConnector:
         backoff_max: float = 8.0,
         max_retry_after: float = 30.0,
         timeout: float = 15.0,
+        page_size: int = 500,
     ) -> None:
         if auth_scheme not in ("bearer", "api-key"):
             raise ValueError("auth_scheme must be 'bearer' or 'api-key'")
@@ -98,6 +99,7 @@ class ReferenceCrmConnector:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
+        self.page_size = page_size
         self._random = random.Random()
 
     def _backoff(self, attempt: int) -> float:
@@ -205,7 +207,7 @@ class ReferenceCrmConnector:
     async def _pages(self, route: str, owner: str, cursor: str | None) -> tuple[list[dict[str, Any]], str]:
         pages: list[dict[str, Any]] = []
         while True:
-            params = {"owner": owner, **({"cursor": cursor} if cursor else {})}
+            params = {"owner": owner, "limit": str(self.page_size), **({"cursor": cursor} if cursor else {})}
             page = await self._json("GET", route, route, params=params)
             pages.append(page)
             cursor = str(page["cursor"])

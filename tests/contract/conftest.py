@@ -132,7 +132,7 @@ class ReferenceHarness:
     def _connector(self, token: str) -> ReferenceCrmConnector:
         return ReferenceCrmConnector(
             self.server.base_url, token, max_retries=self.retry_budget, backoff_base=0.01, backoff_max=0.05,
-            max_retry_after=5.0, timeout=10.0,
+            max_retry_after=5.0, timeout=10.0, page_size=2,
         )  # fmt: skip
 
     def add_person(
