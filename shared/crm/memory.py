@@ -165,7 +165,7 @@ class InMemoryCrm:
 
     async def upsert_journal(self, journal: Journal) -> CrmRef:
         def write() -> CrmRef:
-            self._check_links(journal.people)
+            self._check_journal(journal)
             self.journals[journal.key] = journal
             journal_id = self._journal_ids.setdefault(journal.key, f"j-{len(self._journal_ids) + 1:06d}")
             return CrmRef(journal_id, str(self._next()))
@@ -206,6 +206,8 @@ class InMemoryCrm:
         self, owner: str, cursor: str | None
     ) -> tuple[list[CrmAppointmentChange], str]:
         def read() -> tuple[list[CrmAppointmentChange], str]:
+            if not self.capabilities.appointment_change_feed:
+                raise CrmRejectedError("this CRM has no appointment change feed (see capabilities)")
             after = _cursor(cursor)
             rows = sorted(
                 (s for s in self._appointments.values() if s.value.owner == owner and s.seq > after),
@@ -253,6 +255,13 @@ class InMemoryCrm:
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:
         def read() -> ContactFeedPage:
             after = _cursor(cursor)
+            if not self.capabilities.contact_change_feed:
+                mine = [
+                    p
+                    for p in self._people.values()
+                    if p.owner == owner and p.kind == "contact" and not p.deleted
+                ]
+                return ContactFeedPage(tuple(self._contact(p) for p in mine), str(self._seq), snapshot=True)
             live = {
                 p.id: (p.seq, self._contact(p))
                 for p in self._people.values()
@@ -346,10 +355,26 @@ class InMemoryCrm:
                     f"CRM rejected (422): no person with id {ref.id!r} to link", status=422
                 )
 
+    def _check_journal(self, journal: Journal) -> None:
+        limits = self.capabilities
+        if not limits.multi_person_journal and len(journal.people) > 1:
+            raise CrmRejectedError("CRM rejected (422): a journal links at most one person", status=422)
+        if limits.journal_body_limit is not None and len(journal.body) > limits.journal_body_limit:
+            raise CrmRejectedError("CRM rejected (422): the journal body is too long", status=422)
+        if limits.subject_limit is not None and len(journal.subject) > limits.subject_limit:
+            raise CrmRejectedError("CRM rejected (422): the subject is too long", status=422)
+        self._check_links(journal.people)
+
     def _check_appointment(self, appointment: Appointment) -> Appointment:
         if appointment.end < appointment.start:
             raise CrmRejectedError("CRM rejected (422): 'end' is before 'start'", status=422)
         self._check_links(appointment.people)
+        if not self.capabilities.appointment_times:
+            start, end = (
+                t.replace(hour=0, minute=0, second=0, microsecond=0)
+                for t in (appointment.start, appointment.end)
+            )
+            return dataclasses.replace(appointment, start=start, end=end)
         return appointment
 
     @staticmethod

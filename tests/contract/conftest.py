@@ -18,7 +18,7 @@ import pytest
 
 from emulators.crm.launcher import ReferenceCrm, reference_crm
 from shared.crm.memory import InMemoryCrm
-from shared.crm.port import CrmPort
+from shared.crm.port import Capabilities, CrmPort
 from shared.crm.reference import ReferenceCrmConnector, parse_retry_after
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 
@@ -70,8 +70,8 @@ class CrmHarness(Protocol):
 class MemoryHarness:
     retry_budget = 0
 
-    def __init__(self) -> None:
-        self.fake = InMemoryCrm()
+    def __init__(self, capabilities: Capabilities | None = None) -> None:
+        self.fake = InMemoryCrm(capabilities)
         self.connector: CrmPort = self.fake
 
     def add_person(
@@ -191,6 +191,20 @@ async def _memory(request: pytest.FixtureRequest) -> AsyncIterator[CrmHarness]:
     yield MemoryHarness()
 
 
+# The fake declaring what a limited CRM (BottleCRM-like) cannot do: proves the suite honours capabilities.
+LIMITED = Capabilities(
+    multi_person_journal=False,
+    contact_change_feed=False,
+    appointment_times=False,
+    appointment_change_feed=False,
+)
+
+
+@contextlib.asynccontextmanager
+async def _memory_limited(request: pytest.FixtureRequest) -> AsyncIterator[CrmHarness]:
+    yield MemoryHarness(LIMITED)
+
+
 @contextlib.asynccontextmanager
 async def _reference(request: pytest.FixtureRequest) -> AsyncIterator[CrmHarness]:
     server: ReferenceCrm = request.getfixturevalue("reference_server")
@@ -206,6 +220,7 @@ CRM_FACTORIES: dict[
     str, Callable[[pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[CrmHarness]]
 ] = {
     "memory": _memory,
+    "memory-limited": _memory_limited,
     "reference": _reference,
 }
 CRM_MARKS: dict[str, list[pytest.MarkDecorator]] = {}
