@@ -16,7 +16,7 @@ import contextlib
 import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
@@ -132,9 +132,7 @@ class ReferenceCrm:
         """Forget every record, fault and count."""
         self._send("POST", "/_crm/reset")
 
-    def connector(
-        self, auth_scheme: Literal["bearer", "api-key"] = "bearer", **options: Any
-    ) -> ReferenceCrmConnector:
+    def connector(self, auth_scheme: str = "bearer", **options: Any) -> ReferenceCrmConnector:
         return ReferenceCrmConnector(self.base_url, self.token, auth_scheme, **options)
 
     def close(self) -> None:

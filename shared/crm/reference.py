@@ -16,7 +16,7 @@ import logging
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -77,7 +77,7 @@ class ReferenceCrmConnector:
         self,
         base_url: str,
         token: str,
-        auth_scheme: Literal["bearer", "api-key"] = "bearer",
+        auth_scheme: str = "bearer",
         *,
         client: httpx.AsyncClient | None = None,
         max_retries: int = 4,
@@ -128,7 +128,7 @@ class ReferenceCrmConnector:
                 )
             except httpx.TransportError as exc:
                 failure = CrmRetryableError(f"CRM {method} {route} failed: {type(exc).__name__}")
-                if not repeatable and not isinstance(exc, httpx.ConnectError):
+                if not repeatable and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                     raise failure from exc
             else:
                 status = response.status_code
