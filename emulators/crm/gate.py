@@ -36,6 +36,8 @@ class Fault:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Fault:
         retry_after = doc.get("retryAfter")
+        if doc.get("count", 1) is not None and int(doc.get("count", 1)) < 1:
+            raise ValueError("count must be at least 1 (or null: until cleared)")
         return cls(
             status=int(doc["status"]) if doc.get("status") is not None else None,
             count=int(doc["count"]) if doc.get("count", 1) is not None else None,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import httpx
 
+from emulators.crm.app import Crm, api_routes
+from emulators.crm.db import Database
 from emulators.crm.launcher import ReferenceCrm, reference_crm
+from emulators.process import ROOT
 from shared.model import Direction, Journal
 
 
@@ -113,3 +117,19 @@ async def test_concurrent_upserts_of_one_key_leave_one_journal(server: Reference
 
     assert len({r.id for r in refs}) == 1
     assert [j["key"] for j in server.journals()] == ["<same@x.test>"]
+
+
+def test_the_openapi_file_documents_exactly_the_routes_the_server_serves() -> None:
+    spec = (ROOT / "docs" / "crm-api.yaml").read_text(encoding="utf-8")
+    documented = {
+        (path, method.upper())
+        for path, block in re.findall(r"^  (/\S*):\n((?:    .*\n|\n)*)", spec, flags=re.M)
+        for method in re.findall(r"^    (get|put|post|patch|delete):", block, flags=re.M)
+    }
+    served = {
+        (route.path.replace(":path}", "}"), method)
+        for route in api_routes(Crm(Database()))
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert documented == served
