@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ import httpx
 
 from emulators.process import free_port, python_module, running
 from shared.crm.reference import ReferenceCrmConnector
+
+
+def _instant(value: str | datetime) -> str:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 class ReferenceCrm:
@@ -62,9 +67,12 @@ class ReferenceCrm:
     def delete_person(self, person_id: str) -> None:
         self._send("DELETE", f"/_crm/people/{person_id}")
 
-    def create_appointment(self, *, owner: str, subject: str, start: str, end: str, **fields: Any) -> str:
-        """An appointment made in the CRM (no key); times are RFC 3339 strings. Returns its id."""
-        doc = {"owner": owner, "subject": subject, "start": start, "end": end, **fields}
+    def create_appointment(
+        self, *, owner: str, subject: str, start: str | datetime, end: str | datetime, **fields: Any
+    ) -> str:
+        """An appointment made in the CRM (no key); times are aware datetimes or RFC 3339 strings;
+        `fields` are API names (location, body, isAllDay ...). Returns its id."""
+        doc = {"owner": owner, "subject": subject, "start": _instant(start), "end": _instant(end), **fields}
         return str(self._send("POST", "/_crm/appointments", doc)["id"])
 
     def update_appointment(self, appointment_id: str, **fields: Any) -> None:
