@@ -1,0 +1,9 @@
+"""Contact folders, contacts, their delta."""
+
+from __future__ import annotations
+
+from emulators.graph.routing import Router
+
+
+def routes(r: Router) -> None:
+    pass
