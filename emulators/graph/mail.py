@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import re
 from dataclasses import dataclass
@@ -187,7 +189,7 @@ def _message_prop(m: Message, p: str, view: View) -> Any:
         case "conversationId":
             return m.conversation_id
         case "conversationIndex":
-            return "AQHS" + m.conversation_id[-20:]
+            return base64.b64encode(hashlib.sha256(m.conversation_id.encode()).digest()[:22]).decode()
         case "isDeliveryReceiptRequested" | "isReadReceiptRequested":
             return False
         case "isRead":
@@ -510,8 +512,10 @@ def patch_message(ctx: Ctx) -> Response:
     m = _message(ctx)
     _check_if_match(ctx.req, m.change_key)
     patch = ctx.req.json()
-    read_only = set(patch) == {"isRead"}
+    read_only = {k for k in patch if not k.startswith("@odata.")} == {"isRead"}
     for k, v in patch.items():
+        if k.startswith("@odata."):
+            continue
         if k == "isRead":
             m.is_read = bool(v)
         elif k == "categories":
@@ -553,7 +557,7 @@ def delete_message(ctx: Ctx) -> Response:
 
 def move_message(ctx: Ctx) -> Response:
     m = _message(ctx)
-    dest = (ctx.req.json() or {}).get("destinationId", "")
+    dest = {k.lower(): v for k, v in (ctx.req.json() or {}).items()}.get("destinationid", "")
     if not dest:
         raise GraphError(400, "ErrorInvalidParameter", "The destinationId is required.")
     ctx.emu.tenant.move_message(ctx.u, m, ctx.u.folder(dest))
@@ -587,7 +591,7 @@ def list_attachments(ctx: Ctx) -> Response:
 def send_mail(ctx: Ctx) -> Response:
     """Deliver to every tenant recipient's Inbox and put a copy in the sender's Sent Items."""
     u, emu = ctx.u, ctx.emu
-    payload = ctx.req.json()
+    payload = {k.lower(): v for k, v in ctx.req.json().items()}  # action parameters: any casing
     msg = payload.get("message") or {}
     if not msg.get("toRecipients") and not msg.get("ccRecipients") and not msg.get("bccRecipients"):
         raise GraphError(400, "ErrorInvalidRecipients", "At least one recipient is not valid.")
@@ -600,7 +604,7 @@ def send_mail(ctx: Ctx) -> Response:
         msg.get("internetMessageId") or f"<{emu.tenant.new_id('')[:24]}@{u.upn.split('@')[-1]}>"
     )
     spec.setdefault("conversationId", "AAQkAG" + emu.tenant.new_id("")[:40])
-    if payload.get("saveToSentItems", True):
+    if payload.get("savetosentitems", True):
         new_message(emu.tenant, u, u.folder("sentitems"), {**spec, "isRead": True})
     deliver_to_tenant(emu.tenant, spec)
     return Response(202)
