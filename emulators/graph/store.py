@@ -135,6 +135,7 @@ class Event:
     exceptions: dict[str, dict[str, Any]] = field(default_factory=dict)  # occurrence date -> overrides
     cancelled: set[str] = field(default_factory=set)  # occurrence dates (YYYY-MM-DD)
     exception_keys: dict[str, str] = field(default_factory=dict)  # occurrence date -> change key
+    deleted: bool = False
 
 
 @dataclass(eq=False)
