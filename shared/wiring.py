@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import Settings
-from shared.errors import ConfigError
 from shared.crm.port import CrmPort
+from shared.errors import ConfigError
 from shared.graph.probe import MailboxProbe
 from shared.state.port import JobQueue, StateStore
 from shared.subscriptions import SubscriptionKeeper
