@@ -181,7 +181,9 @@ def _message_prop(m: Message, p: str, view: View) -> Any:
         case "subject":
             return m.subject
         case "bodyPreview":
-            return html_to_text(m.body_html)[:255]
+            if m.preview is None:
+                m.preview = html_to_text(m.body_html)[:255]
+            return m.preview
         case "importance":
             return m.importance
         case "parentFolderId":
@@ -528,6 +530,7 @@ def patch_message(ctx: Ctx) -> Response:
             m.subject = v
         elif k == "body" and m.is_draft:
             m.body_html = m.unique_html = v.get("content", "")
+            m.preview = None
         elif k == "singleValueExtendedProperties":
             for p in v or []:
                 if "0x36" in p.get("id", "").lower().replace("0x0036", "0x36"):
