@@ -375,7 +375,7 @@ def folder_delta(ctx: Ctx) -> Response:
     def emit(seq: int, key: str, kind: str, c: delta.Cursor) -> list[dict[str, Any]] | None:
         f = u.folders.get(key)
         if kind == "removed" or f is None:
-            return None if c.base == 0 else [{"id": key, "@removed": {"reason": "deleted"}}]
+            return None if c.initial(seq) else [{"id": key, "@removed": {"reason": "deleted"}}]
         return [render_folder(f, u, select)]
 
     page = delta.run_page(emu.states, u.folder_log, cursor, limit=delta.page_size(req), link=link, emit=emit)
@@ -428,7 +428,7 @@ def message_delta(ctx: Ctx) -> Response:
 
     def emit(seq: int, key: str, kind: str, c: delta.Cursor) -> list[dict[str, Any]] | None:
         m = u.messages[key]
-        initial = c.base == 0
+        initial = c.initial(seq)
         if kind == "removed":
             if initial:
                 return None
