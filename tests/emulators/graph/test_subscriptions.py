@@ -86,7 +86,8 @@ async def test_notifications_shape_batching_and_query_string(raw, emulator, upn,
     assert n["subscriptionId"] == sub["id"] and n["changeType"] == "created" and n["clientState"] == "s3cret"
     assert n["resourceData"]["@odata.type"] == "#Microsoft.Graph.Message"
     user_id = raw.get(f"/users/{upn}").json()["id"]
-    assert n["resource"] == f"Users/{user_id}/Messages/{n['resourceData']['id']}"
+    item = n["resourceData"]["id"]
+    assert n["resource"] in (f"Users/{user_id}/Messages/{item}", f"Users('{user_id}')/messages('{item}')")
     assert n["tenantId"] and n["subscriptionExpirationDateTime"]
 
 
