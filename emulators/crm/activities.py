@@ -34,8 +34,7 @@ class Journals:
             row_id = row["id"] if row else new_id("j")
             seq = self.db.next_seq(conn)
             conn.execute(
-                "INSERT OR REPLACE INTO journals (id, key, owner, doc, seq, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO journals (id, key, owner, doc, seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (row_id, key, doc["owner"], dumps(doc), seq, now()),
             )
         return {"id": row_id, "version": str(seq), "created": row is None}
@@ -61,8 +60,7 @@ class Appointments:
         self.people.check_refs(conn, doc["people"])
         seq = self.db.next_seq(conn)
         conn.execute(
-            "INSERT OR REPLACE INTO appointments (id, key, owner, doc, seq, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO appointments (id, key, owner, doc, seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             (row_id, key, doc["owner"], dumps(doc), seq, now()),
         )
         return seq

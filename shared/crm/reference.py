@@ -90,9 +90,7 @@ class ReferenceCrmConnector:
         if auth_scheme not in ("bearer", "api-key"):
             raise ValueError("auth_scheme must be 'bearer' or 'api-key'")
         self._base = base_url.rstrip("/")
-        self._headers = (
-            {"Authorization": f"Bearer {token}"} if auth_scheme == "bearer" else {"X-API-Key": token}
-        )
+        self._headers = {"Authorization": f"Bearer {token}"} if auth_scheme == "bearer" else {"X-API-Key": token}
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self.max_retries = max_retries
@@ -132,9 +130,7 @@ class ReferenceCrmConnector:
                     raise failure from exc
             else:
                 status = response.status_code
-                logger.debug(
-                    "crm_call method=%s route=%s status=%d attempt=%d", method, route, status, attempt
-                )
+                logger.debug("crm_call method=%s route=%s status=%d attempt=%d", method, route, status, attempt)
                 if status < 400:
                     return response
                 if status == 404 and missing_ok:
@@ -159,9 +155,7 @@ class ReferenceCrmConnector:
             if attempt == budget or (wait is not None and wait > self.max_retry_after):
                 raise failure
             delay = wait if wait is not None else self._backoff(attempt)
-            logger.info(
-                "crm_retry method=%s route=%s attempt=%d wait=%.2f", method, route, attempt + 1, delay
-            )
+            logger.info("crm_retry method=%s route=%s attempt=%d wait=%.2f", method, route, attempt + 1, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -182,9 +176,7 @@ class ReferenceCrmConnector:
 
     async def upsert_journal(self, journal: Journal) -> CrmRef:
         path = f"/journals/{_key(journal.key)}"
-        return wire.parse_ref(
-            await self._json("PUT", "/journals/{key}", path, json=wire.journal_to_json(journal))
-        )
+        return wire.parse_ref(await self._json("PUT", "/journals/{key}", path, json=wire.journal_to_json(journal)))
 
     async def get_journal(self, key: str) -> Journal | None:
         data = await self._json("GET", "/journals/{key}", f"/journals/{_key(key)}", missing_ok=True)
@@ -214,9 +206,7 @@ class ReferenceCrmConnector:
             if not page.get("hasMore"):
                 return pages, cursor
 
-    async def appointment_changes(
-        self, owner: str, cursor: str | None
-    ) -> tuple[list[CrmAppointmentChange], str]:
+    async def appointment_changes(self, owner: str, cursor: str | None) -> tuple[list[CrmAppointmentChange], str]:
         pages, next_cursor = await self._pages("/appointments/changes", owner, cursor)
         latest = {item["id"]: item for page in pages for item in page["changes"]}
         return [wire.appointment_change_from_json(item) for item in latest.values()], next_cursor

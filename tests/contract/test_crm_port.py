@@ -36,9 +36,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def journal(
-    key: str, *, people: tuple[PersonRef, ...] = (), seen_by: tuple[str, ...] = ("a@contoso.test",)
-) -> Journal:
+def journal(key: str, *, people: tuple[PersonRef, ...] = (), seen_by: tuple[str, ...] = ("a@contoso.test",)) -> Journal:
     return Journal(
         key=key, subject="Quarterly review – Ünïcode ✓", body="Hello <b>not html</b>\nLine 2",
         direction=Direction.INBOUND, sender=Address("Ann.Lee@Example.test", "Ann Lee"),
@@ -81,9 +79,7 @@ async def test_find_people_matches_any_address_exactly_and_case_insensitively(cr
     ann = crm.add_person(["Ann.Lee@Example.test", "ann@private.test"], name="Ann Lee")
     crm.add_person("ann.lee@example.test.evil", name="Not Ann")
 
-    found = await crm.connector.find_people(
-        ["ann.lee@example.test", "ANN@PRIVATE.TEST", " Ann.Lee@EXAMPLE.test "]
-    )
+    found = await crm.connector.find_people(["ann.lee@example.test", "ANN@PRIVATE.TEST", " Ann.Lee@EXAMPLE.test "])
 
     assert set(found) == {"ann.lee@example.test", "ann@private.test"}
     assert ids(found["ann.lee@example.test"]) == [ann]
@@ -177,9 +173,7 @@ async def test_journal_linking_an_unknown_person_is_rejected_with_the_reason(crm
 async def test_appointment_upsert_twice_is_one_record_with_the_latest_content(crm: CrmHarness) -> None:
     key = f"{unique('ical')}|2024-05-06T09:30:00+00:00"
     first = await crm.connector.upsert_appointment(appointment(key))
-    moved = appointment(
-        key, start=T0 + timedelta(days=1), end=T0 + timedelta(days=1, hours=2), location="Room 2"
-    )
+    moved = appointment(key, start=T0 + timedelta(days=1), end=T0 + timedelta(days=1, hours=2), location="Room 2")
 
     again = await crm.connector.upsert_appointment(moved)
 
@@ -327,9 +321,7 @@ async def test_contact_feed_reports_changes_and_removals_after_the_cursor(crm: C
     feed = crm.connector
 
     first = await feed.contact_changes(owner, None)
-    assert sorted(c.ref.id for c in first.changes if isinstance(c, CrmContact) and c.ref) == sorted(
-        [kept, moved, gone]
-    )
+    assert sorted(c.ref.id for c in first.changes if isinstance(c, CrmContact) and c.ref) == sorted([kept, moved, gone])
     assert not [c for c in first.changes if isinstance(c, CrmContactRemoved)]
 
     quiet = await feed.contact_changes(owner, first.cursor)

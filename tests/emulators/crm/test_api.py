@@ -61,9 +61,7 @@ def test_errors_are_json_with_a_code_and_message(server: ReferenceCrm, api: http
     unknown = api.get("/contacts/p-nope")
 
     assert [r.status_code for r in (bad_json, bad_field, bad_cursor, unknown)] == [400, 422, 400, 404]
-    assert all(
-        set(r.json()["error"]) == {"code", "message"} for r in (bad_json, bad_field, bad_cursor, unknown)
-    )
+    assert all(set(r.json()["error"]) == {"code", "message"} for r in (bad_json, bad_field, bad_cursor, unknown))
 
 
 def test_contact_feed_pages_follow_the_cursor(server: ReferenceCrm, api: httpx.Client) -> None:
