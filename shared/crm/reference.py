@@ -161,7 +161,12 @@ class ReferenceCrmConnector:
 
     async def _json(self, method: str, route: str, path: str, **kwargs: Any) -> Any:
         response = await self._call(method, route, path, **kwargs)
-        return None if response is None else response.json()
+        if response is None:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise CrmRetryableError(f"CRM {method} {route} answered {response.status_code} without JSON") from None
 
     async def find_people(self, addresses: Sequence[str]) -> dict[str, list[PersonRef]]:
         wanted = list(dict.fromkeys(a.strip().lower() for a in addresses))
