@@ -70,6 +70,23 @@ def _reason(response: httpx.Response) -> str:
     return (message or response.reason_phrase or "no reason given")[:300]
 
 
+def _failure(method: str, route: str, response: httpx.Response) -> CrmRetryableError:
+    """The retryable error for a 429/5xx answer; raises `CrmRejectedError` for any other 4xx."""
+    status = response.status_code
+    if status == 401:
+        raise CrmRejectedError(
+            f"CRM refused the credentials (401) on {method} {route}: {_reason(response)}", status=401
+        )
+    if status == 403:
+        raise CrmRejectedError(f"CRM denied access (403) on {method} {route}: {_reason(response)}", status=403)
+    if status != 429 and status < 500:
+        raise CrmRejectedError(f"CRM rejected {method} {route} ({status}): {_reason(response)}", status=status)
+    wait = parse_retry_after(response.headers.get("retry-after"))
+    return CrmRetryableError(
+        f"CRM {method} {route} answered {status}: {_reason(response)}", status=status, retry_after=wait
+    )
+
+
 class ReferenceCrmConnector:
     capabilities = Capabilities()
 
@@ -119,7 +136,6 @@ class ReferenceCrmConnector:
         """One API call with the retry policy. `route` (a template, no values) is what gets logged."""
         budget = self.max_retries if retries is None else retries
         for attempt in range(budget + 1):
-            wait: float | None = None
             try:
                 response = await self._client.request(
                     method, self._base + path, json=json, params=params, headers=self._headers
@@ -129,32 +145,19 @@ class ReferenceCrmConnector:
                 if not repeatable and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                     raise failure from exc
             else:
-                status = response.status_code
-                logger.debug("crm_call method=%s route=%s status=%d attempt=%d", method, route, status, attempt)
-                if status < 400:
-                    return response
-                if status == 404 and missing_ok:
-                    return None
-                if status in (401, 403):
-                    raise CrmRejectedError(
-                        f"CRM refused the credentials ({status}) on {method} {route}: {_reason(response)}",
-                        status=status,
-                    )
-                if status != 429 and status < 500:
-                    raise CrmRejectedError(
-                        f"CRM rejected {method} {route} ({status}): {_reason(response)}", status=status
-                    )
-                wait = parse_retry_after(response.headers.get("retry-after"))
-                failure = CrmRetryableError(
-                    f"CRM {method} {route} answered {status}: {_reason(response)}",
-                    status=status,
-                    retry_after=wait,
+                logger.debug(
+                    "crm_call method=%s route=%s status=%d attempt=%d", method, route, response.status_code, attempt
                 )
-                if not repeatable and status != 429:
+                if response.status_code < 400:
+                    return response
+                if response.status_code == 404 and missing_ok:
+                    return None
+                failure = _failure(method, route, response)  # raises CrmRejectedError for a refusal
+                if not repeatable and failure.status != 429:
                     raise failure
-            if attempt == budget or (wait is not None and wait > self.max_retry_after):
+            if attempt == budget or (failure.retry_after or 0.0) > self.max_retry_after:
                 raise failure
-            delay = wait if wait is not None else self._backoff(attempt)
+            delay = failure.retry_after if failure.retry_after is not None else self._backoff(attempt)
             logger.info("crm_retry method=%s route=%s attempt=%d wait=%.2f", method, route, attempt + 1, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
