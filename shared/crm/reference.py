@@ -244,12 +244,13 @@ class ReferenceCrmConnector:
         pages, next_cursor = await self._pages("/contacts/changes", owner, cursor)
         latest: dict[str, CrmContact | CrmContactRemoved] = {}
         for page in pages:
-            for item in page["changes"]:
-                latest.pop(item["id"], None)
-                latest[item["id"]] = wire.contact_from_json(item)
-            for item in page["removals"]:
-                latest.pop(item["id"], None)
-                latest[item["id"]] = CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
+            events = [(item["seq"], item, True) for item in page["changes"]]
+            events += [(item["seq"], item, False) for item in page["removals"]]
+            for _, item, live in sorted(events, key=lambda e: e[0]):
+                latest.pop(item["id"], None)  # a contact is reported once, where its latest event falls
+                latest[item["id"]] = (
+                    wire.contact_from_json(item) if live else CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
+                )
         return ContactFeedPage(changes=tuple(latest.values()), cursor=next_cursor)
 
     async def check(self) -> Health:
