@@ -38,8 +38,19 @@ MAX_BACKOFF = timedelta(hours=6)
 BASE_BACKOFF = timedelta(minutes=5)
 
 
+Progress = Callable[[str, Mapping[str, int]], None]
+
+
 class StreamRunner(Protocol):
-    async def run(self, config: UserConfig, stream: str, lease: Lease, *, fresh_round: bool) -> tuple[Any, Lease]: ...
+    async def run(
+        self,
+        config: UserConfig,
+        stream: str,
+        lease: Lease,
+        *,
+        fresh_round: bool,
+        progress: Progress | None = None,
+    ) -> tuple[Any, Lease]: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class Engine:
         row = await self._state.get_user(upn)
         return None if row is None else parse_user(row.upn, row.columns)
 
-    async def run_job(self, job: Job) -> JobOutcome:
+    async def run_job(self, job: Job, progress: Progress | None = None) -> JobOutcome:
         try:
             config = await self.load_user(job.user)
         except UserConfigError as error:
@@ -83,12 +94,16 @@ class Engine:
 
         lease = await self._state.acquire(config.upn, job.stream, uuid.uuid4().hex, LEASE_SECONDS)
         if lease is None:
-            return JobOutcome("busy", "another job holds this user+stream; it will run again before letting go")
+            return JobOutcome(
+                "busy", "another job holds this user+stream; it will run again before letting go"
+            )
         fresh = job.fresh_round
         try:
             while True:
                 await self._state.clear_queued(config.upn, job.stream)
-                stats, lease = await runner.run(config, job.stream, lease, fresh_round=fresh)
+                stats, lease = await runner.run(
+                    config, job.stream, lease, fresh_round=fresh, progress=progress
+                )
                 fresh = False
                 if await self._state.release(lease):
                     break

@@ -10,7 +10,7 @@ nothing new. Items the CRM refuses go to SyncIssues with their reason and are re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -80,7 +80,15 @@ class MailStream:
         self._subject_limit = caps.subject_limit
         self._clock = clock
 
-    async def run(self, config: UserConfig, stream: str, lease: Lease, *, fresh_round: bool) -> tuple[MailStats, Lease]:
+    async def run(
+        self,
+        config: UserConfig,
+        stream: str,
+        lease: Lease,
+        *,
+        fresh_round: bool,
+        progress: Callable[[str, Mapping[str, int]], None] | None = None,
+    ) -> tuple[MailStats, Lease]:
         folder = stream.partition(":")[2]
         user = config.upn
         stats = MailStats()
@@ -116,9 +124,13 @@ class MailStream:
             cursor = await self._state.save_cursor(
                 user,
                 stream,
-                replace(cursor, link=link, link_kind=kind, extra=_counted(cursor, before, stats, self._clock())),
+                replace(
+                    cursor, link=link, link_kind=kind, extra=_counted(cursor, before, stats, self._clock())
+                ),
             )
             lease = await self._state.renew(lease, LEASE_SECONDS)
+            if progress is not None:
+                progress(stream, stats.as_dict())
             if kind == "delta":
                 return stats, lease
 
@@ -188,7 +200,9 @@ class MailStream:
         result.decisions.append(self._decision(config, stream, message, "synced", reason, crm_key=key))
         return True
 
-    async def _lookup(self, config: UserConfig, messages: Sequence[MailMessage]) -> dict[str, list[PersonRef]]:
+    async def _lookup(
+        self, config: UserConfig, messages: Sequence[MailMessage]
+    ) -> dict[str, list[PersonRef]]:
         addresses = sorted({a.normalized for m in messages for a in mail_plan.others(m, config.upn)})
         found: dict[str, list[PersonRef]] = {}
         for start in range(0, len(addresses), LOOKUP_CHUNK):
