@@ -34,7 +34,8 @@ class Journals:
             row_id = row["id"] if row else new_id("j")
             seq = self.db.next_seq(conn)
             conn.execute(
-                "INSERT OR REPLACE INTO journals (id, key, owner, doc, seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO journals (id, key, owner, doc, seq, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (row_id, key, doc["owner"], dumps(doc), seq, now()),
             )
         return {"id": row_id, "version": str(seq), "created": row is None}
@@ -60,7 +61,8 @@ class Appointments:
         self.people.check_refs(conn, doc["people"])
         seq = self.db.next_seq(conn)
         conn.execute(
-            "INSERT OR REPLACE INTO appointments (id, key, owner, doc, seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO appointments (id, key, owner, doc, seq, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             (row_id, key, doc["owner"], dumps(doc), seq, now()),
         )
         return seq

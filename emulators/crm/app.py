@@ -65,7 +65,11 @@ def api_routes(crm: Crm) -> list[Route]:
 
     async def lookup(request: Request) -> Response:
         addresses = (await _body(request)).get("addresses")
-        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses) or len(addresses) > 500:
+        if (
+            not isinstance(addresses, list)
+            or not all(isinstance(a, str) for a in addresses)
+            or len(addresses) > 500
+        ):
             raise ApiError(400, "badRequest", "'addresses' must be a list of at most 500 strings")
         return JSONResponse({"matches": crm.people.lookup(addresses)})
 
@@ -147,10 +151,14 @@ def control_routes(crm: Crm, controls: Controls) -> list[Route]:
 
     async def people(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse({"people": crm.people.all(request.query_params.get("owner"), include_companies=True)})
+            return JSONResponse(
+                {"people": crm.people.all(request.query_params.get("owner"), include_companies=True)}
+            )
         body = await _body(request)
         docs = body["people"] if isinstance(body.get("people"), list) else [body]
-        return JSONResponse({"refs": [crm.people.create(validate.body_object(d)) for d in docs]}, status_code=201)
+        return JSONResponse(
+            {"refs": [crm.people.create(validate.body_object(d)) for d in docs]}, status_code=201
+        )
 
     async def person(request: Request) -> Response:
         row_id = request.path_params["id"]

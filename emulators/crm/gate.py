@@ -86,7 +86,9 @@ class Controls:
         self.by_status.clear()
 
 
-async def send_error(send: Send, status: int, code: str, message: str, retry_after: str | None = None) -> None:
+async def send_error(
+    send: Send, status: int, code: str, message: str, retry_after: str | None = None
+) -> None:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:

@@ -87,7 +87,9 @@ class ReferenceCrm:
         return [p for p in self.people(owner) if p["kind"] == "contact"]
 
     def journals(self, owner: str | None = None) -> list[dict[str, Any]]:
-        return list(self._send("GET", "/_crm/journals", params={"owner": owner} if owner else None)["journals"])
+        return list(
+            self._send("GET", "/_crm/journals", params={"owner": owner} if owner else None)["journals"]
+        )
 
     def appointments(self, owner: str | None = None) -> list[dict[str, Any]]:
         params = {"owner": owner} if owner else None
@@ -154,7 +156,9 @@ def reference_crm(
     token = token or secrets.token_urlsafe(24)
     args = python_module("emulators.crm", "--port", str(port), "--db", str(db or ":memory:"))
     base_url = f"http://127.0.0.1:{port}"
-    with running(args, ports=(port,), ready_url=f"{base_url}/", env={"CRM_TOKEN": token}, log=log, timeout=timeout):
+    with running(
+        args, ports=(port,), ready_url=f"{base_url}/", env={"CRM_TOKEN": token}, log=log, timeout=timeout
+    ):
         crm = ReferenceCrm(base_url, token)
         try:
             yield crm

@@ -22,7 +22,8 @@ _APPOINTMENTS = ["key", "subject", "start", "end", "location", "owner", "seen by
 def _table(title: str, headers: Sequence[str], rows: Iterable[tuple[str, Sequence[str]]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
-        f'<tr class="{escape(css)}">' + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>" for css, cells in rows
+        f'<tr class="{escape(css)}">' + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+        for css, cells in rows
     )
     return f"<h2>{escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
 
@@ -73,7 +74,9 @@ def _appointment(a: dict[str, Any]) -> tuple[str, list[str]]:
     return state, [*map(escape, texts), _lines(a["seenBy"]), _linked(a["people"]), state]
 
 
-def render(people: list[dict[str, Any]], journals: list[dict[str, Any]], appointments: list[dict[str, Any]]) -> str:
+def render(
+    people: list[dict[str, Any]], journals: list[dict[str, Any]], appointments: list[dict[str, Any]]
+) -> str:
     head = f"<meta charset='utf-8'><title>Reference CRM</title><style>{_STYLE}</style>"
     return (
         f"<!doctype html><html><head>{head}</head><body><h1>Reference CRM</h1>"

@@ -108,7 +108,9 @@ class People:
             if row["deleted"]:
                 return
             seq = self.db.next_seq(conn)
-            conn.execute("UPDATE people SET deleted = 1, seq = ?, updated_at = ? WHERE id = ?", (seq, now(), row_id))
+            conn.execute(
+                "UPDATE people SET deleted = 1, seq = ?, updated_at = ? WHERE id = ?", (seq, now(), row_id)
+            )
             conn.execute("DELETE FROM person_emails WHERE person_id = ?", (row_id,))
             conn.execute(
                 "INSERT INTO removals (person_id, owner, seq, reason) VALUES (?, ?, ?, 'deleted')",
@@ -159,7 +161,9 @@ class People:
         for r in live:
             gone.pop(r["id"], None)
         events: list[tuple[int, str, Any]] = [(r["seq"], "change", _view(r)) for r in live]
-        events += [(seq, "removal", {"id": pid, "seq": seq, "reason": why}) for pid, (seq, why) in gone.items()]
+        events += [
+            (seq, "removal", {"id": pid, "seq": seq, "reason": why}) for pid, (seq, why) in gone.items()
+        ]
         events.sort(key=lambda e: e[0])
         page, more = events[:limit], len(events) > limit
         if not more:

@@ -136,7 +136,8 @@ def journal(doc: dict[str, Any]) -> dict[str, Any]:
         raise _fail("'direction' must be inbound or outbound")
     attachments = doc.get("attachments") or []
     if not isinstance(attachments, list) or not all(
-        isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("size"), int) for a in attachments
+        isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("size"), int)
+        for a in attachments
     ):
         raise _fail("'attachments' must be a list of {name, size}")
     return {

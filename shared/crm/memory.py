@@ -83,7 +83,9 @@ class InMemoryCrm:
     @property
     def contacts(self) -> dict[str, CrmContact]:
         """Live contacts by id."""
-        return {p.id: self._contact(p) for p in self._people.values() if p.kind == "contact" and not p.deleted}
+        return {
+            p.id: self._contact(p) for p in self._people.values() if p.kind == "contact" and not p.deleted
+        }
 
     # -- what tests do -----------------------------------------------------------------------------
 
@@ -113,12 +115,16 @@ class InMemoryCrm:
     def update_person(self, person_id: str, *, owner: str | None = None, **fields: Any) -> None:
         """A CRM user edits (or, with `owner`, reassigns) a person."""
         person = self._live(person_id)
-        self._write(person, dataclasses.replace(person.fields, **fields), owner if owner is not None else person.owner)
+        self._write(
+            person, dataclasses.replace(person.fields, **fields), owner if owner is not None else person.owner
+        )
 
     def delete_person(self, person_id: str) -> None:
         self._delete(person_id)
 
-    def create_appointment(self, *, owner: str, subject: str, start: datetime, end: datetime, **fields: Any) -> str:
+    def create_appointment(
+        self, *, owner: str, subject: str, start: datetime, end: datetime, **fields: Any
+    ) -> str:
         """An appointment made in the CRM (no key). Returns its id."""
         value = Appointment(
             key="", subject=subject, start=start, end=end, is_all_day=fields.pop("is_all_day", False),
@@ -144,7 +150,9 @@ class InMemoryCrm:
                 found[wanted] = [
                     _person_ref(p, wanted)
                     for p in sorted(self._people.values(), key=lambda p: p.seq)
-                    if not p.deleted and p.kind != "company" and wanted in (e.strip().lower() for e in p.fields.emails)
+                    if not p.deleted
+                    and p.kind != "company"
+                    and wanted in (e.strip().lower() for e in p.fields.emails)
                 ]
             return found
 
@@ -189,7 +197,9 @@ class InMemoryCrm:
 
         return self._run("get_appointment", (key,), read)
 
-    async def appointment_changes(self, owner: str, cursor: str | None) -> tuple[list[CrmAppointmentChange], str]:
+    async def appointment_changes(
+        self, owner: str, cursor: str | None
+    ) -> tuple[list[CrmAppointmentChange], str]:
         def read() -> tuple[list[CrmAppointmentChange], str]:
             if not self.capabilities.appointment_change_feed:
                 raise CrmRejectedError("this CRM has no appointment change feed (see capabilities)")
@@ -226,7 +236,11 @@ class InMemoryCrm:
     async def get_contact(self, ref: CrmRef) -> CrmContact | None:
         def read() -> CrmContact | None:
             person = self._people.get(ref.id)
-            return None if person is None or person.deleted or person.kind == "company" else self._contact(person)
+            return (
+                None
+                if person is None or person.deleted or person.kind == "company"
+                else self._contact(person)
+            )
 
         return self._run("get_contact", (ref.id,), read)
 
@@ -237,7 +251,11 @@ class InMemoryCrm:
         def read() -> ContactFeedPage:
             after = _cursor(cursor)
             if not self.capabilities.contact_change_feed:
-                mine = [p for p in self._people.values() if p.owner == owner and p.kind == "contact" and not p.deleted]
+                mine = [
+                    p
+                    for p in self._people.values()
+                    if p.owner == owner and p.kind == "contact" and not p.deleted
+                ]
                 return ContactFeedPage(tuple(self._contact(p) for p in mine), str(self._seq), snapshot=True)
             live = {
                 p.id: (p.seq, self._contact(p))
@@ -299,7 +317,9 @@ class InMemoryCrm:
     def _by_contact_key(self, key: str, include_deleted: bool = False) -> _Person | None:
         person = next((p for p in self._people.values() if p.key == key), None)
         if person is not None and person.deleted and not include_deleted:
-            raise CrmRejectedError("CRM rejected (409): the contact with this key was deleted in the CRM", status=409)
+            raise CrmRejectedError(
+                "CRM rejected (409): the contact with this key was deleted in the CRM", status=409
+            )
         return person
 
     def _by_key(self, key: str) -> _Stored | None:
@@ -326,7 +346,9 @@ class InMemoryCrm:
         for ref in people:
             person = self._people.get(ref.id)
             if person is None or person.deleted or person.kind == "company":
-                raise CrmRejectedError(f"CRM rejected (422): no person with id {ref.id!r} to link", status=422)
+                raise CrmRejectedError(
+                    f"CRM rejected (422): no person with id {ref.id!r} to link", status=422
+                )
 
     def _check_journal(self, journal: Journal) -> None:
         limits = self.capabilities
@@ -344,7 +366,8 @@ class InMemoryCrm:
         self._check_links(appointment.people)
         if not self.capabilities.appointment_times:
             start, end = (
-                t.replace(hour=0, minute=0, second=0, microsecond=0) for t in (appointment.start, appointment.end)
+                t.replace(hour=0, minute=0, second=0, microsecond=0)
+                for t in (appointment.start, appointment.end)
             )
             return dataclasses.replace(appointment, start=start, end=end)
         return appointment

@@ -78,9 +78,13 @@ def _failure(method: str, route: str, response: httpx.Response) -> CrmRetryableE
             f"CRM refused the credentials (401) on {method} {route}: {_reason(response)}", status=401
         )
     if status == 403:
-        raise CrmRejectedError(f"CRM denied access (403) on {method} {route}: {_reason(response)}", status=403)
+        raise CrmRejectedError(
+            f"CRM denied access (403) on {method} {route}: {_reason(response)}", status=403
+        )
     if status != 429 and status < 500:
-        raise CrmRejectedError(f"CRM rejected {method} {route} ({status}): {_reason(response)}", status=status)
+        raise CrmRejectedError(
+            f"CRM rejected {method} {route} ({status}): {_reason(response)}", status=status
+        )
     wait = parse_retry_after(response.headers.get("retry-after"))
     return CrmRetryableError(
         f"CRM {method} {route} answered {status}: {_reason(response)}", status=status, retry_after=wait
@@ -107,7 +111,9 @@ class ReferenceCrmConnector:
         if auth_scheme not in ("bearer", "api-key"):
             raise ValueError("auth_scheme must be 'bearer' or 'api-key'")
         self._base = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"} if auth_scheme == "bearer" else {"X-API-Key": token}
+        self._headers = (
+            {"Authorization": f"Bearer {token}"} if auth_scheme == "bearer" else {"X-API-Key": token}
+        )
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self.max_retries = max_retries
@@ -146,7 +152,11 @@ class ReferenceCrmConnector:
                     raise failure from exc
             else:
                 logger.debug(
-                    "crm_call method=%s route=%s status=%d attempt=%d", method, route, response.status_code, attempt
+                    "crm_call method=%s route=%s status=%d attempt=%d",
+                    method,
+                    route,
+                    response.status_code,
+                    attempt,
                 )
                 if response.status_code < 400:
                     return response
@@ -158,7 +168,9 @@ class ReferenceCrmConnector:
             if attempt == budget or (failure.retry_after or 0.0) > self.max_retry_after:
                 raise failure
             delay = failure.retry_after if failure.retry_after is not None else self._backoff(attempt)
-            logger.info("crm_retry method=%s route=%s attempt=%d wait=%.2f", method, route, attempt + 1, delay)
+            logger.info(
+                "crm_retry method=%s route=%s attempt=%d wait=%.2f", method, route, attempt + 1, delay
+            )
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -169,7 +181,9 @@ class ReferenceCrmConnector:
         try:
             return response.json()
         except ValueError:
-            raise CrmRetryableError(f"CRM {method} {route} answered {response.status_code} without JSON") from None
+            raise CrmRetryableError(
+                f"CRM {method} {route} answered {response.status_code} without JSON"
+            ) from None
 
     async def find_people(self, addresses: Sequence[str]) -> dict[str, list[PersonRef]]:
         wanted = list(dict.fromkeys(a.strip().lower() for a in addresses))
@@ -184,7 +198,9 @@ class ReferenceCrmConnector:
 
     async def upsert_journal(self, journal: Journal) -> CrmRef:
         path = f"/journals/{_key(journal.key)}"
-        return wire.parse_ref(await self._json("PUT", "/journals/{key}", path, json=wire.journal_to_json(journal)))
+        return wire.parse_ref(
+            await self._json("PUT", "/journals/{key}", path, json=wire.journal_to_json(journal))
+        )
 
     async def get_journal(self, key: str) -> Journal | None:
         data = await self._json("GET", "/journals/{key}", f"/journals/{_key(key)}", missing_ok=True)
@@ -214,7 +230,9 @@ class ReferenceCrmConnector:
             if not page.get("hasMore"):
                 return pages, cursor
 
-    async def appointment_changes(self, owner: str, cursor: str | None) -> tuple[list[CrmAppointmentChange], str]:
+    async def appointment_changes(
+        self, owner: str, cursor: str | None
+    ) -> tuple[list[CrmAppointmentChange], str]:
         pages, next_cursor = await self._pages("/appointments/changes", owner, cursor)
         latest = {item["id"]: item for page in pages for item in page["changes"]}
         return [wire.appointment_change_from_json(item) for item in latest.values()], next_cursor
@@ -249,7 +267,9 @@ class ReferenceCrmConnector:
             for _, item, live in sorted(events, key=lambda e: e[0]):
                 latest.pop(item["id"], None)  # a contact is reported once, where its latest event falls
                 latest[item["id"]] = (
-                    wire.contact_from_json(item) if live else CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
+                    wire.contact_from_json(item)
+                    if live
+                    else CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
                 )
         return ContactFeedPage(changes=tuple(latest.values()), cursor=next_cursor)
 

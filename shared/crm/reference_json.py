@@ -111,7 +111,8 @@ def appointment_to_json(appointment: Appointment) -> Json:
         "location": appointment.location,
         "organizer": _address(appointment.organizer),
         "attendees": [
-            {"address": _address(a.address), "type": a.type, "response": a.response} for a in appointment.attendees
+            {"address": _address(a.address), "type": a.type, "response": a.response}
+            for a in appointment.attendees
         ],
         "onlineMeetingUrl": appointment.online_meeting_url,
         "body": appointment.body,

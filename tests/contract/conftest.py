@@ -45,7 +45,9 @@ class CrmHarness(Protocol):
     def add_person(
         self, emails: str | Sequence[str] = (), *, name: str = "", owner: str = "", kind: str = "contact"
     ) -> str: ...
-    def edit_person(self, person_id: str, *, owner: str | None = None, job_title: str | None = None) -> None: ...
+    def edit_person(
+        self, person_id: str, *, owner: str | None = None, job_title: str | None = None
+    ) -> None: ...
     def delete_person(self, person_id: str) -> None: ...
     def create_appointment(self, *, owner: str, subject: str, start: datetime, end: datetime) -> str: ...
     def edit_appointment(self, appointment_id: str, *, subject: str) -> None: ...
@@ -214,7 +216,9 @@ async def _reference(request: pytest.FixtureRequest) -> AsyncIterator[CrmHarness
         await harness.connector.aclose()
 
 
-CRM_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[CrmHarness]]] = {
+CRM_FACTORIES: dict[
+    str, Callable[[pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[CrmHarness]]
+] = {
     "memory": _memory,
     "memory-limited": _memory_limited,
     "reference": _reference,

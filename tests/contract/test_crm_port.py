@@ -40,7 +40,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def journal(key: str, *, people: tuple[PersonRef, ...] = (), seen_by: tuple[str, ...] = ("a@contoso.test",)) -> Journal:
+def journal(
+    key: str, *, people: tuple[PersonRef, ...] = (), seen_by: tuple[str, ...] = ("a@contoso.test",)
+) -> Journal:
     return Journal(
         key=key, subject="Quarterly review – Ünïcode ✓", body="Hello <b>not html</b>\nLine 2",
         direction=Direction.INBOUND, sender=Address("Ann.Lee@Example.test", "Ann Lee"),
@@ -83,7 +85,9 @@ async def test_find_people_matches_any_address_exactly_and_case_insensitively(cr
     ann = crm.add_person(["Ann.Lee@Example.test", "ann@private.test"], name="Ann Lee")
     crm.add_person("ann.lee@example.test.evil", name="Not Ann")
 
-    found = await crm.connector.find_people(["ann.lee@example.test", "ANN@PRIVATE.TEST", " Ann.Lee@EXAMPLE.test "])
+    found = await crm.connector.find_people(
+        ["ann.lee@example.test", "ANN@PRIVATE.TEST", " Ann.Lee@EXAMPLE.test "]
+    )
 
     assert set(found) == {"ann.lee@example.test", "ann@private.test"}
     assert ids(found["ann.lee@example.test"]) == [ann]
@@ -177,7 +181,9 @@ async def test_journal_linking_an_unknown_person_is_rejected_with_the_reason(crm
 async def test_appointment_upsert_twice_is_one_record_with_the_latest_content(crm: CrmHarness) -> None:
     key = f"{unique('ical')}|2024-05-06T09:30:00+00:00"
     first = await crm.connector.upsert_appointment(appointment(key))
-    moved = appointment(key, start=T0 + timedelta(days=1), end=T0 + timedelta(days=1, hours=2), location="Room 2")
+    moved = appointment(
+        key, start=T0 + timedelta(days=1), end=T0 + timedelta(days=1, hours=2), location="Room 2"
+    )
 
     again = await crm.connector.upsert_appointment(moved)
 
@@ -325,7 +331,9 @@ async def test_contact_feed_reports_changes_and_removals_after_the_cursor(crm: C
     feed = crm.connector
 
     first = await feed.contact_changes(owner, None)
-    assert sorted(c.ref.id for c in first.changes if isinstance(c, CrmContact) and c.ref) == sorted([kept, moved, gone])
+    assert sorted(c.ref.id for c in first.changes if isinstance(c, CrmContact) and c.ref) == sorted(
+        [kept, moved, gone]
+    )
     assert not [c for c in first.changes if isinstance(c, CrmContactRemoved)]
 
     quiet = await feed.contact_changes(owner, first.cursor)
@@ -473,7 +481,12 @@ _step = st.one_of(
     st.tuples(st.just("edit"), st.integers(0, 7), st.sampled_from(["CEO", "CFO", ""])),
     st.tuples(st.just("reassign"), st.integers(0, 7), st.sampled_from(_OWNERS)),
     st.tuples(st.just("delete"), st.integers(0, 7)),
-    st.tuples(st.just("upsert"), st.sampled_from(["k1", "k2"]), st.sampled_from(_OWNERS), st.sampled_from(["X", "Y"])),
+    st.tuples(
+        st.just("upsert"),
+        st.sampled_from(["k1", "k2"]),
+        st.sampled_from(_OWNERS),
+        st.sampled_from(["X", "Y"]),
+    ),
     st.tuples(st.just("read"), st.sampled_from(_OWNERS)),
     st.tuples(st.just("read"), st.just(_OWNERS[0])),
 )
@@ -507,7 +520,9 @@ class _Replay:
                 crm.delete_person(target)
             if op == "upsert":
                 key = f"{self.run}-{step[1]}"
-                ref = await crm.connector.upsert_contact(contact(str(step[2]), key=key, job_title=str(step[3])))
+                ref = await crm.connector.upsert_contact(
+                    contact(str(step[2]), key=key, job_title=str(step[3]))
+                )
                 return self._handle(ref.id)
         except (CrmRejectedError, httpx.HTTPStatusError):
             return "refused"  # editing a deleted person, or upserting a key deleted in the CRM

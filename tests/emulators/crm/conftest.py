@@ -23,5 +23,7 @@ def server(crm_server: ReferenceCrm) -> ReferenceCrm:
 @pytest.fixture
 def api(server: ReferenceCrm) -> Iterator[httpx.Client]:
     """A raw client of the public API, authenticated with the bearer token."""
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {server.token}"}) as client:
+    with httpx.Client(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {server.token}"}
+    ) as client:
         yield client

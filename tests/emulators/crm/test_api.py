@@ -64,7 +64,9 @@ def test_errors_are_json_with_a_code_and_message(server: ReferenceCrm, api: http
     unknown = api.get("/contacts/p-nope")
 
     assert [r.status_code for r in (bad_json, bad_field, bad_cursor, unknown)] == [400, 422, 400, 404]
-    assert all(set(r.json()["error"]) == {"code", "message"} for r in (bad_json, bad_field, bad_cursor, unknown))
+    assert all(
+        set(r.json()["error"]) == {"code", "message"} for r in (bad_json, bad_field, bad_cursor, unknown)
+    )
 
 
 def test_contact_feed_pages_follow_the_cursor(server: ReferenceCrm, api: httpx.Client) -> None:
@@ -137,7 +139,9 @@ def test_the_openapi_file_documents_exactly_the_routes_the_server_serves() -> No
 
 
 async def test_an_unreachable_crm_is_retryable_and_an_unhealthy_check() -> None:
-    connector = ReferenceCrmConnector(f"http://127.0.0.1:{free_port()}", "t", max_retries=1, backoff_base=0.01)
+    connector = ReferenceCrmConnector(
+        f"http://127.0.0.1:{free_port()}", "t", max_retries=1, backoff_base=0.01
+    )
     try:
         with pytest.raises(CrmRetryableError) as caught:
             await connector.find_people(["ann@example.test"])

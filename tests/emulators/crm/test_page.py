@@ -9,7 +9,9 @@ from emulators.crm.launcher import ReferenceCrm
 HOSTILE = "<script>alert('x')</script>"
 
 
-def test_page_lists_what_the_crm_holds_with_every_value_escaped(server: ReferenceCrm, api: httpx.Client) -> None:
+def test_page_lists_what_the_crm_holds_with_every_value_escaped(
+    server: ReferenceCrm, api: httpx.Client
+) -> None:
     ann = server.add_person("ann@example.test", name=f"Ann {HOSTILE}", owner="alice@contoso.test")
     server.add_person("info@acme.test", name="Acme & Co", kind="company")
     journal = {
