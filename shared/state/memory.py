@@ -160,10 +160,10 @@ class InMemoryStateStore(EntityStateStore):
     """`StateStore` in memory. Unlike Azure, its tables exist from the start (`ensure_tables` is a
     harmless no-op), so a unit test can use it straight away."""
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        tables = MemoryTables()
-        tables.create(TABLES)
-        super().__init__(tables, clock=clock)
+    def __init__(self, *, clock: Clock | None = None, tables: MemoryTables | None = None) -> None:
+        self.tables = tables or MemoryTables()  # the rows, for tests that look underneath
+        self.tables.create(TABLES)
+        super().__init__(self.tables, clock=clock)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from azure.core import MatchConditions
@@ -180,7 +181,13 @@ def _storage_errors(operation: str, *, missing_is_conflict: bool = False) -> Ite
 
 
 def _error_code(exc: HttpResponseError) -> str:
-    return str(getattr(exc, "error_code", "") or "")
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, Enum):
+        code = code.value
+    headers = getattr(exc.response, "headers", None) or {}
+    if not code:
+        code = headers.get("x-ms-error-code")
+    return str(code or "")
 
 
 def _to_sdk(entity: Entity) -> dict[str, Any]:
