@@ -7,6 +7,7 @@ logic is the same `EntityStateStore` the Table adapter uses; only the rows live 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from collections.abc import Sequence
@@ -54,10 +55,12 @@ class MemoryTables:
             self._tables.setdefault(name.lower(), {})
 
     async def get(self, table: str, partition_key: str, row_key: str) -> Row | None:
+        await _io()
         found = self._table(table).get((partition_key, row_key))
         return Row(dict(found[0]), found[1]) if found else None
 
     async def insert(self, table: str, entity: Entity) -> str:
+        await _io()
         rows = self._table(table)
         _validate(entity)
         if (entity["PartitionKey"], entity["RowKey"]) in rows:
@@ -65,6 +68,7 @@ class MemoryTables:
         return self._store(rows, entity)
 
     async def replace(self, table: str, entity: Entity, etag: str) -> str:
+        await _io()
         rows = self._table(table)
         _validate(entity)
         found = rows.get((entity["PartitionKey"], entity["RowKey"]))
@@ -73,6 +77,7 @@ class MemoryTables:
         return self._store(rows, entity)
 
     async def upsert(self, table: str, entity: Entity, *, merge: bool) -> str:
+        await _io()
         rows = self._table(table)
         _validate(entity)
         found = rows.get((entity["PartitionKey"], entity["RowKey"]))
@@ -82,6 +87,7 @@ class MemoryTables:
         return self._store(rows, entity)
 
     async def delete(self, table: str, partition_key: str, row_key: str, etag: str = "") -> None:
+        await _io()
         rows = self._table(table)
         found = rows.get((partition_key, row_key))
         if found is None:
@@ -97,6 +103,7 @@ class MemoryTables:
         row_from: str | None = None,
         row_to: str | None = None,
     ) -> list[Row]:
+        await _io()
         return [
             Row(dict(entity), etag)
             for (pk, rk), (entity, etag) in sorted(self._table(table).items())
@@ -106,6 +113,7 @@ class MemoryTables:
         ]
 
     async def upsert_batch(self, table: str, entities: Sequence[Entity]) -> None:
+        await _io()
         rows = self._table(table)
         if not entities:
             return
@@ -121,6 +129,12 @@ class MemoryTables:
 
     async def aclose(self) -> None:
         return None
+
+
+async def _io() -> None:
+    """Every operation yields to the event loop, as a network call would: concurrent callers
+    (asyncio.gather) interleave between a read and the conditional write that follows it."""
+    await asyncio.sleep(0)
 
 
 def _validate(entity: Entity) -> None:

@@ -28,6 +28,7 @@ are both conditional on the same row's ETag, one of them sees the other: no wake
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -450,13 +451,14 @@ class _LeaseLost(Exception):
 
 
 async def _retry(attempt: Callable[[], Awaitable[_T]]) -> _T:
-    """Run `attempt` again while an ETag condition fails (someone wrote between our read and write)."""
+    """Run `attempt` again while an ETag condition fails (someone wrote between our read and write),
+    after a short random pause that grows, so racing writers spread out instead of colliding again."""
 
-    for _ in range(MAX_ATTEMPTS - 1):
+    for n in range(MAX_ATTEMPTS - 1):
         try:
             return await attempt()
         except ConcurrencyError:
-            await asyncio.sleep(0)
+            await asyncio.sleep(random.uniform(0, 0.004 * 2 ** min(n, 5)))
     return await attempt()
 
 

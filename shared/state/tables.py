@@ -11,6 +11,7 @@ status, never a key (keys carry UPNs and message ids).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -50,9 +51,11 @@ class AzureTables:
         return client
 
     async def create_tables(self, names: Sequence[str]) -> None:
-        for name in names:
+        async def create(name: str) -> None:
             with _storage_errors("create table"):
                 await self._service.create_table_if_not_exists(name)
+
+        await asyncio.gather(*(create(name) for name in names))
 
     async def get(self, table: str, partition_key: str, row_key: str) -> Row | None:
         try:

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulators.azurite import AzuriteStack, azurite
+from emulators.process import free_port
 from shared.errors import ConcurrencyError, StateError
 from shared.model import Job
 from shared.state.entities import EntityTables
@@ -272,10 +273,12 @@ async def test_two_writers_racing_on_one_cursor_one_wins(store: StateStore) -> N
 
 async def test_deleted_cursor_starts_over(store: StateStore) -> None:
     user = unique()
-    await store.save_cursor(user, "mail:x", Cursor(link="l"))
+    saved = await store.save_cursor(user, "mail:x", Cursor(link="l"))
     await store.delete_cursor(user, "mail:x")
     await store.delete_cursor(user, "mail:x")
     assert await store.get_cursor(user, "mail:x") == Cursor()
+    with pytest.raises(ConcurrencyError):  # a writer holding the deleted row's etag
+        await store.save_cursor(user, "mail:x", Cursor(link="stale", etag=saved.etag))
     assert (await store.save_cursor(user, "mail:x", Cursor(link="again"))).etag
 
 
@@ -330,6 +333,35 @@ async def test_release_racing_a_new_acquirer_never_loses_the_wake_up(store: Stat
             assert await store.release(other) is True
         else:
             assert await store.release(lease) is True
+
+
+async def test_many_jobs_one_runner_at_a_time_and_no_lost_wake_up(store: StateStore) -> None:
+    """Jobs arrive concurrently; each either runs (until release says done) or leaves a wake-up.
+    At most one runs at a time, and every wake-up left is followed by a run that starts later."""
+
+    user, stream = unique(), "mail:inbox"
+    ticks = iter(range(1_000_000))
+    running: list[str] = []
+    wakeups: list[int] = []
+    run_starts: list[int] = []
+
+    async def job(name: str) -> None:
+        lease = await store.acquire(user, stream, name, 300)
+        if lease is None:
+            wakeups.append(next(ticks))
+            return
+        while True:
+            running.append(name)
+            assert running == [name]  # exclusive
+            run_starts.append(next(ticks))
+            await asyncio.sleep(0)
+            running.remove(name)
+            if await store.release(lease):
+                return
+
+    for _ in range(3):
+        await asyncio.gather(*(job(unique("job")) for _ in range(8)))
+    assert run_starts and all(any(start > w for start in run_starts) for w in wakeups)
 
 
 async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_renew(
@@ -684,9 +716,9 @@ async def test_the_table_store_without_its_tables_raises_state_error(state_azuri
 async def test_an_unreachable_table_service_raises_state_error() -> None:
     conn = (
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+        f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
     )
-    store = TableStateStore.from_connection_string(conn)
+    store = TableStateStore(TableServiceClient.from_connection_string(conn, retry_total=0))
     try:
         with pytest.raises(StateError):
             await store.list_users()
