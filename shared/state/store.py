@@ -28,6 +28,7 @@ are both conditional on the same row's ETag, one of them sees the other: no wake
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -66,7 +67,7 @@ TABLES = (USERS, CURSORS, LEASES, LINKS, KEYS, SUBSCRIPTIONS, ISSUES, DECISIONS)
 USER_PARTITION = "user"
 INDEX_PARTITION = "%id"  # SyncSubscriptions rows keyed by subscription id (never an encoded user)
 MAX_ATTEMPTS = 10  # optimistic-concurrency retries before a ConcurrencyError
-MAX_BATCH_CHARS = 1_500_000  # keeps a transaction's payload well under Azure's 4 MiB
+MAX_BATCH_BYTES = 3_500_000  # a transaction's body must stay under 4 MiB
 POINT_READS = 16  # concurrent point reads in get_links
 
 _T = TypeVar("_T")
@@ -463,17 +464,27 @@ async def _retry(attempt: Callable[[], Awaitable[_T]]) -> _T:
 
 
 def _chunks(entities: list[Entity]) -> Iterable[list[Entity]]:
+    """At most MAX_BATCH rows and about MAX_BATCH_BYTES of request body per transaction."""
+
     chunk: list[Entity] = []
     size = 0
     for entity in entities:
-        weight = sum(len(str(v)) for v in entity.values()) + 64
-        if chunk and (len(chunk) == MAX_BATCH or size + weight > MAX_BATCH_CHARS):
+        weight = _wire_bytes(entity)
+        if chunk and (len(chunk) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
             yield chunk
             chunk, size = [], 0
         chunk.append(entity)
         size += weight
     if chunk:
         yield chunk
+
+
+def _wire_bytes(entity: Entity) -> int:
+    """An upper estimate of one operation's share of a transaction body: the SDK sends JSON with
+    non-ASCII escaped (up to 12 bytes a character), plus the operation's own headers and URL."""
+
+    body = json.dumps({k: str(v) for k, v in entity.items()}, ensure_ascii=True)
+    return len(body) + 2 * (len(entity["PartitionKey"]) + len(entity["RowKey"])) * 3 + 600
 
 
 def _lease_keys(user: str, stream: str) -> tuple[str, str]:

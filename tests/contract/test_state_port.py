@@ -534,6 +534,14 @@ async def test_put_links_batches_beyond_one_transaction(store: StateStore) -> No
     assert found["m0007"].crm_key == "last-wins"
 
 
+async def test_put_links_splits_transactions_that_would_be_too_large(store: StateStore) -> None:
+    user = unique()
+    bulky = "ü" * 12_000  # 24 KB of UTF-8 per row: 100 rows would not fit one 4 MiB transaction
+    await store.put_links([_link(user, "contacts", f"c{i:03}", note=bulky) for i in range(180)])
+    listed = await store.list_links(user, "contacts")
+    assert len(listed) == 180 and all(link.extra == {"note": bulky} for link in listed)
+
+
 @pytest.mark.parametrize("hostile", HOSTILE)
 async def test_hostile_ids_work_everywhere(store: StateStore, hostile: str) -> None:
     user = unique() + hostile
