@@ -131,6 +131,10 @@ class MemoryTables:
         return None
 
 
+def _utf16_units(text: str) -> int:
+    return len(text) if len(text) * 2 <= MAX_KEY_UNITS else len(text.encode("utf-16-le")) // 2
+
+
 async def _io() -> None:
     """Every operation yields to the event loop, as a network call would: concurrent callers
     (asyncio.gather) interleave between a read and the conditional write that follows it."""
@@ -146,7 +150,7 @@ def _validate(entity: Entity) -> None:
             raise StateError(f"{name} must be a string")
         if _FORBIDDEN_IN_KEYS.search(key):
             raise StateError(f"{name} holds a character Azure does not allow in keys")
-        if len(key.encode("utf-16-le")) // 2 > MAX_KEY_UNITS:
+        if _utf16_units(key) > MAX_KEY_UNITS:
             raise StateError(f"{name} is longer than Azure allows")
     if len(entity) - len(KEY_COLUMNS) > MAX_PROPERTIES:
         raise StateError(f"an entity holds at most {MAX_PROPERTIES} properties")
@@ -155,7 +159,7 @@ def _validate(entity: Entity) -> None:
             continue
         if not _PROPERTY_NAME.match(name) or name in {"Timestamp", "etag"}:
             raise StateError(f"invalid column name {name!r}")
-        if isinstance(value, str) and len(value.encode("utf-16-le")) // 2 > MAX_STRING_CHARS:
+        if isinstance(value, str) and _utf16_units(value) > MAX_STRING_CHARS:
             raise StateError(f"column {name} is longer than Azure allows (32K characters)")
         if isinstance(value, bytes) and len(value) > 2 * MAX_STRING_CHARS:
             raise StateError(f"column {name} is longer than Azure allows (64 KiB)")
