@@ -5,7 +5,7 @@ Rows and columns (keys are made by `shared/state/keys.py`; every row also keeps 
 | table             | PartitionKey    | RowKey                 | columns                                |
 |-------------------|-----------------|------------------------|----------------------------------------|
 | SyncUsers         | "user"          | UPN                    | what admins and the service put there  |
-| SyncCursors       | user            | stream                 | Link, LinkKind, RoundStarted, Window* |
+| SyncCursors       | user            | stream                 | Link, LinkKind, RoundStarted, Window*  |
 | SyncLeases        | user            | stream                 | Owner, Expires, Ttl, Pending, QueuedAt |
 | SyncLinks         | user            | stream + "|" + item id | CrmKey, ChangeKey, *Fingerprint, Extra |
 | SyncKeys          | sha256(key)[:2] | key                    | CrmRef, Mailboxes, People, Fingerprint |
@@ -106,7 +106,7 @@ class EntityStateStore:
 
     async def get_user(self, upn: str) -> UserRow | None:
         row = await self._tables.get(self._name(USERS), USER_PARTITION, encode_key(upn))
-        return _user(row) if row else None
+        return UserRow(upn=upn, columns=row.columns(), etag=row.etag) if row else None
 
     async def put_config(self, upn: str, columns: Mapping[str, Any]) -> None:
         await self._merge_user(upn, columns)

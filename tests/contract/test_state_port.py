@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -81,12 +82,22 @@ def store(backend: Backend) -> StateStore:
     return backend.store
 
 
-def test_both_stores_implement_the_port() -> None:
-    def typed(store: StateStore) -> StateStore:
-        return store
-
-    assert typed(InMemoryStateStore()) is not None
-    assert typed(TableStateStore.from_connection_string("UseDevelopmentStorage=true")) is not None
+@pytest.mark.parametrize("implementation", [InMemoryStateStore, TableStateStore])
+def test_both_stores_implement_every_port_method_with_its_signature(implementation: type) -> None:
+    port_methods = {
+        name: member
+        for cls in StateStore.__mro__
+        if cls.__module__ == "shared.state.port"
+        for name, member in vars(cls).items()
+        if inspect.isfunction(member) and not name.startswith("_")
+    }
+    assert len(port_methods) > 30
+    for name, declared in port_methods.items():
+        actual = getattr(implementation, name)
+        assert inspect.iscoroutinefunction(actual), name
+        assert list(inspect.signature(actual).parameters) == list(inspect.signature(declared).parameters), (
+            name
+        )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -552,7 +563,8 @@ async def test_hostile_ids_work_everywhere(store: StateStore, hostile: str) -> N
     saved = await store.save_cursor(user, stream, Cursor(link=hostile))
     assert await store.get_cursor(user, stream) == saved
     await store.put_config(user, {"Enabled": True})
-    assert (await store.get_user(user)) is not None
+    row = await store.get_user(user)
+    assert row is not None and row.upn == user and dict(row.columns) == {"Enabled": True}
     record = await store.put_key(KeyRecord(key=unique("k") + hostile, crm_ref=hostile))
     assert await store.get_key(record.key) == record
     await store.put_subscription(_subscription(user, hostile, hostile))
