@@ -1,0 +1,256 @@
+"""The local Functions host running the sample app against a real Azurite, over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.queue import QueueClient
+
+from emulators.azurite import AzuriteStack, azurite
+from emulators.funchost.launcher import FunctionRunFailed, RunningHost, function_host
+
+pytestmark = pytest.mark.integration
+
+APP = "tests.emulators.funchost.sample_app:app"
+NEVER = "0 0 0 1 1 *"  # once a year: fires only when a test asks
+QUEUE_OPTIONS = "AzureFunctionsJobHost__extensions__queues__"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[AzuriteStack]:
+    with azurite() as s:
+        yield s
+
+
+def host_settings(stack: AzuriteStack, name: str, **extra: str) -> dict[str, str]:
+    return {
+        "AzureWebJobsStorage": stack.connection_string,
+        "WORK_QUEUE": f"work-{name}",
+        "TICK_QUEUE": f"tick-{name}",
+        "TICK_SCHEDULE": NEVER,
+        "SLOW_SCHEDULE": NEVER,
+        f"{QUEUE_OPTIONS}maxPollingInterval": "00:00:00.2",
+        f"{QUEUE_OPTIONS}maxDequeueCount": "3",
+        f"{QUEUE_OPTIONS}visibilityTimeout": "00:00:00",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def host(stack: AzuriteStack) -> Iterator[RunningHost]:
+    """Failed messages are visible again at once; three dequeues make a message poison."""
+    settings = host_settings(stack, "fast", FUNCTIONS_KEY_echo="echo-only-key")
+    with function_host(APP, settings) as h:
+        yield h
+
+
+@pytest.fixture(scope="module")
+def patient_host(stack: AzuriteStack) -> Iterator[RunningHost]:
+    """Failed messages stay hidden for an hour; `slow_tick` is due every second but runs 1.5 s."""
+    settings = host_settings(
+        stack, "patient", SLOW_SCHEDULE="*/1 * * * * *", **{f"{QUEUE_OPTIONS}visibilityTimeout": "01:00:00"}
+    )
+    with function_host(APP, settings) as h:
+        yield h
+
+
+def queue(stack: AzuriteStack, name: str) -> QueueClient:
+    return QueueClient.from_connection_string(stack.connection_string, name)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def peek(stack: AzuriteStack, name: str) -> list[str]:
+    """The visible messages of a queue, as stored (a missing queue is empty)."""
+    with queue(stack, name) as q:
+        try:
+            return [m.content for m in q.peek_messages(max_messages=32)]
+        except Exception:
+            return []
+
+
+def seen(stack: AzuriteStack, name: str, job_id: str | None = None) -> list[dict[str, Any]]:
+    items = [json.loads(c) for c in peek(stack, f"{name}-seen")]
+    return [i for i in items if job_id is None or i.get("id") == job_id]
+
+
+def message_count(stack: AzuriteStack, name: str) -> int:
+    """Visible and hidden messages of a queue."""
+    with queue(stack, name) as q:
+        return int(q.get_queue_properties().approximate_message_count)
+
+
+def submit(stack: AzuriteStack, name: str, job: dict[str, Any]) -> None:
+    with queue(stack, name) as q:
+        try:
+            q.create_queue()
+        except Exception:
+            pass
+        q.send_message(base64.b64encode(json.dumps(job).encode()).decode())
+
+
+# HTTP -------------------------------------------------------------------------------------------
+
+
+def test_anonymous_function_gets_route_params_query_and_headers(host: RunningHost) -> None:
+    r = httpx.get(f"{host.base_url}/hello/ada", params={"q": "1"}, headers={"X-Test": "t"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body == {
+        "name": "ada",
+        "q": "1",
+        "method": "GET",
+        "header": "t",
+        "url": f"{host.base_url}/hello/ada?q=1",
+    }
+
+
+def test_function_level_needs_a_function_host_or_master_key(host: RunningHost) -> None:
+    url = f"{host.base_url}/echo"
+    assert httpx.post(url, content=b"x").status_code == 401
+    assert httpx.post(url, content=b"x", params={"code": "wrong"}).status_code == 401
+    assert httpx.post(url, content=b"x", params={"code": ""}).status_code == 401
+    for key in (host.function_key, host.master_key, "echo-only-key"):
+        r = httpx.post(url, content=b"\x00body", params={"code": key})
+        assert (r.status_code, r.content, r.headers["x-echo"]) == (201, b"\x00body", "yes")
+        assert r.headers["content-type"] == "application/octet-stream"
+    r = httpx.put(url, content=b"y", headers={"x-functions-key": host.function_key})
+    assert r.status_code == 201
+
+
+def test_a_function_key_opens_only_its_own_function(host: RunningHost) -> None:
+    assert httpx.get(f"{host.base_url}/items/1", params={"code": "echo-only-key"}).status_code == 401
+
+
+def test_admin_level_needs_the_master_key(host: RunningHost) -> None:
+    url = f"{host.base_url}/keys/rotate"
+    assert httpx.post(url).status_code == 401
+    assert httpx.post(url, params={"code": host.function_key}).status_code == 401
+    r = httpx.post(url, headers={"x-functions-key": host.master_key})
+    assert (r.status_code, r.text, r.headers["content-type"]) == (200, "rotated", "text/plain; charset=utf-8")
+
+
+def test_async_function_with_constrained_and_catch_all_route(host: RunningHost) -> None:
+    key = {"code": host.function_key}
+    r = httpx.get(f"{host.base_url}/items/42/a/b", params=key)
+    assert r.json() == {"id": 42, "rest": "a/b", "fn": "item"}
+    assert httpx.delete(f"{host.base_url}/items/7", params=key).json()["rest"] is None
+    assert httpx.get(f"{host.base_url}/items/x", params=key).status_code == 404
+
+
+def test_unknown_route_wrong_method_and_failing_function(host: RunningHost) -> None:
+    assert httpx.get(f"{host.base_url}/nope").status_code == 404
+    assert httpx.get(f"{host.root_url}/hello/ada").status_code == 404  # outside the route prefix
+    r = httpx.post(f"{host.base_url}/hello/ada")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET")
+    assert httpx.get(f"{host.base_url}/boom").status_code == 500
+
+
+def test_admin_api_needs_the_master_key(host: RunningHost) -> None:
+    assert httpx.get(f"{host.root_url}/admin/host/status").status_code == 401
+    status = httpx.get(f"{host.root_url}/admin/host/status", params={"code": host.master_key}).json()
+    assert status == {"state": "Running", "errors": []}
+    r = httpx.post(f"{host.root_url}/admin/functions/tick", params={"code": host.function_key}, json={})
+    assert r.status_code == 401
+    assert {f["name"] for f in host.functions()} >= {"hello", "tick", "work"}
+
+
+# Timers -----------------------------------------------------------------------------------------
+
+
+def test_a_timer_fires_on_demand(stack: AzuriteStack, host: RunningHost) -> None:
+    assert peek(stack, "tick-fast") == []
+    host.fire("tick")
+    assert [json.loads(base64.b64decode(m)) for m in peek(stack, "tick-fast")] == [{"past_due": False}]
+    with pytest.raises(httpx.HTTPStatusError):
+        host.fire("no-such-function")
+    with pytest.raises(httpx.HTTPStatusError):
+        host.fire("hello")  # HTTP functions are called over HTTP
+
+
+def test_run_on_startup(stack: AzuriteStack, host: RunningHost) -> None:
+    messages = wait_for(lambda: peek(stack, "tick-fast-startup"))
+    assert [base64.b64decode(m) for m in messages] == [b"started"]
+
+
+def test_runs_of_one_timer_never_overlap(stack: AzuriteStack, patient_host: RunningHost) -> None:
+    runs = wait_for(lambda: (r := seen(stack, "tick-patient")) and len(r) >= 3 and r)
+    assert [r["concurrent"] for r in runs] == [1] * len(runs)
+
+
+# Queues -----------------------------------------------------------------------------------------
+
+
+def test_success_deletes_the_message(stack: AzuriteStack, host: RunningHost) -> None:
+    job = str(uuid.uuid4())
+    submit(stack, "work-fast", {"id": job})
+    attempts = wait_for(lambda: seen(stack, "work-fast", job))
+    wait_for(lambda: message_count(stack, "work-fast") == 0)
+    assert [(a["dequeue_count"], a["has_times"]) for a in attempts] == [(1, True)]
+    assert not [m for m in peek(stack, "work-fast-poison") if job in base64.b64decode(m).decode()]
+
+
+def test_an_output_binding_feeds_the_queue_trigger(stack: AzuriteStack, host: RunningHost) -> None:
+    job = str(uuid.uuid4())
+    assert httpx.post(f"{host.base_url}/enqueue", content=json.dumps({"id": job})).status_code == 202
+    assert wait_for(lambda: seen(stack, "work-fast", job))[0]["dequeue_count"] == 1
+
+
+def test_a_retry_sees_the_next_dequeue_count(stack: AzuriteStack, host: RunningHost) -> None:
+    job = str(uuid.uuid4())
+    submit(stack, "work-fast", {"id": job, "fail_times": 1})
+    attempts = wait_for(lambda: (a := seen(stack, "work-fast", job)) and len(a) >= 2 and a)
+    wait_for(lambda: message_count(stack, "work-fast") == 0)
+    assert [a["dequeue_count"] for a in attempts] == [1, 2]
+    assert len({a["message_id"] for a in attempts}) == 1
+
+
+def test_a_failing_message_ends_in_the_poison_queue(stack: AzuriteStack, host: RunningHost) -> None:
+    job = str(uuid.uuid4())
+    submit(stack, "work-fast", {"id": job, "fail_times": 99})
+    poisoned = wait_for(
+        lambda: [m for m in peek(stack, "work-fast-poison") if job in base64.b64decode(m).decode()]
+    )
+    assert json.loads(base64.b64decode(poisoned[0])) == {"id": job, "fail_times": 99}  # as it was sent
+    assert [a["dequeue_count"] for a in seen(stack, "work-fast", job)] == [1, 2, 3]  # maxDequeueCount 3
+    assert message_count(stack, "work-fast") == 0
+
+
+def test_a_message_that_is_not_base64_is_poison_at_once(stack: AzuriteStack, host: RunningHost) -> None:
+    with queue(stack, "work-fast") as q:
+        q.send_message("not base64 {}")
+    wait_for(lambda: "not base64 {}" in peek(stack, "work-fast-poison"))
+    assert message_count(stack, "work-fast") == 0
+
+
+def test_a_failed_message_stays_hidden_for_the_visibility_timeout(
+    stack: AzuriteStack, patient_host: RunningHost
+) -> None:
+    job = str(uuid.uuid4())
+    submit(stack, "work-patient", {"id": job, "fail_times": 1})
+    wait_for(lambda: seen(stack, "work-patient", job))
+    time.sleep(2.0)  # ten polling intervals: a message released at once would have been retried
+    assert [a["dequeue_count"] for a in seen(stack, "work-patient", job)] == [1]
+    assert message_count(stack, "work-patient") == 1  # kept, not deleted
+    assert peek(stack, "work-patient") == []  # but hidden
+    assert peek(stack, "work-patient-poison") == []
+
+
+def test_a_function_run_by_hand_that_raises_is_reported(host: RunningHost) -> None:
+    with pytest.raises(FunctionRunFailed):
+        host.fire("work", input="not json")  # the queue function, run through the admin API
