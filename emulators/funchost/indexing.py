@@ -16,6 +16,7 @@ from typing import Any
 import azure.functions as func
 
 from emulators.funchost.ncrontab import CronSchedule, Interval, ScheduleError, parse_schedule
+from emulators.funchost.routes import RouteError, RouteTemplate
 
 _EXPRESSION = re.compile(r"%([^%]+)%")
 ALL_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -41,51 +42,6 @@ class QueueOutputBinding:
     name: str  # the parameter name, or "$return"
     queue_name: str
     connection: str  # the app setting (prefix) naming the storage account
-
-
-@dataclass(frozen=True)
-class RouteTemplate:
-    """An ASP.NET route template: `users/{id}`, `{id:int}`, `{name?}`, `{*rest}`."""
-
-    template: str
-    pattern: re.Pattern[str]
-    rank: tuple[int, ...]  # literal segments sort before parameters, catch-alls last
-
-    _CONSTRAINTS = {
-        "int": r"-?\d+",
-        "long": r"-?\d+",
-        "bool": r"(?i:true|false)",
-        "guid": r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}",
-        "alpha": r"[A-Za-z]+",
-    }
-
-    @classmethod
-    def parse(cls, template: str) -> RouteTemplate:
-        parts: list[str] = []
-        rank: list[int] = []
-        for segment in template.strip("/").split("/") if template.strip("/") else []:
-            m = re.fullmatch(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+)(?:\([^)]*\))?)?(\?)?\}", segment)
-            if not m:
-                if "{" in segment or "}" in segment:
-                    raise BindingError(f"route segment {segment!r} is not supported")
-                parts.append("/" + re.escape(segment))
-                rank.append(0)
-                continue
-            catch_all, name, constraint, optional = m.groups()
-            if catch_all:
-                parts.append(f"(?:/(?P<{name}>.*))?")
-                rank.append(3)
-                continue
-            inner = cls._CONSTRAINTS.get(constraint or "", r"[^/]+")
-            parts.append(f"(?:/(?P<{name}>{inner})){'?' if optional else ''}")
-            rank.append(2 if optional else 1)
-        return cls(template, re.compile("".join(parts) + "/?", re.IGNORECASE), tuple(rank))
-
-    def match(self, path: str) -> dict[str, str] | None:
-        m = self.pattern.fullmatch(path.rstrip("/") if path != "/" else "")
-        if m is None:
-            return None
-        return {k: v for k, v in m.groupdict().items() if v is not None}
 
 
 @dataclass
@@ -125,7 +81,10 @@ def _spec(function: func.Function, settings: Mapping[str, str]) -> FunctionSpec:
     )
     if trigger_type == "httpTrigger":
         spec.kind = "http"
-        spec.route = RouteTemplate.parse(trigger.route)
+        try:
+            spec.route = RouteTemplate.parse(trigger.route)
+        except RouteError as e:
+            raise BindingError(f"route: {e}") from None
         if trigger.methods:
             spec.methods = frozenset(_enum_value(m).upper() for m in trigger.methods)
         spec.auth_level = _enum_value(trigger.auth_level or func.AuthLevel.FUNCTION).lower()

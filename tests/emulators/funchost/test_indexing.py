@@ -10,8 +10,9 @@ import azure.functions as func
 import pytest
 
 from emulators.funchost.config import HostConfig, HostConfigError, Keys, load_local_settings
-from emulators.funchost.indexing import BindingError, RouteTemplate, index, resolve
+from emulators.funchost.indexing import BindingError, index, resolve
 from emulators.funchost.invoke import encode_message
+from emulators.funchost.routes import RouteError, RouteTemplate
 from tests.emulators.funchost import sample_app
 
 SETTINGS = {
@@ -93,10 +94,30 @@ def test_binding_expressions_resolve_from_settings() -> None:
         ("files/{*path}", "/files/a/b/c", {"path": "a/b/c"}),
         ("files/{*path}", "/files", {}),
         ("", "/", {}),
+        (
+            "users/{upn}/{action:regex(^(sync|resync)$)}",
+            "/users/a@b.c/resync",
+            {"upn": "a@b.c", "action": "resync"},
+        ),
+        ("users/{upn}/{action:regex(^(sync|resync)$)}", "/users/a@b.c/delete", None),
+        ("n/{n:int:min(1)}", "/n/0", None),
+        ("n/{n:int:range(1,9)}", "/n/9", {"n": "9"}),
+        ("c/{code:length(2)}", "/c/abc", None),
+        (
+            "g/{id:guid}",
+            "/g/0b5c9c5e-3b8a-4b8e-9a61-1f0b3f1c2d4e",
+            {"id": "0b5c9c5e-3b8a-4b8e-9a61-1f0b3f1c2d4e"},
+        ),
     ],
 )
 def test_route_templates(template: str, path: str, expected: dict[str, str] | None) -> None:
     assert RouteTemplate.parse(template).match(path) == expected
+
+
+@pytest.mark.parametrize("template", ["a/{", "a/{x:regex(()}", "a/x{y}", "a/{x=1}"])
+def test_unsupported_route_templates_are_errors(template: str) -> None:
+    with pytest.raises(RouteError):
+        RouteTemplate.parse(template)
 
 
 def test_literal_routes_rank_before_parameters() -> None:
