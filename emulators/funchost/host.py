@@ -55,9 +55,7 @@ def _report_crash(task: asyncio.Task[Any]) -> None:
 
 
 class FunctionHost:
-    def __init__(
-        self, app: func.FunctionApp, settings: Mapping[str, str], config: HostConfig, keys: Keys
-    ) -> None:
+    def __init__(self, app: func.FunctionApp, settings: Mapping[str, str], config: HostConfig, keys: Keys) -> None:
         self.specs = index(app, settings)
         self.config = config
         self.keys = keys
@@ -66,9 +64,7 @@ class FunctionHost:
         runnable = [s for s in self.specs if not s.error]
         self.timers = {s.name: Timer(s, self.invoker) for s in runnable if s.kind == "timer"}
         self.listeners = {
-            s.name: QueueListener(s, self.invoker, self.clients, config.queues)
-            for s in runnable
-            if s.kind == "queue"
+            s.name: QueueListener(s, self.invoker, self.clients, config.queues) for s in runnable if s.kind == "queue"
         }
         self.http = HttpFunctions(self.specs, self.invoker, keys, config.route_prefix)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -119,18 +115,14 @@ class FunctionHost:
         if spec is None:
             return Response(status_code=404)
         if spec.error or spec.kind not in {"timer", "queue"}:
-            return JSONResponse(
-                {"error": f"{spec.name} cannot be run through the admin API"}, status_code=400
-            )
+            return JSONResponse({"error": f"{spec.name} cannot be run through the admin API"}, status_code=400)
         body = await request.body()
         try:
             text = str(json.loads(body).get("input") or "") if body else ""
         except (ValueError, AttributeError):
             return JSONResponse({"error": 'the body must be {"input": "..."}'}, status_code=400)
-        if spec.kind == "timer":
-            run = self.timers[spec.name].run("Manual")
-        else:
-            run = self._run_queue_function(spec, text)
+        timer = self.timers.get(spec.name)
+        run = timer.run("Manual") if timer else self._run_queue_function(spec, text)
         if request.query_params.get("wait", "").lower() != "true":
             task = asyncio.create_task(run)
             self._tasks.append(task)

@@ -223,9 +223,7 @@ def test_a_retry_sees_the_next_dequeue_count(stack: AzuriteStack, host: RunningH
 def test_a_failing_message_ends_in_the_poison_queue(stack: AzuriteStack, host: RunningHost) -> None:
     job = str(uuid.uuid4())
     submit(stack, "work-fast", {"id": job, "fail_times": 99})
-    poisoned = wait_for(
-        lambda: [m for m in peek(stack, "work-fast-poison") if job in base64.b64decode(m).decode()]
-    )
+    poisoned = wait_for(lambda: [m for m in peek(stack, "work-fast-poison") if job in base64.b64decode(m).decode()])
     assert json.loads(base64.b64decode(poisoned[0])) == {"id": job, "fail_times": 99}  # as it was sent
     assert [a["dequeue_count"] for a in seen(stack, "work-fast", job)] == [1, 2, 3]  # maxDequeueCount 3
     assert message_count(stack, "work-fast") == 0
