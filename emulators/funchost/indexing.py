@@ -11,6 +11,7 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
@@ -92,6 +93,7 @@ def _spec(function: func.Function, settings: Mapping[str, str]) -> FunctionSpec:
         spec.kind = "timer"
         try:
             spec.schedule = parse_schedule(resolve(trigger.schedule, settings))
+            spec.schedule.next_after(datetime.now(UTC))  # one that never fires is an error now, not later
         except ScheduleError as e:
             raise BindingError(f"schedule: {e}") from None
         spec.run_on_startup = bool(trigger.run_on_startup)

@@ -88,6 +88,9 @@ class QueueListener:
                 ]
             except ResourceNotFoundError:
                 messages = []  # the queue does not exist yet: it is empty
+            except Exception as e:  # storage unreachable: keep polling, backing off
+                logger.warning("queue %s: receive failed (%s)", self.spec.queue_name, type(e).__name__)
+                messages = []
             for message in messages:
                 task = asyncio.create_task(self._process(message))
                 self.in_flight.add(task)

@@ -66,7 +66,12 @@ def test_unsupported_bindings_and_unbound_parameters_are_reported() -> None:
     def bad_schedule(t: func.TimerRequest) -> None:
         pass
 
+    @app.timer_trigger(arg_name="t", schedule="0 0 0 30 2 *")
+    def never_fires(t: func.TimerRequest) -> None:
+        pass
+
     errors = {s.name: s.error for s in index(app, {})}
+    assert "does not fire" in errors["never_fires"]
     assert "table binding" in errors["reads_table"]
     assert "'other' has no binding" in errors["needs_more"]
     assert "schedule" in errors["bad_schedule"]
