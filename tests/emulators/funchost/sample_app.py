@@ -17,7 +17,7 @@ from azure.storage.queue import QueueClient
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 bp = func.Blueprint()  # registered below, as function_app.py registers the blueprints of functions/
 
-_running = {"slow_tick": 0}
+_running = {"slow_tick": 0, "parallel": 0}
 _lock = threading.Lock()
 
 
@@ -88,6 +88,20 @@ def work(msg: func.QueueMessage) -> None:
     record(os.environ["WORK_QUEUE"], seen)
     if (msg.dequeue_count or 0) <= int(job.get("fail_times", 0)):
         raise RuntimeError("planned failure")
+
+
+@bp.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%-parallel", connection="AzureWebJobsStorage")
+async def parallel(msg: str) -> None:
+    """Takes half a second; records how many runs of it were in progress when it started."""
+    with _lock:
+        _running["parallel"] += 1
+        concurrent = _running["parallel"]
+    try:
+        await asyncio.to_thread(record, f"{os.environ['WORK_QUEUE']}-parallel", {"id": msg, "concurrent": concurrent})
+        await asyncio.sleep(0.5)
+    finally:
+        with _lock:
+            _running["parallel"] -= 1
 
 
 @app.timer_trigger(arg_name="timer", schedule="%TICK_SCHEDULE%")

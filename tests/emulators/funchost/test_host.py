@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from azure.storage.queue import QueueClient
 
 from emulators.azurite import AzuriteStack, azurite
 from emulators.funchost.launcher import FunctionRunFailed, RunningHost, function_host
+from emulators.process import free_port, python_module, running
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +48,12 @@ def host_settings(stack: AzuriteStack, name: str, **extra: str) -> dict[str, str
 @pytest.fixture(scope="module")
 def host(stack: AzuriteStack) -> Iterator[RunningHost]:
     """Failed messages are visible again at once; three dequeues make a message poison."""
-    settings = host_settings(stack, "fast", FUNCTIONS_KEY_echo="echo-only-key")
+    settings = host_settings(
+        stack,
+        "fast",
+        FUNCTIONS_KEY_echo="echo-only-key",
+        **{f"{QUEUE_OPTIONS}batchSize": "4", f"{QUEUE_OPTIONS}newBatchThreshold": "2"},
+    )
     with function_host(APP, settings) as h:
         yield h
 
@@ -249,6 +256,28 @@ def test_a_failed_message_stays_hidden_for_the_visibility_timeout(
     assert peek(stack, "work-patient-poison") == []
 
 
+def test_messages_run_in_parallel_up_to_batch_size_plus_threshold(stack: AzuriteStack, host: RunningHost) -> None:
+    with queue(stack, "work-fast-parallel") as q:
+        q.create_queue()
+        for i in range(12):
+            q.send_message(base64.b64encode(f"m{i}".encode()).decode())
+    runs = wait_for(lambda: (r := seen(stack, "work-fast-parallel")) and len(r) == 12 and r)
+    assert sorted(r["id"] for r in runs) == sorted(f"m{i}" for i in range(12))  # str parameter: the body
+    assert 1 < max(r["concurrent"] for r in runs) <= 4 + 2  # batchSize 4 + newBatchThreshold 2
+
+
 def test_a_function_run_by_hand_that_raises_is_reported(host: RunningHost) -> None:
     with pytest.raises(FunctionRunFailed):
         host.fire("work", input="not json")  # the queue function, run through the admin API
+
+
+def test_the_command_line_reads_a_local_settings_file(stack: AzuriteStack, tmp_path: Path) -> None:
+    values = host_settings(stack, "cli", FUNCTIONS_HOST_KEY="key-from-file", FUNCTIONS_MASTER_KEY="master-from-file")
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    port = free_port()
+    args = python_module("emulators.funchost", "--app", APP, "--port", str(port), "--settings", str(settings))
+    with running(args, ports=(port,), ready_url=f"http://127.0.0.1:{port}/admin/host/ping"):
+        url = f"http://127.0.0.1:{port}/api/echo"
+        assert httpx.post(url, content=b"x", params={"code": "key-from-file"}).status_code == 201
+        assert httpx.post(url, content=b"x", params={"code": "wrong"}).status_code == 401
