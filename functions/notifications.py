@@ -38,7 +38,9 @@ async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
         return handshake
     services = await wiring.services()
     try:
-        result = await notifications.handle_changes(req.get_body(), services.state, services.state, services.queue)
+        result = await notifications.handle_changes(
+            req.get_body(), services.state, services.state, services.queue
+        )
     except notifications.BadNotification as error:
         return _bad(error)
     logger.info("notifications accepted=%d ignored=%d enqueued=%d coalesced=%d",
@@ -56,5 +58,7 @@ async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
         result = await notifications.handle_lifecycle(req.get_body(), services.state, services.queue)
     except notifications.BadNotification as error:
         return _bad(error)
-    logger.info("lifecycle accepted=%d ignored=%d enqueued=%d", result.accepted, result.ignored, result.enqueued)
+    logger.info(
+        "lifecycle accepted=%d ignored=%d enqueued=%d", result.accepted, result.ignored, result.enqueued
+    )
     return func.HttpResponse(status_code=202)

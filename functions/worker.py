@@ -31,10 +31,8 @@ async def sync_worker(msg: func.QueueMessage) -> None:
         outcome = await services.engine.run_job(job)
     except Exception as error:
         if (msg.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:
-            await services.state.update_status(
-                job.user, {"State": "error", "LastError": f"{job.stream}: job failed {MAX_DEQUEUE_COUNT} times "
-                                                         f"and was moved to the poison queue: {error}"}
-            )  # fmt: skip
+            reason = f"{job.stream}: failed {MAX_DEQUEUE_COUNT} times, moved to the poison queue: {error}"
+            await services.state.update_status(job.user, {"State": "error", "LastError": reason})
         raise
     stats = " ".join(f"{k}={v}" for k, v in outcome.stats.items())
     logger.info("job user=%s stream=%s reason=%s outcome=%s duration_ms=%d %s", user_tag(job.user),

@@ -76,7 +76,9 @@ async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserS
         stream_status = [
             StreamStatus(
                 stream=name,
-                phase=("up to date" if c.link_kind == "delta" else "initial round") if c.link else "not started",
+                phase=("up to date" if c.link_kind == "delta" else "initial round")
+                if c.link
+                else "not started",
                 last_page_utc=_when(c.extra.get("lastPageUtc")),
                 totals=dict(c.extra.get("totals", {})),
             )
@@ -119,8 +121,10 @@ async def explain(state: StateStore, upn: str, message: str) -> str:
     """Why a message (internetMessageId, or Graph id for one without) did or did not become a journal."""
     decision = await state.get_decision(upn, message.strip())
     if decision is None:
-        return (f"No decision is recorded for {message!r} in {upn}'s mailbox: the message was not seen by a sync "
-                "(outside the chosen folders or the DaysBack window, or not yet synced).")  # fmt: skip
+        return (
+            f"No decision is recorded for {message!r} in {upn}'s mailbox: the message was not seen by a "
+            "sync (outside the chosen folders or the DaysBack window, or not yet synced)."
+        )
     text = f"{decision.outcome} at {decision.at:%Y-%m-%d %H:%M:%S} UTC ({decision.stream}): {decision.reason}"
     if decision.outcome == "synced":
         record = await state.get_key(decision.crm_key or message)

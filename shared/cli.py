@@ -64,7 +64,9 @@ def users() -> None:
 def users_list() -> None:
     rows = _run(lambda s: s.state.list_users())
     for row in rows:
-        enabled = "enabled " if str(row.columns.get("Enabled", "")).lower() in {"true", "1", "yes"} else "disabled"
+        enabled = (
+            "enabled " if str(row.columns.get("Enabled", "")).lower() in {"true", "1", "yes"} else "disabled"
+        )
         click.echo(f"{row.upn:40} {enabled} {row.columns.get('State', '')}")
 
 
@@ -136,7 +138,9 @@ def _sync(upn: str, fresh: bool) -> None:
             raise click.ClickException(f"no SyncUsers row for {upn}")
         failures = 0
         for stream in config.streams():
-            outcome = await s.engine.run_job(Job(config.upn, stream, "manual", fresh_round=fresh), progress=show)
+            outcome = await s.engine.run_job(
+                Job(config.upn, stream, "manual", fresh_round=fresh), progress=show
+            )
             click.echo(f"\r{stream}: {outcome.status} {outcome.detail} {dict(outcome.stats)}".rstrip())
             failures += outcome.status not in {"done"}
         return failures

@@ -35,7 +35,9 @@ class UserConfigError(ConfigError):
 
 
 class GraphError(SyncError):
-    def __init__(self, message: str, *, status: int = 0, code: str = "", retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int = 0, code: str = "", retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code

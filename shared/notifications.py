@@ -127,7 +127,9 @@ async def handle_changes(
     return NotificationResult(len(verified.accepted), verified.ignored, enqueued, coalesced)
 
 
-async def handle_lifecycle(body: bytes, subscriptions: SubscriptionStore, queue: JobQueue) -> NotificationResult:
+async def handle_lifecycle(
+    body: bytes, subscriptions: SubscriptionStore, queue: JobQueue
+) -> NotificationResult:
     """Verify lifecycle events and enqueue a `lifecycle:<event>` job per user+stream (never coalesced:
     a removed subscription must be recreated even while a sync job is waiting)."""
     verified = await verify(parse(body), subscriptions)

@@ -37,7 +37,9 @@ def resource_for(config: UserConfig, stream: str, contacts_folder_id: str = "") 
     if kind == "mail":
         return f"users/{config.upn}/mailFolders('{folder}')/messages"
     if kind == "contacts":
-        return f"users/{config.upn}/contactFolders/{contacts_folder_id}/contacts" if contacts_folder_id else None
+        return (
+            f"users/{config.upn}/contactFolders/{contacts_folder_id}/contacts" if contacts_folder_id else None
+        )
     if kind == "calendar":
         return f"users/{config.upn}/events"
     return None
@@ -90,7 +92,9 @@ class SubscriptionKeeper:
             for stream in config.streams():
                 folder_id = ""
                 if stream == "contacts":
-                    folder_id = str((await self._state.get_cursor(config.upn, stream)).extra.get("folderId", ""))
+                    folder_id = str(
+                        (await self._state.get_cursor(config.upn, stream)).extra.get("folderId", "")
+                    )
                 resource = resource_for(config, stream, folder_id)
                 if resource:
                     wanted[(config.upn, resource)] = stream

@@ -9,8 +9,14 @@ from __future__ import annotations
 import hashlib
 import logging
 
-_QUIET = ("httpx", "httpcore", "azure.core.pipeline.policies.http_logging_policy", "azure.identity", "kiota_http",
-          "uvicorn.access")  # fmt: skip
+_QUIET = (
+    "httpx",
+    "httpcore",
+    "azure.core.pipeline.policies.http_logging_policy",
+    "azure.identity",
+    "kiota_http",
+    "uvicorn.access",
+)
 _configured = False
 
 

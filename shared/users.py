@@ -137,18 +137,24 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
         return value
 
     def items(name: str, default: str) -> tuple[str, ...]:
-        return tuple(part.strip() for part in text(name, default).replace(";", ",").split(",") if part.strip())
+        return tuple(
+            part.strip() for part in text(name, default).replace(";", ",").split(",") if part.strip()
+        )
 
     if "@" not in upn:
         problems.append(f"the RowKey must be the user's principal name (an e-mail address), got {upn!r}")
     days_back = integer("DaysBack", 14, 1, 3650)
     if days_back > DAYS_BACK_WARNING:
-        warnings.append(f"DaysBack is {days_back}: the first sync reads a lot of mail (60 or less is advised)")
+        warnings.append(
+            f"DaysBack is {days_back}: the first sync reads a lot of mail (60 or less is advised)"
+        )
     folders = items("MailFolders", "inbox,sentitems")
     if not folders:
         problems.append("MailFolders is empty")
     excluded_addresses = frozenset(a.lower() for a in items("ExcludedAddresses", ""))
-    problems += [f"ExcludedAddresses has {a!r}, not an address" for a in sorted(excluded_addresses) if "@" not in a]
+    problems += [
+        f"ExcludedAddresses has {a!r}, not an address" for a in sorted(excluded_addresses) if "@" not in a
+    ]
     past = integer("CalendarPastDays", 7, 0, 1825)
     future = integer("CalendarFutureDays", 180, 1, 1825)
     if past + future > 1825:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import Settings
+from shared.errors import ConfigError
 from shared.crm.port import CrmPort
 from shared.graph.probe import MailboxProbe
 from shared.state.port import JobQueue, StateStore
@@ -59,18 +60,20 @@ async def services() -> Services:
 
 def build_crm(settings: Settings) -> CrmPort:
     if settings.crm_connector == "bottlecrm":
-        from shared.crm.bottlecrm import BottleCrmConnector
-
-        return BottleCrmConnector(settings.crm_base_url, settings.crm_api_token)
+        raise ConfigError("CRM_CONNECTOR=bottlecrm: the BottleCRM connector is not part of this build yet")
     from shared.crm.reference import ReferenceCrmConnector
 
-    return ReferenceCrmConnector(settings.crm_base_url, settings.crm_api_token, auth_scheme=settings.crm_auth_scheme)
+    return ReferenceCrmConnector(
+        settings.crm_base_url, settings.crm_api_token, auth_scheme=settings.crm_auth_scheme
+    )
 
 
 def _storage_credential(settings: Settings) -> Any:
     from azure.identity.aio import ManagedIdentityCredential
 
-    return ManagedIdentityCredential(client_id=settings.storage_client_id or settings.managed_identity_client_id)
+    return ManagedIdentityCredential(
+        client_id=settings.storage_client_id or settings.managed_identity_client_id
+    )
 
 
 async def build(settings: Settings) -> Services:
@@ -88,8 +91,8 @@ async def build(settings: Settings) -> Services:
         queue = StorageJobQueue.from_connection_string(settings.storage_connection_string)
     else:
         credential = _storage_credential(settings)
-        state = TableStateStore.from_endpoint(settings.table_service_uri, credential)
-        queue = StorageJobQueue.from_endpoint(settings.queue_service_uri, credential)
+        state = TableStateStore.from_service_uri(settings.table_service_uri, credential)
+        queue = StorageJobQueue.from_service_uri(settings.queue_service_uri, credential)
     await state.ensure_tables()
     await queue.ensure_queue()
     crm = build_crm(settings)

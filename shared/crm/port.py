@@ -83,7 +83,9 @@ class CrmPort(Protocol):
 
     async def get_appointment(self, key: str) -> Appointment | None: ...
 
-    async def appointment_changes(self, owner: str, cursor: str | None) -> tuple[list[CrmAppointmentChange], str]:
+    async def appointment_changes(
+        self, owner: str, cursor: str | None
+    ) -> tuple[list[CrmAppointmentChange], str]:
         """Appointments created or changed in the CRM for this owner since the cursor."""
         ...
 

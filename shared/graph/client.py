@@ -81,7 +81,9 @@ def _credential(settings: Settings) -> Any:
         return CertificateCredential(
             settings.graph_tenant_id, settings.graph_client_id, settings.graph_client_certificate_path
         )
-    return ClientSecretCredential(settings.graph_tenant_id, settings.graph_client_id, settings.graph_client_secret)
+    return ClientSecretCredential(
+        settings.graph_tenant_id, settings.graph_client_id, settings.graph_client_secret
+    )
 
 
 def build_graph_client(settings: Settings) -> GraphServiceClient:
@@ -141,7 +143,9 @@ def translate(exc: BaseException) -> GraphError:
             return DeltaExpired(text, status=status, code=code)
         if status in (429, 503, 504, 509):
             return GraphThrottled(text, status=status, code=code, retry_after=retry_after)
-        if status == 403 and (code.lower() in {"erroraccessdenied", "extensionerror"} or "odata" in message.lower()):
+        if status == 403 and (
+            code.lower() in {"erroraccessdenied", "extensionerror"} or "odata" in message.lower()
+        ):
             return MailboxDenied(f"{text}: the app may not read this mailbox", status=status, code=code)
         if status == 404:
             return GraphNotFound(text, status=status, code=code)

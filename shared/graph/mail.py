@@ -92,7 +92,9 @@ class GraphMailReader:
         """The message by immutable id; None when it no longer exists (404)."""
         from shared.errors import GraphNotFound
 
-        params = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(select=SELECT, expand=EXPAND)
+        params = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
+            select=SELECT, expand=EXPAND
+        )
         config: RequestConfiguration[Any] = RequestConfiguration(
             headers=prefer_headers(self._page_size), query_parameters=params
         )
@@ -148,7 +150,9 @@ def _to_message(message: Message) -> MailMessage:
         categories=tuple(message.categories or ()),
         is_draft=bool(message.is_draft),
         sensitivity=_sensitivity(message),
-        attachments=tuple(Attachment(name=a.name or "", size=int(a.size or 0)) for a in message.attachments or []),
+        attachments=tuple(
+            Attachment(name=a.name or "", size=int(a.size or 0)) for a in message.attachments or []
+        ),
         has_attachments=bool(message.has_attachments),
         folder_id=message.parent_folder_id or "",
         change_key=message.change_key or "",

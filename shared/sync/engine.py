@@ -43,7 +43,13 @@ Progress = Callable[[str, Mapping[str, int]], None]
 
 class StreamRunner(Protocol):
     async def run(
-        self, config: UserConfig, stream: str, lease: Lease, *, fresh_round: bool, progress: Progress | None = None
+        self,
+        config: UserConfig,
+        stream: str,
+        lease: Lease,
+        *,
+        fresh_round: bool,
+        progress: Progress | None = None,
     ) -> tuple[Any, Lease]: ...
 
 
@@ -88,12 +94,16 @@ class Engine:
 
         lease = await self._state.acquire(config.upn, job.stream, uuid.uuid4().hex, LEASE_SECONDS)
         if lease is None:
-            return JobOutcome("busy", "another job holds this user+stream; it will run again before letting go")
+            return JobOutcome(
+                "busy", "another job holds this user+stream; it will run again before letting go"
+            )
         fresh = job.fresh_round
         try:
             while True:
                 await self._state.clear_queued(config.upn, job.stream)
-                stats, lease = await runner.run(config, job.stream, lease, fresh_round=fresh, progress=progress)
+                stats, lease = await runner.run(
+                    config, job.stream, lease, fresh_round=fresh, progress=progress
+                )
                 fresh = False
                 if await self._state.release(lease):
                     break

@@ -124,7 +124,9 @@ class MailStream:
             cursor = await self._state.save_cursor(
                 user,
                 stream,
-                replace(cursor, link=link, link_kind=kind, extra=_counted(cursor, before, stats, self._clock())),
+                replace(
+                    cursor, link=link, link_kind=kind, extra=_counted(cursor, before, stats, self._clock())
+                ),
             )
             lease = await self._state.renew(lease, LEASE_SECONDS)
             if progress is not None:
@@ -198,7 +200,9 @@ class MailStream:
         result.decisions.append(self._decision(config, stream, message, "synced", reason, crm_key=key))
         return True
 
-    async def _lookup(self, config: UserConfig, messages: Sequence[MailMessage]) -> dict[str, list[PersonRef]]:
+    async def _lookup(
+        self, config: UserConfig, messages: Sequence[MailMessage]
+    ) -> dict[str, list[PersonRef]]:
         addresses = sorted({a.normalized for m in messages for a in mail_plan.others(m, config.upn)})
         found: dict[str, list[PersonRef]] = {}
         for start in range(0, len(addresses), LOOKUP_CHUNK):

@@ -47,11 +47,15 @@ def prefilter(message: MailMessage, config: UserConfig, org_domains: Iterable[st
             return Verdict(False, f"participant domain {address.domain} is in ExcludedDomains")
     internal = {d.lower() for d in org_domains} | {config.upn.rpartition("@")[2].lower()}
     if not config.include_internal and all(a.domain in internal for a in participants):
-        return Verdict(False, "internal: every participant is inside the organisation (IncludeInternal is off)")
+        return Verdict(
+            False, "internal: every participant is inside the organisation (IncludeInternal is off)"
+        )
     if config.mail_policy == "category":
         wanted = config.mail_category.lower()
         if wanted not in {c.lower() for c in message.categories}:
-            return Verdict(False, f"policy category: the message does not carry the category {config.mail_category!r}")
+            return Verdict(
+                False, f"policy category: the message does not carry the category {config.mail_category!r}"
+            )
     return Verdict(True, "")
 
 

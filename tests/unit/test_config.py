@@ -24,7 +24,9 @@ def test_local_settings_are_accepted() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"GRAPH_AUTH_MODE": "bogus", "CRM_CONNECTOR": "nope", "JOURNAL_BODY_MAX_CHARS": "x"})
+        Settings.from_env(
+            {"GRAPH_AUTH_MODE": "bogus", "CRM_CONNECTOR": "nope", "JOURNAL_BODY_MAX_CHARS": "x"}
+        )
     text = str(caught.value)
     for name in ("GRAPH_AUTH_MODE", "CRM_CONNECTOR", "JOURNAL_BODY_MAX_CHARS", "CRM_BASE_URL", "storage"):
         assert name in text

@@ -127,7 +127,9 @@ def test_merge_adds_the_second_mailbox_and_its_people_and_keeps_the_first_owner(
     assert merged.people[0].name == "Bob"
     assert merged.owner == "ann@contoso.com" and merged.direction is Direction.INBOUND
 
-    again, needed = mail_plan.merge(mail_plan.key_record_after(record, merged, "crm-1"), second, "dan@contoso.com")
+    again, needed = mail_plan.merge(
+        mail_plan.key_record_after(record, merged, "crm-1"), second, "dan@contoso.com"
+    )
     assert not needed and again.seen_by == merged.seen_by
 
 
