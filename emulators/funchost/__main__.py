@@ -34,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="local.settings.json-shaped file (default: ./local.settings.json if present)",
     )
-    parser.add_argument("--no-settings-file", action="store_true", help="app settings from the environment only")
+    parser.add_argument(
+        "--no-settings-file", action="store_true", help="app settings from the environment only"
+    )
     parser.add_argument("--script-root", type=Path, default=Path.cwd(), help="folder holding host.json")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("azure.core.pipeline.policies.http_logging_policy", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -100,7 +100,9 @@ class QueueOptions:
             batch_size=batch,
             new_batch_threshold=int(_get(section, "newBatchThreshold", batch // 2)),
             max_dequeue_count=int(_get(section, "maxDequeueCount", 5)),
-            visibility_timeout=timespan_seconds(_get(section, "visibilityTimeout", "00:00:00"), "visibilityTimeout"),
+            visibility_timeout=timespan_seconds(
+                _get(section, "visibilityTimeout", "00:00:00"), "visibilityTimeout"
+            ),
             max_polling_interval=timespan_seconds(
                 _get(section, "maxPollingInterval", "00:01:00"), "maxPollingInterval"
             ),

@@ -55,7 +55,9 @@ def _report_crash(task: asyncio.Task[Any]) -> None:
 
 
 class FunctionHost:
-    def __init__(self, app: func.FunctionApp, settings: Mapping[str, str], config: HostConfig, keys: Keys) -> None:
+    def __init__(
+        self, app: func.FunctionApp, settings: Mapping[str, str], config: HostConfig, keys: Keys
+    ) -> None:
         self.specs = index(app, settings)
         self.config = config
         self.keys = keys
@@ -64,7 +66,9 @@ class FunctionHost:
         runnable = [s for s in self.specs if not s.error]
         self.timers = {s.name: Timer(s, self.invoker) for s in runnable if s.kind == "timer"}
         self.listeners = {
-            s.name: QueueListener(s, self.invoker, self.clients, config.queues) for s in runnable if s.kind == "queue"
+            s.name: QueueListener(s, self.invoker, self.clients, config.queues)
+            for s in runnable
+            if s.kind == "queue"
         }
         self.http = HttpFunctions(self.specs, self.invoker, keys, config.route_prefix)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -115,7 +119,9 @@ class FunctionHost:
         if spec is None:
             return Response(status_code=404)
         if spec.error or spec.kind not in {"timer", "queue"}:
-            return JSONResponse({"error": f"{spec.name} cannot be run through the admin API"}, status_code=400)
+            return JSONResponse(
+                {"error": f"{spec.name} cannot be run through the admin API"}, status_code=400
+            )
         body = await request.body()
         try:
             text = str(json.loads(body).get("input") or "") if body else ""

@@ -114,7 +114,9 @@ def _spec(function: func.Function, settings: Mapping[str, str]) -> FunctionSpec:
         elif kind == "http":
             spec.http_output_param = binding.name
         elif kind == "queue":
-            out = QueueOutputBinding(binding.name, resolve(binding.queue_name, settings).lower(), binding.connection)
+            out = QueueOutputBinding(
+                binding.name, resolve(binding.queue_name, settings).lower(), binding.connection
+            )
             spec.queue_outputs.append(out)
             if binding.name == "$return":
                 spec.return_binding = "queue"

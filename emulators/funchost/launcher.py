@@ -62,7 +62,9 @@ class RunningHost:
         response = httpx.post(**self._invoke_request(name, wait, input), timeout=timeout)
         self._check(name, response)
 
-    async def fire_async(self, name: str, *, wait: bool = True, input: str = "", timeout: float = 120.0) -> None:
+    async def fire_async(
+        self, name: str, *, wait: bool = True, input: str = "", timeout: float = 120.0
+    ) -> None:
         async with httpx.AsyncClient(timeout=timeout) as client:
             response = await client.post(**self._invoke_request(name, wait, input))
         self._check(name, response)

@@ -102,7 +102,9 @@ class QueueListener:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), delay)
             delay = (
-                MIN_POLLING_INTERVAL if self._changed.is_set() else min(delay * 2, self.options.max_polling_interval)
+                MIN_POLLING_INTERVAL
+                if self._changed.is_set()
+                else min(delay * 2, self.options.max_polling_interval)
             )
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -168,7 +170,9 @@ class QueueListener:
                 return
             renewal = asyncio.create_task(self._renew(message, receipt))
             try:
-                await self.invoker.invoke(self.spec, self._argument(message, body), "New queue message detected")
+                await self.invoker.invoke(
+                    self.spec, self._argument(message, body), "New queue message detected"
+                )
                 succeeded = True
             except Exception:
                 succeeded = False  # logged by the invoker

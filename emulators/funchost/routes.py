@@ -130,7 +130,9 @@ class RouteTemplate:
     @property
     def rank(self) -> tuple[int, ...]:
         """Sorts literal segments before parameters, optional ones after, catch-alls last."""
-        return tuple(0 if isinstance(s, str) else 3 if s.catch_all else 2 if s.optional else 1 for s in self.segments)
+        return tuple(
+            0 if isinstance(s, str) else 3 if s.catch_all else 2 if s.optional else 1 for s in self.segments
+        )
 
     def match(self, path: str) -> dict[str, str] | None:
         parts = path.strip("/").split("/") if path.strip("/") else []

@@ -97,7 +97,9 @@ async def parallel(msg: str) -> None:
         _running["parallel"] += 1
         concurrent = _running["parallel"]
     try:
-        await asyncio.to_thread(record, f"{os.environ['WORK_QUEUE']}-parallel", {"id": msg, "concurrent": concurrent})
+        await asyncio.to_thread(
+            record, f"{os.environ['WORK_QUEUE']}-parallel", {"id": msg, "concurrent": concurrent}
+        )
         await asyncio.sleep(0.5)
     finally:
         with _lock:

@@ -230,7 +230,9 @@ def test_a_retry_sees_the_next_dequeue_count(stack: AzuriteStack, host: RunningH
 def test_a_failing_message_ends_in_the_poison_queue(stack: AzuriteStack, host: RunningHost) -> None:
     job = str(uuid.uuid4())
     submit(stack, "work-fast", {"id": job, "fail_times": 99})
-    poisoned = wait_for(lambda: [m for m in peek(stack, "work-fast-poison") if job in base64.b64decode(m).decode()])
+    poisoned = wait_for(
+        lambda: [m for m in peek(stack, "work-fast-poison") if job in base64.b64decode(m).decode()]
+    )
     assert json.loads(base64.b64decode(poisoned[0])) == {"id": job, "fail_times": 99}  # as it was sent
     assert [a["dequeue_count"] for a in seen(stack, "work-fast", job)] == [1, 2, 3]  # maxDequeueCount 3
     assert message_count(stack, "work-fast") == 0
@@ -256,7 +258,9 @@ def test_a_failed_message_stays_hidden_for_the_visibility_timeout(
     assert peek(stack, "work-patient-poison") == []
 
 
-def test_messages_run_in_parallel_up_to_batch_size_plus_threshold(stack: AzuriteStack, host: RunningHost) -> None:
+def test_messages_run_in_parallel_up_to_batch_size_plus_threshold(
+    stack: AzuriteStack, host: RunningHost
+) -> None:
     with queue(stack, "work-fast-parallel") as q:
         q.create_queue()
         for i in range(12):
@@ -272,7 +276,9 @@ def test_a_function_run_by_hand_that_raises_is_reported(host: RunningHost) -> No
 
 
 def test_the_command_line_reads_a_local_settings_file(stack: AzuriteStack, tmp_path: Path) -> None:
-    values = host_settings(stack, "cli", FUNCTIONS_HOST_KEY="key-from-file", FUNCTIONS_MASTER_KEY="master-from-file")
+    values = host_settings(
+        stack, "cli", FUNCTIONS_HOST_KEY="key-from-file", FUNCTIONS_MASTER_KEY="master-from-file"
+    )
     settings = tmp_path / "local.settings.json"
     settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
     port = free_port()

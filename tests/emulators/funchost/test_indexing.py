@@ -45,7 +45,10 @@ def test_the_sample_app_is_indexed_with_its_bindings() -> None:
 
 
 def test_an_unresolved_setting_disables_only_that_function() -> None:
-    specs = {s.name: s for s in index(fresh_sample_app(), {k: v for k, v in SETTINGS.items() if k != "TICK_SCHEDULE"})}
+    specs = {
+        s.name: s
+        for s in index(fresh_sample_app(), {k: v for k, v in SETTINGS.items() if k != "TICK_SCHEDULE"})
+    }
     assert "%TICK_SCHEDULE%" in specs["tick"].error
     assert not specs["hello"].error
 
@@ -140,7 +143,9 @@ def test_local_settings_do_not_override_the_environment(tmp_path: Path) -> None:
 
 def test_host_json_with_app_setting_overrides(tmp_path: Path) -> None:
     (tmp_path / "host.json").write_text(
-        json.dumps({"version": "2.0", "extensions": {"queues": {"batchSize": 8, "visibilityTimeout": "00:00:30"}}})
+        json.dumps(
+            {"version": "2.0", "extensions": {"queues": {"batchSize": 8, "visibilityTimeout": "00:00:30"}}}
+        )
     )
     config = HostConfig.load(
         tmp_path,

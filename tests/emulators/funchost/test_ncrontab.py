@@ -74,8 +74,8 @@ def test_timespan_schedules_are_intervals() -> None:
     schedule = parse_schedule("00:05:00")
     assert isinstance(schedule, Interval)
     assert schedule.next_after(at("2026-11-21T12:00:07")) == at("2026-11-21T12:05:07")
-    assert parse_schedule("1.00:00:00").next_after(at("2026-11-21T00:00:00")) - at("2026-11-21T00:00:00") == timedelta(
-        days=1
-    )
+    assert parse_schedule("1.00:00:00").next_after(at("2026-11-21T00:00:00")) - at(
+        "2026-11-21T00:00:00"
+    ) == timedelta(days=1)
     with pytest.raises(ScheduleError):
         parse_schedule("00:00:00")
