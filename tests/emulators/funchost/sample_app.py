@@ -72,6 +72,23 @@ def boom(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("planned failure")
 
 
+@bp.route(route="graph/notify", methods=["POST"])  # function level: Graph passes the key back (?code=)
+def graph_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    return graph_webhook_open(req)
+
+
+@bp.route(route="graph/open", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_webhook_open(req: func.HttpRequest) -> func.HttpResponse:
+    """A Graph change-notification endpoint: answers the validation handshake, records each notification."""
+    token = req.params.get("validationToken")
+    if token is not None:
+        return func.HttpResponse(token, mimetype="text/plain")
+    for note in req.get_json()["value"]:
+        seen = {k: note.get(k) for k in ("subscriptionId", "clientState", "changeType")}
+        record(f"{os.environ['WORK_QUEUE']}-graph", seen)
+    return func.HttpResponse(status_code=202)
+
+
 @bp.route(route="enqueue", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.queue_output(arg_name="out", queue_name="%WORK_QUEUE%", connection="AzureWebJobsStorage")
 def enqueue(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from azure.storage.queue import QueueClient
 
 from emulators.azurite import AzuriteStack, azurite
 from emulators.funchost.launcher import FunctionRunFailed, RunningHost, function_host
+from emulators.graph.launcher import GraphEmulator, graph_emulator
 from emulators.process import free_port, python_module, running
 
 pytestmark = pytest.mark.integration
@@ -287,3 +289,45 @@ def test_the_command_line_reads_a_local_settings_file(stack: AzuriteStack, tmp_p
         url = f"http://127.0.0.1:{port}/api/echo"
         assert httpx.post(url, content=b"x", params={"code": "key-from-file"}).status_code == 201
         assert httpx.post(url, content=b"x", params={"code": "wrong"}).status_code == 401
+
+
+@pytest.fixture(scope="module")
+def graph() -> Iterator[GraphEmulator]:
+    with graph_emulator() as g:
+        yield g
+
+
+def subscribe(graph: GraphEmulator, upn: str, notification_url: str) -> httpx.Response:
+    body = {
+        "changeType": "created",
+        "resource": f"users/{upn}/messages",
+        "expirationDateTime": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "clientState": "state-1",
+        "notificationUrl": notification_url,
+    }
+    return httpx.post(f"{graph.base_url}/subscriptions", json=body, headers={"Authorization": "Bearer local"})
+
+
+def test_graph_notifications_reach_the_app_through_the_host(
+    stack: AzuriteStack, host: RunningHost, graph: GraphEmulator
+) -> None:
+    upn = "ada@contoso.test"
+    graph.control.add_user(upn)
+    assert subscribe(graph, upn, f"{host.base_url}/graph/notify").status_code == 400  # no key: 401
+    created = subscribe(graph, upn, f"{host.base_url}/graph/open")
+    assert created.status_code == 201
+    graph.control.deliver(upn, {"from": {"emailAddress": {"address": "bob@ext.test"}}, "subject": "x"})
+    notes = wait_for(lambda: seen(stack, "work-fast-graph"))
+    expected = {"subscriptionId": created.json()["id"], "clientState": "state-1", "changeType": "created"}
+    assert all(n == expected for n in notes)  # Graph may send a notification twice
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the Graph emulator's validation request drops the notificationUrl's query string (httpx 0.28 "
+    "`params=` replaces the query), so the ?code= key does not reach the host; real Graph keeps it",
+)
+def test_graph_validates_a_key_protected_notification_url(host: RunningHost, graph: GraphEmulator) -> None:
+    graph.control.add_user("bo@contoso.test")
+    url = f"{host.base_url}/graph/notify?code={host.function_key}"
+    assert subscribe(graph, "bo@contoso.test", url).status_code == 201
