@@ -198,7 +198,7 @@ def test_run_on_startup(stack: AzuriteStack, host: RunningHost) -> None:
 
 
 def test_runs_of_one_timer_never_overlap(stack: AzuriteStack, patient_host: RunningHost) -> None:
-    runs = wait_for(lambda: (r := seen(stack, "tick-patient")) and len(r) >= 3 and r)
+    runs = wait_for(lambda: (r := seen(stack, "tick-patient")) and len(r) >= 2 and r)
     assert [r["concurrent"] for r in runs] == [1] * len(runs)
 
 
