@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settings",
         type=Path,
-        help="local.settings.json-shaped file (default: ./local.settings.json if present)",
+        help="local.settings.json-shaped file (default: <script root>/local.settings.json if present)",
     )
     parser.add_argument(
         "--no-settings-file", action="store_true", help="app settings from the environment only"
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if not args.no_settings_file:
-            apply_settings_file(args.settings)  # before the app is imported, as the host does
+            apply_settings_file(args.settings, args.script_root)  # before the app is imported
         config = HostConfig.load(args.script_root, os.environ)
         sys.path.insert(0, str(args.script_root.resolve()))
         host = FunctionHost(load_app(args.app), os.environ, config, Keys.from_env(os.environ))

@@ -158,10 +158,10 @@ class Keys:
         return cls(master=key(MASTER_KEY), host=key(HOST_KEY), functions=functions)
 
 
-def apply_settings_file(path: Path | None) -> None:
-    """Load `path` (or `local.settings.json` in the working directory, if present) into os.environ."""
+def apply_settings_file(path: Path | None, script_root: Path) -> None:
+    """Load `path` (or `local.settings.json` in the script root, if present) into os.environ."""
     if path is None:
-        default = Path("local.settings.json")
+        default = script_root / "local.settings.json"
         if not default.exists():
             return
         path = default
