@@ -164,9 +164,12 @@ def test_host_json_with_app_setting_overrides(tmp_path: Path) -> None:
 
 
 def test_the_repository_host_json_loads() -> None:
-    config = HostConfig.load(Path(__file__).resolve().parents[3], {})
-    assert config.queues.message_encoding == "base64"
-    assert config.function_timeout == 600
+    root = Path(__file__).resolve().parents[3]
+    queues = json.loads((root / "host.json").read_text())["extensions"]["queues"]
+    config = HostConfig.load(root, {})
+    assert config.queues.batch_size == queues["batchSize"]
+    assert config.queues.max_dequeue_count == queues["maxDequeueCount"]
+    assert config.function_timeout is not None
 
 
 def test_missing_keys_are_random_and_not_empty() -> None:
