@@ -31,7 +31,9 @@ def unquote(key: str) -> str:
 def resources_of_type(path: Path, resource_type: str) -> dict[str, dict[str, Any]]:
     """Symbolic name -> config of every resource of that type declared in the file."""
     found = parse(path).get("resources", {})
-    return {name: r["config"] for name, r in found.items() if r["type"] == resource_type and not r["existing"]}
+    return {
+        name: r["config"] for name, r in found.items() if r["type"] == resource_type and not r["existing"]
+    }
 
 
 def only(items: dict[str, dict[str, Any]]) -> dict[str, Any]:

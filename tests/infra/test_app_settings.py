@@ -15,7 +15,7 @@ FUNCTION_APP = INFRA / "app" / "function-app.bicep"
 PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__credential": "the host's identity-based storage connection: use a managed identity",
     "AzureWebJobsStorage__blobServiceUri": "the host keeps keys, locks and timer state in blobs",
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra-authenticated telemetry (App Insights local auth is off)",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Entra-authenticated telemetry (local auth is off)",
 }
 
 # Settings the code reads that production leaves unset, with the reason. Production authenticates to
@@ -25,7 +25,7 @@ NOT_SET_IN_AZURE = {
     "GRAPH_CLIENT_CERTIFICATE_PATH": "GRAPH_AUTH_MODE=certificate only",
     "GRAPH_CLIENT_SECRET": "GRAPH_AUTH_MODE=secret only",
     "GRAPH_STATIC_TOKEN": "GRAPH_AUTH_MODE=static-token only (loopback Graph emulator)",
-    "AzureWebJobsStorage": "a connection string (Azurite); Azure uses the identity-based AzureWebJobsStorage__*",
+    "AzureWebJobsStorage": "a connection string (Azurite); Azure uses AzureWebJobsStorage__*",
 }
 PRODUCTION_AUTH_MODE = "workload-identity"
 
@@ -43,7 +43,9 @@ def _bicep_settings() -> dict[str, Any]:
 
 def test_bicep_sets_every_setting_the_code_reads() -> None:
     missing = SETTING_NAMES - set(NOT_SET_IN_AZURE) - set(_bicep_settings())
-    assert not missing, f"shared/config.py reads these but infra/app/function-app.bicep does not set them: {missing}"
+    assert not missing, (
+        f"shared/config.py reads these but infra/app/function-app.bicep does not set them: {missing}"
+    )
 
 
 def test_bicep_sets_nothing_the_code_or_platform_does_not_read() -> None:

@@ -110,7 +110,9 @@ def test_storage_is_entra_only_tls12_no_public_blobs_with_state_tables_and_queue
 
 
 def test_key_vault_uses_rbac_and_purge_protection() -> None:
-    props = only(resources_of_type(INFRA / "app" / "key-vault.bicep", "Microsoft.KeyVault/vaults"))["properties"]
+    props = only(resources_of_type(INFRA / "app" / "key-vault.bicep", "Microsoft.KeyVault/vaults"))[
+        "properties"
+    ]
     assert props["enableRbacAuthorization"] is True
     assert props["enablePurgeProtection"] is True
     assert "accessPolicies" not in props

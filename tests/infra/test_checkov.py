@@ -47,8 +47,16 @@ def checkov_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[d
     # --file per file: checkov merges several --directory roots wrongly (it rescans the first one).
     files = [*sorted(INFRA.rglob("*.bicep")), control_dir / "insecure.bicep"]
     run = subprocess.run(
-        [str(checkov), "--framework", "bicep", "--output", "json", "--compact", "--skip-download",
-         *(arg for path in files for arg in ("--file", str(path)))],  # fmt: skip
+        [
+            str(checkov),
+            "--framework",
+            "bicep",
+            "--output",
+            "json",
+            "--compact",
+            "--skip-download",
+            *(arg for path in files for arg in ("--file", str(path))),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         check=False,
@@ -57,7 +65,12 @@ def checkov_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[d
     )
     assert run.returncode in (0, 1), run.stderr[-3000:]
     reports = _json_documents(run.stdout)
-    results: dict[str, list[dict[str, Any]]] = {"passed": [], "failed": [], "skipped": [], "parsing_errors": []}
+    results: dict[str, list[dict[str, Any]]] = {
+        "passed": [],
+        "failed": [],
+        "skipped": [],
+        "parsing_errors": [],
+    }
     for report in reports:
         for kind in ("passed", "failed", "skipped"):
             results[kind] += report["results"][f"{kind}_checks"]
@@ -87,9 +100,15 @@ def test_the_control_file_fails_so_the_scan_can_fail(checkov_report: dict[str, l
     assert {"CKV_AZURE_44", "CKV_AZURE_3"} <= control, control  # TLS 1.2, HTTPS only
 
 
-def test_no_failed_check_and_no_parsing_error_in_infra(checkov_report: dict[str, list[dict[str, Any]]]) -> None:
+def test_no_failed_check_and_no_parsing_error_in_infra(
+    checkov_report: dict[str, list[dict[str, Any]]],
+) -> None:
     assert checkov_report["parsing_errors"] == []
-    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']})" for c in checkov_report["failed"] if _in_infra(c)]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']})"
+        for c in checkov_report["failed"]
+        if _in_infra(c)
+    ]
     assert failed == []
     assert sum(_in_infra(c) for c in checkov_report["passed"]) >= 20
 
@@ -111,7 +130,9 @@ def test_every_suppression_sits_in_its_resource_with_a_reason(
         assert comments, f"{check['check_id']} on {check['resource']} is suppressed without a comment in it"
         number, match = comments[0]
         reason = match.group(2).strip()
-        assert len(reason) >= 30, f"{path.name}:{number}: {check['check_id']} needs a real reason, got {reason!r}"
+        assert len(reason) >= 30, (
+            f"{path.name}:{number}: {check['check_id']} needs a real reason, got {reason!r}"
+        )
         used.add((path, number))
     written = {
         (path, number)
