@@ -84,8 +84,8 @@ param calendarWriteBack bool = false
 @minValue(1)
 param alwaysReadyHttpInstances int = 1
 
-@description('Optional. Upper bound of Flex Consumption instances.')
-@minValue(1)
+@description('Optional. Upper bound of Flex Consumption instances (the platform accepts 40 to 1000).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -129,6 +129,7 @@ module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1
     name: '${abbrs.managedIdentityUserAssignedIdentities}crmsync-${resourceToken}'
     location: location
     tags: tags
+    enableTelemetry: false // no AVM usage telemetry deployment
   }
 }
 
@@ -155,6 +156,7 @@ module appInsights 'br/public:avm/res/insights/component:0.4.1' = {
     tags: tags
     workspaceResourceId: logAnalytics.outputs.resourceId
     disableLocalAuth: true // ingestion only with an Entra token (Monitoring Metrics Publisher)
+    enableTelemetry: false // no AVM usage telemetry deployment
   }
 }
 
@@ -205,6 +207,7 @@ module plan 'br/public:avm/res/web/serverfarm:0.1.1' = {
       tier: 'FlexConsumption'
     }
     reserved: true // Linux
+    enableTelemetry: false // no AVM usage telemetry deployment
   }
 }
 

@@ -71,10 +71,20 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       keySource: 'Microsoft.Storage'
       requireInfrastructureEncryption: true
       services: {
-        blob: { enabled: true }
-        file: { enabled: true }
-        queue: { enabled: true, keyType: 'Account' }
-        table: { enabled: true, keyType: 'Account' }
+        blob: {
+          enabled: true
+        }
+        file: {
+          enabled: true
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
       }
     }
   }
