@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 from lark.exceptions import LarkError
 
-from tests.infra.bicep_source import INFRA, ROOT, bicep_files, only, parse, resources_of_type, unquote
+from tests.infra.bicep_source import (
+    EXTENSION_LINE,
+    INFRA,
+    ROOT,
+    bicep_files,
+    only,
+    parse,
+    resources_of_type,
+    tree_sitter_errors,
+    unquote,
+)
 
 STATE_TABLES = {
     "SyncUsers",
@@ -36,11 +46,22 @@ def test_every_bicep_file_parses(path: Path) -> None:
     assert parsed.get("resources") or parsed.get("modules"), f"{path.name} declares nothing"
 
 
-def test_the_parser_rejects_broken_bicep(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", bicep_files(), ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_every_bicep_file_parses_with_tree_sitter_too(path: Path) -> None:
+    errors = tree_sitter_errors(path.read_bytes())
+    unexpected = [(line, text) for line, text in errors if not EXTENSION_LINE.fullmatch(text.strip())]
+    assert unexpected == []
+
+
+BROKEN = "resource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'x'\n  sku: {\n}\n"
+
+
+def test_both_parsers_reject_broken_bicep(tmp_path: Path) -> None:
     broken = tmp_path / "broken.bicep"
-    broken.write_text("resource sa 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'x'\n")
+    broken.write_text(BROKEN)
     with pytest.raises((LarkError, ValueError)):
         parse(broken)
+    assert tree_sitter_errors(BROKEN.encode())
 
 
 def _module_references() -> list[tuple[Path, str]]:
