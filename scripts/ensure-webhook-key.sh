@@ -14,13 +14,25 @@ SECRET_NAME=${AZURE_WEBHOOK_SECRET_NAME:-webhook-key}
 KEY_NAME=graph-webhook
 changed=false
 
-key=$(az keyvault secret show --vault-name "$AZURE_KEY_VAULT_NAME" --name "$SECRET_NAME" \
-  --query value -o tsv 2>/dev/null || true)
+# Only a definite "not found" creates a new key: any other failure (e.g. a role assignment still
+# propagating) stops here, so an existing key is never replaced by accident.
+errors=$(mktemp)
+trap 'rm -f "$errors"' EXIT
+if key=$(az keyvault secret show --vault-name "$AZURE_KEY_VAULT_NAME" --name "$SECRET_NAME" \
+  --query value -o tsv 2>"$errors"); then
+  :
+elif grep -q "SecretNotFound" "$errors"; then
+  key=""
+else
+  cat "$errors" >&2
+  echo "webhook key: cannot read Key Vault (new role assignments can take a few minutes; run azd deploy again)" >&2
+  exit 1
+fi
 if [ -z "$key" ]; then
   key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
   umask 077
   file=$(mktemp)
-  trap 'rm -f "$file"' EXIT
+  trap 'rm -f "$errors" "$file"' EXIT
   printf %s "$key" >"$file"
   az keyvault secret set --vault-name "$AZURE_KEY_VAULT_NAME" --name "$SECRET_NAME" \
     --file "$file" --encoding utf-8 --content-type "function key for Graph notifications" --output none
