@@ -89,6 +89,7 @@ def stats(ctx: Ctx) -> Response:
         200,
         {
             "requests": s.total,
+            "batchSubRequests": s.batch_sub_requests,
             "byRoute": dict(s.by_route),
             "byUser": dict(s.by_user),
             "byStatus": dict(s.by_status),

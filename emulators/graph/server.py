@@ -49,6 +49,7 @@ class Config:
 class Stats:
     def __init__(self) -> None:
         self.total = 0
+        self.batch_sub_requests = 0  # $batch sub-requests (also in total; not HTTP requests of their own)
         self.by_route: Counter[str] = Counter()
         self.by_user: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
@@ -56,6 +57,7 @@ class Stats:
 
     def record(self, method: str, template: str, user: str, status: int, in_batch: bool) -> None:
         self.total += 1
+        self.batch_sub_requests += in_batch
         self.by_route[f"{method} {template}"] += 1
         if user:
             self.by_user[user] += 1
