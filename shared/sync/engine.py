@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import (
     ConcurrencyError,
@@ -31,6 +31,9 @@ from shared.model import Job
 from shared.state.port import JobQueue, Lease, StateStore
 from shared.sync.mail import LEASE_SECONDS
 from shared.users import UserConfig, parse_user
+
+if TYPE_CHECKING:
+    from shared.sync.sweep import Sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +71,13 @@ class Engine:
         runners: Mapping[str, StreamRunner],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sweeper: Sweeper | None = None,
     ) -> None:
         self._state = state
         self._queue = queue
         self._runners = runners  # by stream kind: "mail", "contacts", "calendar"
         self._clock = clock
+        self._sweeper = sweeper  # probes delta links in one $batch per user (shared/sync/sweep.py)
 
     async def load_user(self, upn: str) -> UserConfig | None:
         """The user's parsed config; None when there is no row. A bad row raises UserConfigError."""
@@ -159,9 +164,11 @@ class Engine:
         await self._state.update_status(upn, columns)
 
     async def sweep(self) -> list[Job]:
-        """Enqueue a job per enabled user and stream (the safety net). Users in error back off."""
+        """Enqueue a job per enabled user and stream (the safety net). Users in error back off.
+        With a sweeper, only the streams whose probe found changes (or could not tell) get a job."""
         now = self._clock()
         jobs: list[Job] = []
+        due: list[UserConfig] = []
         for row in await self._state.list_users():
             try:
                 config = parse_user(row.upn, row.columns)
@@ -171,10 +178,15 @@ class Engine:
                 continue
             if not config.enabled or backing_off(row.columns, now):
                 continue
+            if self._sweeper is not None:
+                due.append(config)
+                continue
             for stream in config.streams():
                 job = Job(user=config.upn, stream=stream, reason="sweep")
                 await self._queue.enqueue(job)
                 jobs.append(job)
+        if self._sweeper is not None:
+            jobs = await self._sweeper.sweep(due)
         return jobs
 
 
