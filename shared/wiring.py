@@ -79,12 +79,14 @@ def _storage_credential(settings: Settings) -> Any:
 
 async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     """`table_prefix` isolates tests that share one storage account; deployments use none."""
+    from shared.graph.batch import GraphBatch
     from shared.graph.client import GraphCaller, build_graph_client
     from shared.graph.mail import GraphMailReader
     from shared.graph.subscriptions import GraphSubscriptions
     from shared.state.queue import StorageJobQueue
     from shared.state.tables import TableStateStore
     from shared.sync.mail import MailStream
+    from shared.sync.sweep import DeltaProbe, Sweeper
     from shared.telemetry import configure
 
     configure(settings.appinsights_connection_string, settings.managed_identity_client_id)
@@ -111,6 +113,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
                 state, crm, mail, org_domains=settings.org_domains, body_limit=settings.journal_body_max_chars
             )
         },
+        sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller))),
     )
     keeper = SubscriptionKeeper(
         state,
