@@ -9,6 +9,7 @@ nothing new. Items the CRM refuses go to SyncIssues with their reason and are re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ LEASE_SECONDS = 300.0
 MAX_ISSUE_RETRIES_PER_RUN = 50
 MAX_CONSECUTIVE_CRM_FAILURES = 3  # then the CRM is down, not one item bad: stop without checkpointing
 LOOKUP_CHUNK = 200
+WRITE_CONCURRENCY = 8  # journals of one page written at once (CRM upserts and their SyncKeys rows)
 
 
 @dataclass
@@ -156,14 +158,26 @@ class MailStream:
                 stats.skipped += 1
                 result.decisions.append(self._decision(config, stream, message, "skipped", verdict.reason))
         matches = await self._lookup(config, candidates)
-        for message in candidates:
-            people = mail_plan.people_on(message, config, matches)
-            verdict = mail_plan.select(message, config, people)
-            if not verdict.capture:
-                stats.skipped += 1
-                result.decisions.append(self._decision(config, stream, message, "skipped", verdict.reason))
-                continue
-            await self._capture(config, stream, message, people, verdict.reason, stats, result)
+        slots = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def capture(message: MailMessage, people: Sequence[PersonRef], reason: str) -> None:
+            async with slots:
+                await self._capture(config, stream, message, people, reason, stats, result)
+
+        try:
+            async with asyncio.TaskGroup() as writes:  # a page's journals are independent upserts
+                for message in candidates:
+                    people = mail_plan.people_on(message, config, matches)
+                    verdict = mail_plan.select(message, config, people)
+                    if not verdict.capture:
+                        stats.skipped += 1
+                        result.decisions.append(
+                            self._decision(config, stream, message, "skipped", verdict.reason)
+                        )
+                        continue
+                    writes.create_task(capture(message, people, verdict.reason))
+        except BaseExceptionGroup as group:  # the first failure, as the sequential loop raised it
+            raise group.exceptions[0] from None
         return result
 
     async def _capture(
