@@ -19,12 +19,15 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from shared.errors import GraphError, GraphNotFound, UserConfigError
-from shared.graph.subscriptions import GraphSubscriptions
 from shared.state.port import JobQueue, StateStore, SubscriptionRecord
 from shared.users import UserConfig, parse_user
+
+if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
+    from shared.graph.subscriptions import GraphSubscriptions
 
 logger = logging.getLogger(__name__)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from shared.graph.mail import MailPage
 from shared.model import MailMessage
+
+if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
+    from shared.graph.mail import MailPage
 
 
 class MailSource(Protocol):
