@@ -24,6 +24,7 @@ from shared.errors import (
     ConcurrencyError,
     GraphThrottled,
     MailboxDenied,
+    MassChangeRefused,
     SyncError,
     UserConfigError,
 )
@@ -55,7 +56,9 @@ class StreamRunner(Protocol):
 
 @dataclass(frozen=True)
 class JobOutcome:
-    status: str  # done | busy | disabled | invalid | denied | throttled | superseded | unknown-stream
+    status: (
+        str  # done | busy | disabled | invalid | denied | throttled | review | superseded | unknown-stream
+    )
     detail: str = ""
     stats: Mapping[str, int] = field(default_factory=dict)
 
@@ -109,6 +112,12 @@ class Engine:
                     break
         except ConcurrencyError:
             return JobOutcome("superseded", "the lease was lost to another job; it carries on")
+        except MassChangeRefused as error:
+            await self._let_go(lease)
+            await self._status(
+                config.upn, State="review", LastError=f"{job.stream}: {error}", ReviewPending=str(error)
+            )
+            return JobOutcome("review", str(error))
         except MailboxDenied as error:
             await self._let_go(lease)
             await self._status(
@@ -152,6 +161,11 @@ class Engine:
             pass
 
     async def _status(self, upn: str, **columns: Any) -> None:
+        if columns.get("State") == "ok":
+            row = await self._state.get_user(upn)
+            pending = str(row.columns.get("ReviewPending") or "") if row else ""
+            if pending:  # another stream of this user waits for an admin: keep saying so
+                columns.update(State="review", LastError=pending)
         if columns.get("State") == "error":
             row = await self._state.get_user(upn)
             count = int((row.columns.get("ErrorCount") or 0) if row else 0)
