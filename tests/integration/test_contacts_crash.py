@@ -50,10 +50,11 @@ class Clock:
         return self.now
 
 
+_HTTP = httpx.Client(headers={"Authorization": "Bearer outlook"}, timeout=30)  # one TLS setup, not one a call
+
+
 def _outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
-    response = httpx.request(
-        method, f"{graph.base_url}{path}", json=body, headers={"Authorization": "Bearer outlook"}, timeout=30
-    )
+    response = _HTTP.request(method, f"{graph.base_url}{path}", json=body)
     response.raise_for_status()
     return response.json() if response.content else None
 
@@ -79,12 +80,25 @@ def _seed(graph: GraphEmulator, crm: ReferenceCrm) -> None:
             f"p{n}@fabrikam.example", name=f"Person {n}", owner=ANN, givenName="Person", surname=str(n)
         )
     for n in range(OUTLOOK_ONLY):
-        _outlook(graph, "POST", f"/users/{ANN}/contactFolders/{folder}/contacts",
-                 {"displayName": f"Outlook {n}", "emailAddresses": [{"address": f"o{n}@northwind.example"}]})  # fmt: skip
+        _outlook(
+            graph,
+            "POST",
+            f"/users/{ANN}/contactFolders/{folder}/contacts",
+            {"displayName": f"Outlook {n}", "emailAddresses": [{"address": f"o{n}@northwind.example"}]},
+        )
     # one contact on both sides already (the first sync links it)
-    _outlook(graph, "POST", f"/users/{ANN}/contactFolders/{folder}/contacts",
-             {"displayName": "Person 0", "givenName": "Person", "surname": "0", "jobTitle": "Buyer",
-              "emailAddresses": [{"address": "P0@fabrikam.example"}]})  # fmt: skip
+    _outlook(
+        graph,
+        "POST",
+        f"/users/{ANN}/contactFolders/{folder}/contacts",
+        {
+            "displayName": "Person 0",
+            "givenName": "Person",
+            "surname": "0",
+            "jobTitle": "Buyer",
+            "emailAddresses": [{"address": "P0@fabrikam.example"}],
+        },
+    )
 
 
 def _mutate(graph: GraphEmulator, crm: ReferenceCrm) -> None:
