@@ -552,6 +552,14 @@ class _Planner:
             rule = "crm-wins" if self.to_outlook else "outlook-wins"
         empty = ContactFields(business_address=PostalAddress())
         result = merge(empty, o_fields, c_fields, rule=rule, outlook_newer=_newer(item, contact))
+        first, second = (o_fields, c_fields) if _outlook_wins(rule, item, contact) else (c_fields, o_fields)
+        merged = dataclasses.replace(  # addresses and phones of both are kept, the winner's first
+            result.fields,
+            emails=_unique(first.emails + second.emails)[:MAX_EMAILS],
+            business_phones=tuple(dict.fromkeys(first.business_phones + second.business_phones))[
+                :MAX_BUSINESS_PHONES
+            ],
+        )
         assert contact.ref is not None
         link = Link(
             self.i.config.upn, "contacts", item.contact.id, crm_key=contact.ref.id,
@@ -559,7 +567,7 @@ class _Planner:
         )  # fmt: skip
         before = len(self.out.actions)
         self._emit(
-            item.contact.id, link, result.fields, item, contact, print_of(o_fields), print_of(c_fields), (),
+            item.contact.id, link, merged, item, contact, print_of(o_fields), print_of(c_fields), (),
             reason="matched by e-mail address or our stamp: linked, not duplicated",
         )  # fmt: skip
         if contact.ref.id in self.i.dropped and len(self.out.actions) > before:
@@ -581,6 +589,10 @@ def _crm_id(change: CrmContact | CrmContactRemoved) -> str:
     if isinstance(change, CrmContactRemoved):
         return change.ref.id
     return change.ref.id if change.ref is not None else ""
+
+
+def _outlook_wins(rule: str, o: OutlookItem | None, c: CrmContact | None) -> bool:
+    return rule == "outlook-wins" or (rule == "newest" and _newer(o, c))
 
 
 def _newer(o: OutlookItem | None, c: CrmContact | None) -> bool:
