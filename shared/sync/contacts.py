@@ -24,6 +24,7 @@ from shared.errors import (
     CrmRejectedError,
     DeltaExpired,
     GraphError,
+    GraphNotFound,
     GraphThrottled,
     MassChangeRefused,
 )
@@ -109,7 +110,12 @@ class ContactsStream:
         cursor, folder = await self._folder(config, cursor)
         link = "" if fresh_round else cursor.link
         stats.fresh_rounds += not link
-        read = await self._read_outlook(user, folder, link, stats)
+        try:
+            read = await self._read_outlook(user, folder, link, stats)
+        except GraphNotFound:
+            cursor = await self._forget_folder(user, cursor)
+            cursor, folder = await self._folder(config, cursor)
+            read = await self._read_outlook(user, folder, "", stats)
         lease = await self._state.renew(lease, LEASE_SECONDS)
         crm_cursor = None if fresh_round else (cursor.extra.get("crmCursor") or None)
         feed = await self._crm.contact_changes(config.owner, crm_cursor)
@@ -200,6 +206,18 @@ class ContactsStream:
         )
         return cursor, found
 
+    async def _forget_folder(self, user: str, cursor: Cursor) -> Cursor:
+        """The owned folder is gone (deleted by the user or an admin): start again as on a first sync,
+        with a new folder that the CRM contacts fill again. Nothing is deleted in the CRM, and contacts
+        the user had deleted from the folder stay out of it."""
+        logger.info("contacts folder is gone: recreating it and syncing it again from the start")
+        for old in await self._state.list_links(user, STREAM):
+            await self._state.delete_link(user, STREAM, old.item_id)
+        extra = {k: v for k, v in cursor.extra.items() if k not in ("folderId", "crmCursor", "held")}
+        return await self._state.save_cursor(
+            user, STREAM, replace(cursor, link="", link_kind="", extra=extra)
+        )
+
     async def _read_outlook(self, user: str, folder: str, link: str, stats: ContactsStats) -> _Read:
         changes: list[OutlookChange] = []
         complete = not link
@@ -207,6 +225,11 @@ class ContactsStream:
         while True:
             try:
                 page = await self._outlook.read_page(user, folder, link)
+            except GraphNotFound:
+                if link:  # a stale link to a folder that is gone: a new round will tell
+                    changes, link, complete = [], "", True
+                    continue
+                raise
             except DeltaExpired:
                 restarts += 1
                 if restarts > 2:

@@ -372,3 +372,15 @@ async def test_directions_and_notes(stack: Stack) -> None:
     assert await sync(stack) == "done"
     assert [p["id"] for p in stack.crm.contacts(ANN)] == [bob]
     assert stack.crm.contacts(ANN)[0]["jobTitle"] == ""
+
+
+async def test_a_deleted_owned_folder_is_recreated_and_filled_again(stack: Stack) -> None:
+    await add_user(stack)
+    people = [stack.crm.add_person(f"p{n}@fabrikam.example", name=f"Person {n}", owner=ANN) for n in range(3)]
+    await sync(stack)
+    outlook(stack, "DELETE", f"/users/{ANN}/contactFolders/{folder_id(stack)}")
+    assert await sync(stack) == "done"
+    assert set(by_email(outlook_contacts(stack))) == {f"p{n}@fabrikam.example" for n in range(3)}
+    assert sorted(p["id"] for p in stack.crm.contacts(ANN)) == sorted(people)
+    cursor = await stack.services.state.get_cursor(ANN, "contacts")
+    assert cursor.extra["folderId"] == folder_id(stack)  # what the subscription timer subscribes to
