@@ -8,7 +8,15 @@ import httpx
 import pytest
 
 from shared import admin
-from tests.integration.stack import Stack
+from shared.crm.memory import InMemoryCrm
+from shared.crm.port import Capabilities
+from shared.graph.client import GraphCaller, build_graph_client
+from shared.graph.contacts import GraphContacts
+from shared.model import Job
+from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
+from shared.sync.contacts import ContactsStream
+from shared.sync.engine import Engine
+from tests.integration.stack import Stack, settings_for
 
 pytestmark = pytest.mark.integration
 ANN = "ann@contoso.com"
@@ -384,3 +392,32 @@ async def test_a_deleted_owned_folder_is_recreated_and_filled_again(stack: Stack
     assert sorted(p["id"] for p in stack.crm.contacts(ANN)) == sorted(people)
     cursor = await stack.services.state.get_cursor(ANN, "contacts")
     assert cursor.extra["folderId"] == folder_id(stack)  # what the subscription timer subscribes to
+
+
+async def test_a_crm_without_a_change_feed_is_diffed_against_the_links(stack: Stack) -> None:
+    """A connector that can only list every contact (snapshot): changes by fingerprint, deletes by absence."""
+    crm = InMemoryCrm(Capabilities(contact_change_feed=False))
+    state = InMemoryStateStore()
+    settings = settings_for(stack.azurite, stack.graph, stack.crm)
+    stream = ContactsStream(state, crm, GraphContacts(build_graph_client(settings), GraphCaller()))
+    engine = Engine(state, InMemoryJobQueue(), {"contacts": stream})
+    stack.graph.control.add_user(ANN)
+    await state.put_config(ANN, {"Enabled": True, "Mail": False, "Contacts": True})
+    bob = crm.add_person("bob@fabrikam.example", name="Bob Buyer", owner=ANN)
+    eve = crm.add_person("eve@northwind.example", name="Eve Early", owner=ANN)
+    assert (await engine.run_job(Job(ANN, "contacts"))).status == "done"
+    assert set(by_email(outlook_contacts(stack))) == {"bob@fabrikam.example", "eve@northwind.example"}
+
+    crm.update_person(bob, job_title="Buyer")
+    crm.delete_person(eve)
+    before = writes(stack)
+    assert (await engine.run_job(Job(ANN, "contacts"))).status == "done"
+    contacts = by_email(outlook_contacts(stack))
+    assert (
+        set(contacts) == {"bob@fabrikam.example"} and contacts["bob@fabrikam.example"]["jobTitle"] == "Buyer"
+    )
+    assert writes(stack)[1] == before[1] + 2  # one update, one delete
+
+    before = writes(stack)
+    assert (await engine.run_job(Job(ANN, "contacts"))).status == "done"
+    assert writes(stack) == before and set(crm.contacts) == {bob}
