@@ -152,10 +152,11 @@ class ContactsStream:
         )
         if not verdict.apply:
             stats.held = plan.changes
-            held_at = {"since": self._clock().isoformat(), "changes": plan.changes}
-            await self._state.save_cursor(
-                user, STREAM, replace(cursor, extra={**cursor.extra, "held": held_at})
-            )
+            if not (isinstance(held, Mapping) and plan.changes <= int(held.get("changes", 0))):
+                # held for the first time, or more than before: what an admin approves starts now
+                held_now = {"since": self._clock().isoformat(), "changes": plan.changes}
+                extra_held = {**cursor.extra, "held": held_now}
+                await self._state.save_cursor(user, STREAM, replace(cursor, extra=extra_held))
             raise MassChangeRefused(
                 verdict.reason, planned=plan.changes, threshold=config.contacts_change_threshold
             )
@@ -356,7 +357,14 @@ class ContactsStream:
     async def _one(self, config: UserConfig, folder: str, action: cp.Action, stats: ContactsStats) -> None:
         user = config.upn
         if isinstance(action, cp.SyncPair):
-            await self._pair(config, folder, action, stats)
+            try:
+                await self._pair(config, folder, action, stats)
+            except GraphNotFound:
+                if not action.outlook_id or action.crm_ref is None:
+                    raise
+                # deleted in Outlook after this run read the folder: as if the delta had said so
+                delete = config.contacts_delete_in_crm and config.contacts_direction != "crm-to-outlook"
+                await self._one(config, folder, cp.Unlink(action.outlook_id, action.crm_ref, delete), stats)
         elif isinstance(action, cp.Unlink):
             if action.crm_ref is not None:
                 if action.delete_in_crm:
