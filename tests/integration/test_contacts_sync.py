@@ -421,3 +421,26 @@ async def test_a_crm_without_a_change_feed_is_diffed_against_the_links(stack: St
     before = writes(stack)
     assert (await engine.run_job(Job(ANN, "contacts"))).status == "done"
     assert writes(stack) == before and set(crm.contacts) == {bob}
+
+
+async def test_after_a_lost_delta_token_a_whole_round_finds_the_gap_and_duplicates_nothing(
+    stack: Stack,
+) -> None:
+    await add_user(stack)
+    bob = stack.crm.add_person("bob@fabrikam.example", name="Bob Buyer", owner=ANN)
+    eve = stack.crm.add_person("eve@northwind.example", name="Eve Early", owner=ANN)
+    await sync(stack)
+    contacts = by_email(outlook_contacts(stack))
+    outlook(stack, "DELETE", f"/users/{ANN}/contacts/{contacts['bob@fabrikam.example']['id']}")
+    edit_outlook(stack, contacts["eve@northwind.example"]["id"], jobTitle="Edited in the gap")
+    assert stack.graph.control.expire_delta_tokens(ANN) >= 1
+
+    [outcome] = await stack.sync(ANN)
+    assert outcome.status == "done" and outcome.stats["fresh_rounds"] == 1  # 410, then a whole round
+    crm = {p["id"]: p for p in stack.crm.contacts(ANN)}
+    assert set(crm) == {bob, eve} and crm[eve]["jobTitle"] == "Edited in the gap"  # Bob unlinked, kept
+    assert set(by_email(outlook_contacts(stack))) == {"eve@northwind.example"}
+    stack.crm.update_person(bob, jobTitle="Not pushed back")
+    before = writes(stack)
+    assert await sync(stack) == "done"
+    assert writes(stack) == before
