@@ -55,8 +55,7 @@ class GraphSubscriptions:
             link = page.odata_next_link
             if not link:
                 break
-            builder = self._client.subscriptions.with_url(link)
-            page = await self._caller.call("", lambda: builder.get())
+            page = await self._caller.call("", self._client.subscriptions.with_url(link).get)
         return ids
 
     async def delete(self, mailbox: str, subscription_id: str) -> None:
