@@ -95,7 +95,7 @@ async def run(app: LocalApp, tenant: dict[str, Any]) -> None:
         app.graph.control.deliver(
             upn,
             {"from": {"address": email, "name": name}, "to": [{"address": upn}], "internetMessageId": key,
-             "subject": "Can we meet on Friday?", "bodyHtml": "<p>Could we go over the proposal on Friday?</p>"},
+             "subject": "Can we meet on Friday?", "bodyHtml": "<p>Shall we go over the proposal?</p>"},
         )  # fmt: skip
 
         async def arrived() -> bool:
