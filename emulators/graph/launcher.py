@@ -36,6 +36,9 @@ class Control:
     def deliver(self, upn: str, message: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/users/{upn}/deliver", message)
 
+    def organizer_cancel(self, upn: str, event_id: str) -> None:
+        self._call("POST", f"/users/{upn}/events/{event_id}/organizer-cancel")
+
     def fault(self, status: int, count: int = 1, **kw: Any) -> None:
         """kw: method, pathContains, retryAfter, errorCode, message."""
         self._call("POST", "/faults", {"status": status, "count": count, **kw})

@@ -416,3 +416,20 @@ async def test_change_type_created_only(graph, emulator, raw, upn):
     emulator.control.deliver(upn, mail_from("a@ext.test", "new"))
     items, _, _ = await run_round(b, link)
     assert [i["subject"] for i in items] == ["new"]
+
+
+async def test_delta_expands_sensitivity_and_attachments(raw, emulator, upn):
+    emulator.control.deliver(
+        upn, mail_from("a@ext.test", "p", sensitivity=3, attachments=[{"name": "a.txt", "size": 5}])
+    )
+    emulator.control.deliver(upn, mail_from("a@ext.test", "n"))
+    expand = "singleValueExtendedProperties($filter=id eq 'Integer 0x0036'),attachments($select=name,size)"
+    r = raw.get(
+        f"/users/{upn}/mailFolders/inbox/messages/delta",
+        params={"$select": "subject,hasAttachments", "$expand": expand},
+    )
+    by_subject = {m["subject"]: m for m in r.json()["value"]}
+    assert by_subject["p"]["singleValueExtendedProperties"] == [{"id": "Integer 0x36", "value": "3"}]
+    assert by_subject["n"]["singleValueExtendedProperties"] == []  # absent means normal
+    assert [(a["name"], a["size"]) for a in by_subject["p"]["attachments"]] == [("a.txt", 5)]
+    assert by_subject["p"]["hasAttachments"] is True
