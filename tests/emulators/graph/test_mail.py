@@ -433,3 +433,14 @@ async def test_delta_expands_sensitivity_and_attachments(raw, emulator, upn):
     assert by_subject["n"]["singleValueExtendedProperties"] == []  # absent means normal
     assert [(a["name"], a["size"]) for a in by_subject["p"]["attachments"]] == [("a.txt", 5)]
     assert by_subject["p"]["hasAttachments"] is True
+
+
+async def test_fetching_the_same_link_again_is_allowed(graph, emulator, upn):
+    for i in range(3):
+        emulator.control.deliver(upn, mail_from("a@ext.test", f"m{i}"))
+    b = delta_builder(graph, upn)
+    page = await b.get(request_configuration=cfg("odata.maxpagesize=1"))
+    link = page.odata_next_link
+    for _ in range(5):  # a retried page (say the CRM write failed) can be fetched again
+        again = await b.with_url(link).get(request_configuration=cfg("odata.maxpagesize=1"))
+    assert len(again.value) == 1
