@@ -3,11 +3,12 @@ displayName regeneration, If-Match), and their per-folder delta."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 from emulators.graph import delta
-from emulators.graph.odata import context, list_page, parse_expand, parse_select
+from emulators.graph.odata import compile_filter, context, list_page, parse_expand, parse_select
 from emulators.graph.protocol import GraphError, Request, Response, iso, utcnow
 from emulators.graph.routing import Ctx, Router
 from emulators.graph.store import Change, Contact, ContactFolder, Tenant, User
@@ -227,8 +228,24 @@ def delete_folder(ctx: Ctx) -> Response:
 def list_contacts(ctx: Ctx) -> Response:
     select = parse_select(ctx.req, CONTACT_PROPS, "microsoft.graph.contact")
     expand = parse_expand(ctx.req)
-    rows = [render_contact(c, select, expand) for c in _folder(ctx).contacts.values()]
-    return Response(200, list_page(ctx.req, rows, context(ctx.req, "contacts")))
+    items = list(_folder(ctx).contacts.values())
+    if ctx.req.query.get("$filter"):
+        test = compile_filter(ctx.req.query["$filter"])
+        items = [c for c in items if test(functools.partial(_contact_prop, c))]
+    page = list_page(
+        ctx.req, items, context(ctx.req, "contacts"), render=lambda c: render_contact(c, select, expand)
+    )
+    return Response(200, page)
+
+
+def _contact_prop(c: Contact, p: str) -> Any:
+    if p == "id":
+        return c.id
+    if p == "singleValueExtendedProperties":
+        return c.data.get(p, [])
+    if p == "parentFolderId":
+        return c.folder_id
+    return c.data.get(p, WRITABLE.get(p))
 
 
 def get_contact(ctx: Ctx) -> Response:

@@ -120,3 +120,21 @@ async def test_extended_property_round_trip(raw, upn):
         params={"$expand": f"singleValueExtendedProperties($filter=id eq '{pid}')"},
     ).json()
     assert got["singleValueExtendedProperties"] == [{"id": pid, "value": "crm-1"}]
+
+
+async def test_list_contacts_filter_by_email_and_extended_property(raw, upn):
+    pid = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name CrmSyncId"
+    raw.post(
+        f"/users/{upn}/contacts", json={"givenName": "A", "emailAddresses": [{"address": "Ann@Ext.test"}]}
+    )
+    raw.post(
+        f"/users/{upn}/contacts",
+        json={"givenName": "B", "singleValueExtendedProperties": [{"id": pid, "value": "7"}]},
+    )
+    r = raw.get(
+        f"/users/{upn}/contacts", params={"$filter": "emailAddresses/any(a:a/address eq 'ann@ext.test')"}
+    )
+    assert [c["givenName"] for c in r.json()["value"]] == ["A"]
+    f = f"singleValueExtendedProperties/any(ep: ep/id eq '{pid}' and ep/value eq '7')"
+    r = raw.get(f"/users/{upn}/contacts", params={"$filter": f})
+    assert [c["givenName"] for c in r.json()["value"]] == ["B"]

@@ -444,3 +444,15 @@ async def test_fetching_the_same_link_again_is_allowed(graph, emulator, upn):
     for _ in range(5):  # a retried page (say the CRM write failed) can be fetched again
         again = await b.with_url(link).get(request_configuration=cfg("odata.maxpagesize=1"))
     assert len(again.value) == 1
+
+
+async def test_list_messages_filter_by_internet_message_id(graph, emulator, upn):
+    from msgraph.generated.users.item.messages.messages_request_builder import MessagesRequestBuilder
+
+    emulator.control.deliver(upn, mail_from("a@ext.test", "x", internetMessageId="<one@ext.test>"))
+    emulator.control.deliver(upn, mail_from("a@ext.test", "y", internetMessageId="<two@ext.test>"))
+    q = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+        filter="internetMessageId eq '<two@ext.test>'"
+    )
+    got = await graph.users.by_user_id(upn).messages.get(request_configuration=cfg(query=q))
+    assert [m.subject for m in got.value] == ["y"]
