@@ -282,8 +282,7 @@ class Notifier:
         )
         try:
             r = await self.client.post(
-                url,
-                params={"validationToken": token},
+                httpx.URL(url).copy_merge_params({"validationToken": token}),  # keeps the URL's ?code=
                 content=b"",
                 headers={"Content-Type": "text/plain; charset=utf-8"},
                 timeout=self.emu.config.validation_timeout,
