@@ -27,6 +27,9 @@ async def test_first_sync_reads_the_window_and_rerunning_changes_nothing(stack: 
     assert all([p["id"] for p in j["people"]] == [bob] for j in journals.values())
     directions = {j["subject"]: j["direction"] for j in journals.values()}
     assert directions["Sent by Ann"] == "outbound" and directions["Order 3"] == "inbound"
+    row = await stack.services.state.get_user(ANN)
+    assert row is not None and row.columns["State"] == "ok" and row.columns["ItemsJournaled"] == 24
+    assert row.columns["OpenIssues"] == 0 and row.columns["LastError"] == ""
 
     before, writes = comparable(journals), stack.crm.stats()["byRoute"].get("PUT /journals/{key}", 0)
     assert [o.status for o in await stack.sync(ANN)] == ["done", "done"]
