@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from shared.errors import (
     ConcurrencyError,
+    GraphNotFound,
     GraphThrottled,
     MailboxDenied,
     SyncError,
@@ -115,6 +116,11 @@ class Engine:
                 config.upn, State="error", LastError=f"{job.stream}: {error}", LastErrorUtc=self._clock()
             )
             return JobOutcome("denied", str(error))
+        except GraphNotFound as error:  # the mailbox or folder does not exist: retrying will not help
+            await self._let_go(lease)
+            detail = f"{job.stream}: the mailbox or folder was not found in Graph ({error})"
+            await self._status(config.upn, State="error", LastError=detail, LastErrorUtc=self._clock())
+            return JobOutcome("not-found", detail)
         except GraphThrottled as error:
             await self._let_go(lease)
             delay = max(1.0, error.retry_after or 30.0)

@@ -194,3 +194,13 @@ async def test_a_crm_failure_for_one_item_does_not_block_the_others_and_is_retri
     await stack.sync(ANN)
     assert len(stack.journals()) == 6
     assert await stack.services.state.list_issues(ANN) == []
+
+
+async def test_a_folder_that_does_not_exist_is_a_readable_error_not_a_retry_loop(stack: Stack) -> None:
+    await stack.add_user(ANN, MailFolders="inbox,Projekte")
+    stack.deliver(ANN, subject="Still journaled")
+    outcomes = await stack.sync(ANN)
+    assert [o.status for o in outcomes] == ["done", "not-found"]
+    row = await stack.services.state.get_user(ANN)
+    assert row is not None and row.columns["State"] == "error" and "mail:Projekte" in row.columns["LastError"]
+    assert len(stack.journals()) == 1
