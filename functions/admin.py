@@ -36,6 +36,17 @@ async def force_sync(req: func.HttpRequest) -> func.HttpResponse:
     return _json({"queued": [job.stream for job in jobs]}, 202)
 
 
+@bp.route(route="manage/users/{upn}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def approve_held(req: func.HttpRequest) -> func.HttpResponse:
+    """Approve contact changes held by the mass-change brake (as `crmsync approve`)."""
+    services = await wiring.services()
+    try:
+        message = await admin.approve(services.state, services.queue, req.route_params["upn"])
+    except UserConfigError as error:
+        return _json({"error": str(error)}, 404)
+    return _json({"result": message}, 202)
+
+
 @bp.route(route="manage/users/{upn}/check", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def check_user(req: func.HttpRequest) -> func.HttpResponse:
     services = await wiring.services()
