@@ -194,22 +194,19 @@ class ContactsStream:
         if folder and cursor.extra.get("folderName") == config.contacts_folder:
             return cursor, folder
         found = await self._outlook.owned_folder(config.upn, config.contacts_folder)
-        moved = bool(folder) and found != folder
+        if folder and found != folder:  # ContactsFolder now names another folder: sync it from the start
+            cursor = await self._forget_folder(config.upn, cursor)
         cursor = await self._state.save_cursor(
             config.upn,
             STREAM,
-            replace(
-                cursor,
-                link="" if moved else cursor.link,
-                link_kind="" if moved else cursor.link_kind,
-                extra={**cursor.extra, "folderId": found, "folderName": config.contacts_folder},
-            ),
+            replace(cursor, extra={**cursor.extra, "folderId": found, "folderName": config.contacts_folder}),
         )
         return cursor, found
 
     async def _forget_folder(self, user: str, cursor: Cursor) -> Cursor:
-        """The owned folder is gone (deleted by the user or an admin): start again as on a first sync,
-        with a new folder that the CRM contacts fill again. Nothing is deleted in the CRM, and contacts
+        """The owned folder is gone (deleted by the user or an admin) or another one is configured: start
+        again as on a first sync, with a folder that the CRM contacts fill (contacts already in it are
+        matched by address). Nothing is deleted in the CRM, and contacts
         the user had deleted from the folder stay out of it."""
         logger.info("contacts folder is gone: recreating it and syncing it again from the start")
         for old in await self._state.list_links(user, STREAM):

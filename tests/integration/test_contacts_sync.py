@@ -444,3 +444,15 @@ async def test_after_a_lost_delta_token_a_whole_round_finds_the_gap_and_duplicat
     before = writes(stack)
     assert await sync(stack) == "done"
     assert writes(stack) == before
+
+
+async def test_another_contacts_folder_configured_is_filled_from_the_start(stack: Stack) -> None:
+    await add_user(stack)
+    stack.crm.add_person("bob@fabrikam.example", name="Bob Buyer", owner=ANN)
+    await sync(stack)
+    await stack.services.state.put_config(ANN, {"ContactsFolder": "Clients"})
+    assert await sync(stack) == "done"
+    assert set(by_email(outlook_contacts(stack))) == {"bob@fabrikam.example"}  # the old folder
+    moved = outlook(stack, "GET", f"/users/{ANN}/contactFolders/{folder_id(stack, name='Clients')}/contacts")
+    assert [c["displayName"] for c in moved["value"]] == ["Bob Buyer"]
+    assert len(stack.crm.contacts(ANN)) == 1
