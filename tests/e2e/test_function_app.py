@@ -118,3 +118,35 @@ async def test_after_subscription_removed_it_is_recreated_and_the_gap_is_synced(
     assert [s["id"] for s in graph(app, "GET", "/subscriptions")["value"]] == [after.subscription_id]
     deliver(app, "after-recreate")
     await eventually(has_journal(app, "after-recreate"), "journal from the new subscription")
+
+
+async def test_a_contact_added_in_the_owned_folder_reaches_the_crm_through_the_webhook(
+    app: LocalApp, state: TableStateStore
+) -> None:
+    cara = "cara@contoso.com"
+    app.graph.control.add_user(cara)
+    app.crm.add_person("dora@fabrikam.example", name="Dora Crm", owner=cara)
+    await state.put_config(cara, {"Enabled": True, "Mail": False, "Contacts": True})
+    await app.host.fire_async("sync_sweep")  # the first sync creates and fills the owned folder
+
+    async def first_sync_done() -> bool:
+        return (await state.get_cursor(cara, "contacts")).link_kind == "delta"
+
+    await eventually(first_sync_done, "the first contacts sync finished")
+    folder = (await state.get_cursor(cara, "contacts")).extra["folderId"]
+    await app.host.fire_async("subscription_upkeep")  # subscribes to the owned folder
+    assert [r.resource for r in await state.list_subscriptions(cara)] == [
+        f"users/{cara}/contactFolders/{folder}/contacts"
+    ]
+    response = httpx.post(
+        f"{app.graph.base_url}/users/{cara}/contactFolders/{folder}/contacts",
+        json={"displayName": "Olga Outlook", "emailAddresses": [{"address": "olga@northwind.example"}]},
+        headers={"Authorization": "Bearer outlook"},
+    )
+    response.raise_for_status()
+
+    async def in_crm() -> bool:
+        return any(p["emails"] == ["olga@northwind.example"] for p in app.crm.contacts(cara))
+
+    await eventually(in_crm, "the contact created in the CRM from the notification")
+    assert sorted(p["displayName"] for p in app.crm.contacts(cara)) == ["Dora Crm", "Olga Outlook"]
