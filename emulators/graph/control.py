@@ -1,0 +1,138 @@
+"""The control API under /_emulator/: what Graph itself cannot do (add users, deliver mail from anyone,
+inject faults, expire tokens, deny a mailbox, send lifecycle events, stats, reset). No auth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emulators.graph import mail
+from emulators.graph.protocol import GraphError, Response
+from emulators.graph.routing import Ctx, Router
+from emulators.graph.throttling import Fault
+
+
+def add_user(ctx: Ctx) -> Response:
+    body = ctx.req.json()
+    upn = body.get("userPrincipalName", "")
+    if "@" not in upn:
+        raise GraphError(400, "BadRequest", "userPrincipalName must be an address.")
+    user = ctx.emu.tenant.add_user(upn, body.get("displayName") or upn.split("@")[0], body.get("id", ""))
+    return Response(201, mail.render_user(user))
+
+
+def deliver(ctx: Ctx) -> Response:
+    """Mail from anyone (inside or outside the tenant) arrives in the user's folder (default Inbox)."""
+    user = ctx.emu.tenant.user(ctx.params["upn"])
+    spec: dict[str, Any] = dict(ctx.req.json())
+    if not spec.get("from"):
+        raise GraphError(400, "BadRequest", "'from' is required.")
+    folder = user.folder(spec.pop("folder", None) or "inbox")
+    m = mail.new_message(ctx.emu.tenant, user, folder, spec)
+    out = mail.render_message(m, mail.View(False, "", None, {}))
+    out["immutableId"] = m.immutable_id
+    return Response(201, out)
+
+
+def add_fault(ctx: Ctx) -> Response:
+    b = ctx.req.json()
+    retry_after = b.get("retryAfter")
+    fault = Fault(
+        status=int(b["status"]),
+        count=int(b.get("count", 1)),
+        method=b.get("method", "") or "",
+        path_contains=b.get("pathContains", "") or "",
+        retry_after=None if retry_after is None else str(retry_after),
+        error_code=b.get("errorCode", "") or "",
+        message=b.get("message", "") or "",
+    )
+    ctx.emu.faults.add(fault)
+    return Response(201, {"pending": len(ctx.emu.faults.pending)})
+
+
+def clear_faults(ctx: Ctx) -> Response:
+    ctx.emu.faults.pending.clear()
+    return Response(204)
+
+
+def expire_tokens(ctx: Ctx) -> Response:
+    user = ctx.emu.tenant.user(ctx.params["upn"])
+    return Response(200, {"expired": ctx.emu.states.expire_user(user.id)})
+
+
+def deny(ctx: Ctx) -> Response:
+    ctx.emu.tenant.user(ctx.params["upn"]).denied = True
+    return Response(204)
+
+
+def allow(ctx: Ctx) -> Response:
+    ctx.emu.tenant.user(ctx.params["upn"]).denied = False
+    return Response(204)
+
+
+async def lifecycle(ctx: Ctx) -> Response:
+    event = ctx.req.json().get("lifecycleEvent", "")
+    if event not in ("reauthorizationRequired", "subscriptionRemoved", "missed"):
+        raise GraphError(
+            400,
+            "BadRequest",
+            "lifecycleEvent must be reauthorizationRequired, subscriptionRemoved or missed.",
+        )
+    await ctx.emu.notifier.lifecycle(ctx.params["id"], event)
+    return Response(202)
+
+
+def stats(ctx: Ctx) -> Response:
+    emu = ctx.emu
+    s = emu.stats
+    return Response(
+        200,
+        {
+            "requests": s.total,
+            "byRoute": dict(s.by_route),
+            "byUser": dict(s.by_user),
+            "byStatus": dict(s.by_status),
+            "throttled": {**emu.throttle.throttled, "injected": emu.faults.injected},
+            "notifications": emu.notifier.counts(),
+        },
+    )
+
+
+def request_log(ctx: Ctx) -> Response:
+    """Method, route template, user and status of recent requests (no bodies, no query strings)."""
+    return Response(200, {"value": list(ctx.emu.stats.log)})
+
+
+def notifications(ctx: Ctx) -> Response:
+    """Every notification POST attempted (url without query, payload, outcome)."""
+    return Response(200, {"value": list(ctx.emu.notifier.deliveries)})
+
+
+def reset(ctx: Ctx) -> Response:
+    ctx.emu.reset(empty=bool(ctx.req.json().get("empty", False)))
+    return Response(204)
+
+
+def get_settings(ctx: Ctx) -> Response:
+    return Response(200, ctx.emu.settings())
+
+
+def patch_settings(ctx: Ctx) -> Response:
+    ctx.emu.apply_settings(ctx.req.json())
+    return Response(200, ctx.emu.settings())
+
+
+def routes(r: Router) -> None:
+    r.add("POST", "/users", add_user)
+    r.add("POST", "/users/{upn}/deliver", deliver)
+    r.add("POST", "/users/{upn}/expire-delta-tokens", expire_tokens)
+    r.add("POST", "/users/{upn}/deny", deny)
+    r.add("POST", "/users/{upn}/allow", allow)
+    r.add("POST", "/faults", add_fault)
+    r.add("DELETE", "/faults", clear_faults)
+    r.add("POST", "/subscriptions/{id}/lifecycle", lifecycle)
+    r.add("GET", "/stats", stats)
+    r.add("GET", "/requests", request_log)
+    r.add("GET", "/notifications", notifications)
+    r.add("POST", "/reset", reset)
+    r.add("GET", "/settings", get_settings)
+    r.add("PATCH", "/settings", patch_settings)

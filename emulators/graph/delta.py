@@ -1,0 +1,189 @@
+"""Delta rounds over a ChangeLog: opaque self-contained tokens, sync-state generations (only the newest
+few stay valid, older ones answer 410 SyncStateNotFound), and absolute next/delta links."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from emulators.graph.protocol import GraphError, Request
+from emulators.graph.store import ChangeLog
+
+KEEP_GENERATIONS = 3
+SCAN_LIMIT = 400  # log entries looked at per page beyond the page size; a page can come back empty
+
+
+@dataclass
+class SyncState:
+    user_id: str
+    generation: int = 0
+    expired: bool = False
+
+
+@dataclass
+class Cursor:
+    """What a token carries. `base`: changes after this seq belong to the round; `pos`: resume after this
+    seq; `high`: the round ends at this seq; `sent`: items returned so far this round."""
+
+    state: str
+    generation: int
+    collection: str
+    base: int
+    pos: int
+    high: int
+    sent: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class SyncStates:
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
+        self.states: dict[str, SyncState] = {}
+        self.counter = 0
+
+    def start(self, user_id: str) -> str:
+        self.counter += 1
+        sid = f"{self.counter:x}"
+        self.states[sid] = SyncState(user_id)
+        return sid
+
+    def expire_user(self, user_id: str) -> int:
+        n = 0
+        for st in self.states.values():
+            if st.user_id == user_id and not st.expired:
+                st.expired = True
+                n += 1
+        return n
+
+    def encode(self, c: Cursor) -> str:
+        raw = json.dumps(
+            [self.epoch, c.state, c.generation, c.collection, c.base, c.pos, c.high, c.sent, c.options],
+            separators=(",", ":"),
+        ).encode()
+        return base64.urlsafe_b64encode(zlib.compress(raw)).decode().rstrip("=")
+
+    def decode(self, token: str, user_id: str) -> Cursor:
+        """Validate the token's sync state and generation, and advance the state's generation."""
+        try:
+            raw = zlib.decompress(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            epoch, sid, gen, coll, base, pos, high, sent, options = json.loads(raw)
+        except (ValueError, zlib.error, TypeError) as exc:
+            raise GraphError(400, "ErrorInvalidUrlQuery", "The delta or skip token is malformed.") from exc
+        st = self.states.get(sid)
+        if epoch != self.epoch or st is None or st.user_id != user_id or st.expired:
+            raise sync_state_not_found(gen, st.generation if st else gen)
+        if gen <= st.generation - KEEP_GENERATIONS:
+            raise sync_state_not_found(gen, st.generation)
+        return Cursor(sid, gen, coll, base, pos, high, sent, options)
+
+    def issue(self, c: Cursor) -> str:
+        st = self.states[c.state]
+        st.generation += 1
+        c.generation = st.generation
+        return self.encode(c)
+
+
+def sync_state_not_found(gen: int, highest: int) -> GraphError:
+    kept = "".join(f"[{g}]" for g in range(highest, max(highest - KEEP_GENERATIONS, 0), -1))
+    return GraphError(
+        410,
+        "SyncStateNotFound",
+        f"The sync state generation is not found; generation={gen};[highest={highest}]{kept}.",
+    )
+
+
+def page_size(req: Request, default: int = 10) -> int:
+    raw = req.prefer.get("odata.maxpagesize", "")
+    try:
+        n = int(raw)
+    except ValueError:
+        return default
+    return max(1, n)
+
+
+def token_from(req: Request) -> str:
+    return req.query.get("$deltatoken") or req.query.get("$skiptoken") or ""
+
+
+@dataclass
+class Page:
+    value: list[dict[str, Any]]
+    next_link: str = ""
+    delta_link: str = ""
+
+    def body(self, context: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"@odata.context": context}
+        if self.next_link:
+            out["@odata.nextLink"] = self.next_link
+        else:
+            out["@odata.deltaLink"] = self.delta_link
+        out["value"] = self.value
+        return out
+
+
+Emit = Callable[[int, str, str, Cursor], "list[dict[str, Any]] | None"]
+
+
+def run_page(
+    states: SyncStates,
+    log: ChangeLog,
+    cursor: Cursor,
+    *,
+    limit: int,
+    link: str,
+    emit: Emit,
+    cap: int = 0,
+) -> Page:
+    """Serve one page of a round. `emit(seq, key, kind, cursor)` turns a live entry into zero or more
+    items (None/[] to skip). `cap` > 0 ends the round once that many items were sent (the 5,000 cap of a
+    filtered message delta, and `$top`); the rest of the round is then never delivered, as Graph does."""
+    value: list[dict[str, Any]] = []
+    scanned = 0
+    pos = cursor.pos
+    finished = True
+    for seq, key, kind in log.after(cursor.pos):
+        if seq > cursor.high:
+            break
+        if cap and cursor.sent >= cap:
+            break
+        if len(value) >= limit or scanned >= limit + SCAN_LIMIT:
+            finished = False
+            break
+        scanned += 1
+        pos = seq
+        if not kind:
+            continue
+        items = emit(seq, key, kind, cursor)
+        if items:
+            value.extend(items)
+            cursor.sent += len(items)
+    if finished and cap and cursor.sent >= cap and value:
+        finished = False  # Graph hands out one more (empty) page before the deltaLink
+    cursor.pos = pos
+    if not finished:
+        return Page(value, next_link=f"{link}?$skiptoken={quote(states.issue(cursor))}")
+    delta = Cursor(cursor.state, 0, cursor.collection, cursor.high, cursor.high, -1, 0, cursor.options)
+    token = quote(states.issue(delta))
+    # Classify links by property name, never by token name: every other deltaLink uses $skiptoken (DQM ex. 2).
+    name = "$skiptoken" if delta.generation % 2 == 0 else "$deltatoken"
+    return Page(value, delta_link=f"{link}?{name}={token}")
+
+
+def begin(states: SyncStates, user_id: str, collection: str, high: int, options: dict[str, Any]) -> Cursor:
+    return Cursor(states.start(user_id), 0, collection, 0, 0, high, 0, options)
+
+
+def resume(states: SyncStates, req: Request, user_id: str, high: int) -> Cursor | None:
+    """The cursor of a next/delta link, or None for a first request. A deltaLink opens a new round."""
+    token = token_from(req)
+    if not token:
+        return None
+    c = states.decode(token, user_id)
+    if c.high == -1:  # a deltaLink: a new round from its base up to now
+        c.high = high
+    return c

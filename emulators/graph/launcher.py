@@ -1,0 +1,116 @@
+"""Start the Graph emulator as a child process on a free port, for tests, the demo and benchmarks.
+
+with graph_emulator(seed=path, latency_ms=0) as g:
+    g.base_url        # http://127.0.0.1:PORT/v1.0  (give it to GraphServiceClient)
+    g.control.deliver("user@contoso.com", {...})
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from emulators.process import free_port, python_module, running
+
+
+class Control:
+    """A small synchronous client for /_emulator/."""
+
+    def __init__(self, root: str) -> None:
+        self.http = httpx.Client(base_url=f"{root}/_emulator", timeout=30.0)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        r = self.http.request(method, path, json=body)
+        if r.status_code >= 400:
+            raise RuntimeError(f"control {method} {path}: {r.status_code} {r.text}")
+        return r.json() if r.content else None
+
+    def add_user(self, upn: str, display_name: str = "") -> dict[str, Any]:
+        return self._call("POST", "/users", {"userPrincipalName": upn, "displayName": display_name or upn})
+
+    def deliver(self, upn: str, message: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/users/{upn}/deliver", message)
+
+    def fault(self, status: int, count: int = 1, **kw: Any) -> None:
+        """kw: method, pathContains, retryAfter, errorCode, message."""
+        self._call("POST", "/faults", {"status": status, "count": count, **kw})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def expire_delta_tokens(self, upn: str) -> int:
+        return int(self._call("POST", f"/users/{upn}/expire-delta-tokens")["expired"])
+
+    def deny(self, upn: str) -> None:
+        self._call("POST", f"/users/{upn}/deny")
+
+    def allow(self, upn: str) -> None:
+        self._call("POST", f"/users/{upn}/allow")
+
+    def lifecycle(self, subscription_id: str, event: str) -> None:
+        self._call("POST", f"/subscriptions/{subscription_id}/lifecycle", {"lifecycleEvent": event})
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/stats")
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/requests")["value"])
+
+    def notifications(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/notifications")["value"])
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        return self._call("PATCH", "/settings", changes) if changes else self._call("GET", "/settings")
+
+    def reset(self, empty: bool = False) -> None:
+        self._call("POST", "/reset", {"empty": empty})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@dataclass
+class GraphEmulator:
+    port: int
+    control: Control
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/v1.0"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@contextlib.contextmanager
+def graph_emulator(
+    seed: Path | None = None, log: Path | None = None, **flags: Any
+) -> Iterator[GraphEmulator]:
+    """flags: any CLI option of `python -m emulators.graph` (concurrency=0, latency_ms=20, ...)."""
+    port = free_port()
+    args = ["--port", str(port)]
+    if seed is not None:
+        args += ["--seed", str(seed)]
+    for k, v in flags.items():
+        args += [_flag(k), str(v)]
+    with running(
+        python_module("emulators.graph", *args),
+        ports=(port,),
+        ready_url=f"http://127.0.0.1:{port}/health",
+        log=log,
+    ):
+        g = GraphEmulator(port, Control(f"http://127.0.0.1:{port}"))
+        try:
+            yield g
+        finally:
+            g.control.close()

@@ -1,0 +1,647 @@
+"""Users, mail folders, messages, message delta, sendMail."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from emulators.graph import delta
+from emulators.graph.odata import context, list_page, parse_expand, parse_select
+from emulators.graph.protocol import GraphError, Request, Response, iso, parse_dt, utcnow
+from emulators.graph.routing import Ctx, Router
+from emulators.graph.store import Attachment, MailFolder, Message, Tenant, User
+
+MESSAGE_TYPE = "#microsoft.graph.message"
+MESSAGE_PROPS = frozenset(
+    [
+        "id",
+        "createdDateTime",
+        "lastModifiedDateTime",
+        "changeKey",
+        "categories",
+        "receivedDateTime",
+        "sentDateTime",
+        "hasAttachments",
+        "internetMessageId",
+        "subject",
+        "bodyPreview",
+        "importance",
+        "parentFolderId",
+        "conversationId",
+        "conversationIndex",
+        "isDeliveryReceiptRequested",
+        "isReadReceiptRequested",
+        "isRead",
+        "isDraft",
+        "webLink",
+        "inferenceClassification",
+        "body",
+        "uniqueBody",
+        "sender",
+        "from",
+        "toRecipients",
+        "ccRecipients",
+        "bccRecipients",
+        "replyTo",
+        "flag",
+        "internetMessageHeaders",
+    ]
+)
+DEFAULT_PROPS = MESSAGE_PROPS - {"uniqueBody", "internetMessageHeaders"}
+FOLDER_PROPS = frozenset(
+    [
+        "id",
+        "displayName",
+        "parentFolderId",
+        "childFolderCount",
+        "unreadItemCount",
+        "totalItemCount",
+        "isHidden",
+    ]
+)
+SENSITIVITY_TAG = "Integer 0x36"
+QUOTE_MARKERS = (
+    '<div id="appendonsend"',
+    '<div id="divRplyFwdMsg"',
+    "<blockquote",
+    '<hr style="display:inline',
+)
+
+
+# rendering --------------------------------------------------------------------------------------------
+def html_to_text(s: str) -> str:
+    s = re.sub(r"(?is)<(script|style)\b.*?</\1>", "", s)
+    s = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|<hr[^>]*>", "\n", s)
+    s = re.sub(r"<[^>]+>", "", s)
+    s = html.unescape(s)
+    return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+", " ", s)).strip()
+
+
+def unique_part(body_html: str) -> str:
+    """The part of a reply that is not quoted: everything before Outlook's reply/forward separator."""
+    cut = min((i for i in (body_html.find(mk) for mk in QUOTE_MARKERS) if i >= 0), default=-1)
+    if cut < 0:
+        return body_html
+    own = body_html[:cut]
+    opened = own.lower().count("<body")
+    return own + ("</body></html>" if opened else "")
+
+
+def recipient(pair: tuple[str, str]) -> dict[str, Any]:
+    return {"emailAddress": {"name": pair[0], "address": pair[1]}}
+
+
+@dataclass(frozen=True)
+class View:
+    """How this request wants items rendered (Prefer headers are evaluated per request)."""
+
+    immutable: bool
+    body_type: str  # "" = as stored (html), "text" or "html"
+    select: frozenset[str] | None
+    expand: dict[str, str]
+
+    @classmethod
+    def of(cls, req: Request, select: frozenset[str] | None = None) -> View:
+        prefer = req.prefer
+        body_type = prefer.get("outlook.body-content-type", "").lower()
+        return cls(prefer.get("idtype", "").lower() == "immutableid", body_type, select, parse_expand(req))
+
+    def id_of(self, m: Message) -> str:
+        return m.immutable_id if self.immutable else m.rest_id
+
+    def applied(self, resp: Response) -> Response:
+        if self.body_type in ("text", "html"):
+            resp.headers["Preference-Applied"] = f'outlook.body-content-type="{self.body_type}"'
+        return resp
+
+
+def body(content_html: str, view: View) -> dict[str, str]:
+    if view.body_type == "text":
+        return {"contentType": "text", "content": html_to_text(content_html)}
+    return {"contentType": "html", "content": content_html}
+
+
+def render_message(m: Message, view: View) -> dict[str, Any]:
+    props = view.select if view.select is not None else DEFAULT_PROPS
+    out: dict[str, Any] = {
+        "@odata.type": MESSAGE_TYPE,
+        "@odata.etag": f'W/"{m.change_key}"',
+        "id": view.id_of(m),
+    }
+    for p in props:
+        if p == "id":
+            continue
+        out[p] = _message_prop(m, p, view)
+    expand = view.expand
+    if "singlevalueextendedproperties" in expand:
+        wanted = expand["singlevalueextendedproperties"].lower()
+        if m.sensitivity and ("0x0036" in wanted or "0x36" in wanted or not wanted):
+            out["singleValueExtendedProperties"] = [{"id": SENSITIVITY_TAG, "value": str(m.sensitivity)}]
+        else:
+            out["singleValueExtendedProperties"] = []
+    if "attachments" in expand:
+        out["attachments"] = [render_attachment(a) for a in m.attachments]
+    return out
+
+
+def render_attachment(a: Attachment) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "id": a.id,
+        "name": a.name,
+        "size": a.size,
+        "contentType": a.content_type,
+        "isInline": False,
+    }
+
+
+def _message_prop(m: Message, p: str, view: View) -> Any:
+    match p:
+        case "createdDateTime":
+            return iso(m.created)
+        case "lastModifiedDateTime":
+            return iso(m.modified)
+        case "changeKey":
+            return m.change_key
+        case "categories":
+            return list(m.categories)
+        case "receivedDateTime":
+            return iso(m.received)
+        case "sentDateTime":
+            return iso(m.sent)
+        case "hasAttachments":
+            return bool(m.attachments)
+        case "internetMessageId":
+            return m.internet_message_id
+        case "subject":
+            return m.subject
+        case "bodyPreview":
+            return html_to_text(m.body_html)[:255]
+        case "importance":
+            return m.importance
+        case "parentFolderId":
+            return m.folder_id
+        case "conversationId":
+            return m.conversation_id
+        case "conversationIndex":
+            return base64.b64encode(hashlib.sha256(m.conversation_id.encode()).digest()[:22]).decode()
+        case "isDeliveryReceiptRequested" | "isReadReceiptRequested":
+            return False
+        case "isRead":
+            return m.is_read
+        case "isDraft":
+            return m.is_draft
+        case "webLink":
+            return (
+                f"https://outlook.office365.com/owa/?ItemID={m.rest_id}&exvsurl=1&viewmodel=ReadMessageItem"
+            )
+        case "inferenceClassification":
+            return "focused"
+        case "body":
+            return body(m.body_html, view)
+        case "uniqueBody":
+            return body(m.unique_html, view)
+        case "sender" | "from":
+            return recipient(m.sender)
+        case "toRecipients":
+            return [recipient(r) for r in m.to]
+        case "ccRecipients":
+            return [recipient(r) for r in m.cc]
+        case "bccRecipients":
+            return [recipient(r) for r in m.bcc]
+        case "replyTo":
+            return []
+        case "flag":
+            return dict(m.flag)
+        case "internetMessageHeaders":
+            return [{"name": "Message-ID", "value": m.internet_message_id}]
+    return None
+
+
+def render_folder(f: MailFolder, user: User, select: frozenset[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"@odata.type": "#microsoft.graph.mailFolder", "id": f.id}
+    full = {
+        "displayName": f.display_name,
+        "parentFolderId": f.parent_id,
+        "childFolderCount": sum(1 for x in user.folders.values() if x.parent_id == f.id),
+        "unreadItemCount": f.unread,
+        "totalItemCount": len(f.messages),
+        "isHidden": f.is_hidden,
+    }
+    out.update({k: v for k, v in full.items() if select is None or k in select})
+    return out
+
+
+def render_user(u: User) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.user",
+        "id": u.id,
+        "userPrincipalName": u.upn,
+        "displayName": u.display_name,
+        "mail": u.upn,
+        "businessPhones": [],
+        "givenName": u.display_name.split(" ")[0],
+        "surname": u.display_name.split(" ")[-1],
+        "jobTitle": None,
+        "mobilePhone": None,
+        "officeLocation": None,
+        "preferredLanguage": "en-US",
+    }
+
+
+# creating messages --------------------------------------------------------------------------------------
+def _pair(value: Any) -> tuple[str, str]:
+    if isinstance(value, str):
+        return (value.split("@")[0].replace(".", " ").title(), value)
+    addr = value.get("emailAddress", value)
+    return (addr.get("name") or addr.get("address", ""), addr.get("address", ""))
+
+
+def new_message(tenant: Tenant, user: User, folder: MailFolder, spec: dict[str, Any]) -> Message:
+    """Build and store a message from a control-API/Graph-ish spec."""
+    now = utcnow()
+    received = parse_dt(spec["receivedDateTime"]) if spec.get("receivedDateTime") else now
+    html_body = spec.get("bodyHtml")
+    if html_body is None:
+        b = spec.get("body") or {}
+        content = b.get("content", "")
+        html_body = (
+            content if b.get("contentType", "html").lower() == "html" else f"<p>{html.escape(content)}</p>"
+        )
+    seq = tenant.next_seq()
+    key = tenant.new_id("")
+    m = Message(
+        immutable_id="AAkALg" + key,
+        rest_id="AAMkAG" + key,
+        folder_id=folder.id,
+        subject=spec.get("subject", ""),
+        body_html=html_body,
+        unique_html=spec.get("uniqueBodyHtml") or unique_part(html_body),
+        sender=_pair(spec.get("from") or {"address": user.upn, "name": user.display_name}),
+        to=[_pair(x) for x in spec.get("to", spec.get("toRecipients", []))],
+        cc=[_pair(x) for x in spec.get("cc", spec.get("ccRecipients", []))],
+        bcc=[_pair(x) for x in spec.get("bcc", spec.get("bccRecipients", []))],
+        received=received,
+        sent=parse_dt(spec["sentDateTime"]) if spec.get("sentDateTime") else received,
+        created=now,
+        modified=now,
+        internet_message_id=spec.get("internetMessageId") or f"<{key[:24]}@emulator.local>",
+        conversation_id=spec.get("conversationId") or "AAQkAG" + tenant.new_id("")[:40],
+        change_key=tenant.new_change_key(),
+        created_seq=seq,
+        is_read=bool(spec.get("isRead", False)),
+        is_draft=bool(spec.get("isDraft", False)),
+        importance=spec.get("importance", "normal"),
+        categories=list(spec.get("categories", [])),
+        attachments=[
+            Attachment(
+                tenant.new_id("AAMkAGatt"),
+                a["name"],
+                int(a.get("size", 0)),
+                a.get("contentType", "application/octet-stream"),
+            )
+            for a in spec.get("attachments", [])
+        ],
+        sensitivity=_sensitivity(spec.get("sensitivity", 0)),
+    )
+    if spec.get("flag"):
+        m.flag = dict(spec["flag"])
+    tenant.put_message(user, folder, m)
+    return m
+
+
+def _sensitivity(value: Any) -> int:
+    names = {"normal": 0, "personal": 1, "private": 2, "confidential": 3}
+    if isinstance(value, str):
+        if value.lower() not in names:
+            raise GraphError(400, "ErrorInvalidProperty", f"Invalid sensitivity '{value}'.")
+        return names[value.lower()]
+    return int(value or 0)
+
+
+# handlers -----------------------------------------------------------------------------------------------
+def get_users(ctx: Ctx) -> Response:
+    users = [render_user(u) for u in ctx.emu.tenant.users.values()]
+    return Response(200, list_page(ctx.req, users, context(ctx.req, "users"), default_top=100))
+
+
+def get_user(ctx: Ctx) -> Response:
+    return Response(200, {"@odata.context": context(ctx.req, "users/$entity"), **render_user(ctx.u)})
+
+
+def list_folders(ctx: Ctx) -> Response:
+    u = ctx.u
+    parent = u.folder(ctx.params["folder"]).id if "folder" in ctx.params else u.root_folder_id
+    select = parse_select(ctx.req, FOLDER_PROPS, "microsoft.graph.mailFolder")
+    rows = [render_folder(f, u, select) for f in u.folders.values() if f.parent_id == parent]
+    return Response(200, list_page(ctx.req, rows, context(ctx.req, f"users('{u.id}')/mailFolders")))
+
+
+def get_folder(ctx: Ctx) -> Response:
+    select = parse_select(ctx.req, FOLDER_PROPS, "microsoft.graph.mailFolder")
+    return Response(200, render_folder(ctx.u.folder(ctx.params["folder"]), ctx.u, select))
+
+
+def create_folder(ctx: Ctx) -> Response:
+    u = ctx.u
+    parent = u.folder(ctx.params["folder"]).id if "folder" in ctx.params else u.root_folder_id
+    name = (ctx.req.json() or {}).get("displayName", "")
+    if not name:
+        raise GraphError(400, "ErrorInvalidParameter", "The displayName is required.")
+    if any(f.display_name.lower() == name.lower() and f.parent_id == parent for f in u.folders.values()):
+        raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
+    folder = ctx.emu.tenant.add_mail_folder(u, name, parent)
+    return Response(201, render_folder(folder, u))
+
+
+def folder_delta(ctx: Ctx) -> Response:
+    u, req, emu = ctx.u, ctx.req, ctx.emu
+    link = f"{req.base_url}/users/{u.id}/mailFolders/delta"
+    cursor = delta.resume(emu.states, req, u.id, emu.tenant.seq)
+    if cursor is None:
+        select = parse_select(req, FOLDER_PROPS, "microsoft.graph.mailFolder")
+        opts = {"select": sorted(select) if select is not None else None}
+        cursor = delta.begin(emu.states, u.id, "folders", emu.tenant.seq, opts)
+    sel = cursor.options.get("select")
+    select = frozenset(sel) if sel is not None else None
+
+    def emit(seq: int, key: str, kind: str, c: delta.Cursor) -> list[dict[str, Any]] | None:
+        f = u.folders.get(key)
+        if kind == "removed" or f is None:
+            return None if c.base == 0 else [{"id": key, "@removed": {"reason": "deleted"}}]
+        return [render_folder(f, u, select)]
+
+    page = delta.run_page(emu.states, u.folder_log, cursor, limit=delta.page_size(req), link=link, emit=emit)
+    return Response(200, page.body(context(req, "Collection(mailFolder)")))
+
+
+def message_delta(ctx: Ctx) -> Response:
+    u, req, emu = ctx.u, ctx.req, ctx.emu
+    view_now = View.of(req)
+    cursor = delta.resume(emu.states, req, u.id, emu.tenant.seq)
+    if cursor is None:
+        folder = u.folder(ctx.params["folder"])
+        for bad in ("$search", "$skip", "$count"):
+            if bad in req.query:
+                raise GraphError(
+                    400,
+                    "ErrorInvalidUrlQuery",
+                    f"The query parameter '{bad}' is not supported with change tracking over the "
+                    "'Messages' resource.",
+                )
+        order = req.query.get("$orderby", "")
+        if order and order.replace("  ", " ").strip().lower() != "receiveddatetime desc":
+            raise GraphError(
+                400, "ErrorInvalidUrlQuery", "Only receivedDateTime desc is supported in $orderby."
+            )
+        select = parse_select(req, MESSAGE_PROPS, "microsoft.graph.message")
+        change_type = req.query.get("changeType", "")
+        if change_type and change_type not in ("created", "updated", "deleted"):
+            raise GraphError(400, "ErrorInvalidParameter", f"Invalid changeType '{change_type}'.")
+        opts: dict[str, Any] = {
+            "select": sorted(select) if select is not None else None,
+            "filter": _parse_filter(req.query.get("$filter", "")),
+            "changeType": change_type,
+            "expand": req.query.get("$expand", ""),
+            "top": int(req.query["$top"]) if req.query.get("$top", "").isdigit() else 0,
+        }
+        cursor = delta.begin(emu.states, u.id, folder.id, emu.tenant.seq, opts)
+    else:
+        folder = u.folders.get(cursor.collection) or u.folder(cursor.collection)
+    o = cursor.options
+    sel = o.get("select")
+    view = View(
+        view_now.immutable,
+        view_now.body_type,
+        frozenset(sel) if sel is not None else None,
+        parse_expand(Request("GET", "", {"$expand": o.get("expand", "")}, {})),
+    )
+    flt = o.get("filter")
+    change_type = o.get("changeType", "")
+
+    def emit(seq: int, key: str, kind: str, c: delta.Cursor) -> list[dict[str, Any]] | None:
+        m = u.messages[key]
+        initial = c.base == 0
+        if kind == "removed":
+            if initial:
+                return None
+            # reported even off-filter and whatever changeType asked for
+            return [
+                {
+                    "@odata.type": MESSAGE_TYPE,
+                    "id": view.id_of(m) if view.immutable else key,
+                    "@removed": {"reason": "deleted"},
+                }
+            ]
+        if not initial and kind == "read":
+            return [render_message(m, view)]  # read-state changes surface even off-filter
+        if flt and not _matches(m.received, flt):
+            return None
+        if change_type and not initial:
+            created = m.created_seq > c.base
+            if change_type == "deleted" or (change_type == "created") != created:
+                return None
+        if view.immutable and not initial and folder.departures.get(m.immutable_id, 0) > c.base:
+            return None  # A→B→A with immutable ids surfaces only as a delete in A (docs-contrib#72)
+        return [render_message(m, view)]
+
+    cap = o.get("top") or (emu.config.filter_cap if flt else 0)
+    link = f"{req.base_url}/users/{u.id}/mailFolders/{folder.id}/messages/delta"
+    page = delta.run_page(
+        emu.states, folder.log, cursor, limit=delta.page_size(req), link=link, emit=emit, cap=cap
+    )
+    return view.applied(Response(200, page.body(context(req, "Collection(message)"))))
+
+
+_FILTER = re.compile(r"^\s*receivedDateTime\s+(ge|gt)\s+'?([0-9T:\-.+Z]+)'?\s*$", re.I)
+
+
+def _parse_filter(raw: str) -> list[str] | None:
+    if not raw:
+        return None
+    m = _FILTER.match(raw)
+    if not m:
+        raise GraphError(
+            400,
+            "ErrorInvalidUrlQueryFilter",
+            "The query filter contains one or more invalid nodes: only receivedDateTime ge|gt is "
+            "supported with change tracking.",
+        )
+    return [m.group(1).lower(), iso(parse_dt(m.group(2)))]
+
+
+def _matches(received: datetime, flt: list[str]) -> bool:
+    bound = parse_dt(flt[1])
+    return received >= bound if flt[0] == "ge" else received > bound
+
+
+def list_messages(ctx: Ctx) -> Response:
+    u, req = ctx.u, ctx.req
+    view = View.of(req, parse_select(req, MESSAGE_PROPS, "microsoft.graph.message"))
+    if "folder" in ctx.params:
+        msgs = list(u.folder(ctx.params["folder"]).messages.values())
+    else:
+        msgs = [m for f in u.folders.values() for m in f.messages.values()]
+    msgs.sort(key=lambda m: m.received, reverse=True)
+    rows = [render_message(m, view) for m in msgs]
+    return view.applied(Response(200, list_page(req, rows, context(req, "Collection(message)"))))
+
+
+def _message(ctx: Ctx) -> Message:
+    m = ctx.u.message(ctx.params["message"])
+    if "folder" in ctx.params and ctx.u.folder(ctx.params["folder"]).id != m.folder_id:
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+    return m
+
+
+def get_message(ctx: Ctx) -> Response:
+    req = ctx.req
+    view = View.of(req, parse_select(req, MESSAGE_PROPS, "microsoft.graph.message"))
+    m = _message(ctx)
+    return view.applied(
+        Response(200, {"@odata.context": context(req, "messages/$entity"), **render_message(m, view)})
+    )
+
+
+def patch_message(ctx: Ctx) -> Response:
+    m = _message(ctx)
+    _check_if_match(ctx.req, m.change_key)
+    patch = ctx.req.json()
+    read_only = {k for k in patch if not k.startswith("@odata.")} == {"isRead"}
+    for k, v in patch.items():
+        if k.startswith("@odata."):
+            continue
+        if k == "isRead":
+            m.is_read = bool(v)
+        elif k == "categories":
+            m.categories = list(v or [])
+        elif k == "flag":
+            m.flag = dict(v or {"flagStatus": "notFlagged"})
+        elif k == "importance":
+            m.importance = v
+        elif k == "subject" and m.is_draft:
+            m.subject = v
+        elif k == "body" and m.is_draft:
+            m.body_html = m.unique_html = v.get("content", "")
+        elif k == "singleValueExtendedProperties":
+            for p in v or []:
+                if "0x36" in p.get("id", "").lower().replace("0x0036", "0x36"):
+                    m.sensitivity = int(p.get("value", 0))
+        else:
+            raise GraphError(
+                400, "ErrorInvalidPropertyUpdateSentMessage", f"The property '{k}' cannot be updated."
+            )
+    ctx.emu.tenant.update_message(ctx.u, m, read_only=read_only)
+    return get_message(ctx)
+
+
+def _check_if_match(req: Request, change_key: str) -> None:
+    want = req.headers.get("if-match", "")
+    if want and want != "*" and want.removeprefix("W/").strip('"') != change_key:
+        raise GraphError(
+            412,
+            "ErrorIrresolvableConflict",
+            "The change key passed in the request does not match the current change key for the item.",
+        )
+
+
+def delete_message(ctx: Ctx) -> Response:
+    ctx.emu.tenant.delete_message(ctx.u, _message(ctx))
+    return Response(204)
+
+
+def move_message(ctx: Ctx) -> Response:
+    m = _message(ctx)
+    dest = {k.lower(): v for k, v in (ctx.req.json() or {}).items()}.get("destinationid", "")
+    if not dest:
+        raise GraphError(400, "ErrorInvalidParameter", "The destinationId is required.")
+    ctx.emu.tenant.move_message(ctx.u, m, ctx.u.folder(dest))
+    view = View.of(ctx.req)
+    return Response(201, render_message(m, view))
+
+
+def create_message(ctx: Ctx) -> Response:
+    u = ctx.u
+    folder = u.folder(ctx.params.get("folder", "drafts"))
+    spec = ctx.req.json()
+    spec.setdefault("isDraft", folder.id == u.well_known["drafts"])
+    spec.setdefault("isRead", True)
+    m = new_message(ctx.emu.tenant, u, folder, spec)
+    return Response(201, render_message(m, View.of(ctx.req)))
+
+
+def list_attachments(ctx: Ctx) -> Response:
+    m = _message(ctx)
+    select = ctx.req.query.get("$select", "")
+    rows = []
+    for a in m.attachments:
+        row = render_attachment(a)
+        if select:
+            keep = {s.strip() for s in select.split(",")} | {"id", "@odata.type"}
+            row = {k: v for k, v in row.items() if k in keep}
+        rows.append(row)
+    return Response(200, {"@odata.context": context(ctx.req, "attachments"), "value": rows})
+
+
+def send_mail(ctx: Ctx) -> Response:
+    """Deliver to every tenant recipient's Inbox and put a copy in the sender's Sent Items."""
+    u, emu = ctx.u, ctx.emu
+    payload = {k.lower(): v for k, v in ctx.req.json().items()}  # action parameters: any casing
+    msg = payload.get("message") or {}
+    if not msg.get("toRecipients") and not msg.get("ccRecipients") and not msg.get("bccRecipients"):
+        raise GraphError(400, "ErrorInvalidRecipients", "At least one recipient is not valid.")
+    spec = dict(msg)
+    spec["from"] = {"emailAddress": {"name": u.display_name, "address": u.upn}}
+    now = iso(utcnow())
+    spec.setdefault("receivedDateTime", now)
+    spec.setdefault("sentDateTime", now)
+    spec["internetMessageId"] = (
+        msg.get("internetMessageId") or f"<{emu.tenant.new_id('')[:24]}@{u.upn.split('@')[-1]}>"
+    )
+    spec.setdefault("conversationId", "AAQkAG" + emu.tenant.new_id("")[:40])
+    if payload.get("savetosentitems", True):
+        new_message(emu.tenant, u, u.folder("sentitems"), {**spec, "isRead": True})
+    deliver_to_tenant(emu.tenant, spec)
+    return Response(202)
+
+
+def deliver_to_tenant(tenant: Tenant, spec: dict[str, Any]) -> None:
+    seen: set[str] = set()
+    for key in ("toRecipients", "ccRecipients", "bccRecipients", "to", "cc"):
+        for r in spec.get(key, []):
+            addr = _pair(r)[1].lower()
+            target = tenant.by_upn.get(addr)
+            if target is not None and addr not in seen:
+                seen.add(addr)
+                new_message(tenant, target, target.folder("inbox"), {**spec, "isRead": False})
+
+
+def routes(r: Router) -> None:
+    r.add("GET", "/users", get_users)
+    r.add("GET", "/users/{user}", get_user)
+    r.add("GET", "/users/{user}/mailFolders/delta", folder_delta)
+    r.add("GET", "/users/{user}/mailFolders", list_folders)
+    r.add("POST", "/users/{user}/mailFolders", create_folder)
+    r.add("GET", "/users/{user}/mailFolders/{folder}", get_folder)
+    r.add("GET", "/users/{user}/mailFolders/{folder}/childFolders", list_folders)
+    r.add("POST", "/users/{user}/mailFolders/{folder}/childFolders", create_folder)
+    r.add("GET", "/users/{user}/mailFolders/{folder}/messages/delta", message_delta)
+    r.add("GET", "/users/{user}/mailFolders/{folder}/messages", list_messages)
+    r.add("POST", "/users/{user}/mailFolders/{folder}/messages", create_message)
+    r.add("GET", "/users/{user}/messages", list_messages)
+    r.add("POST", "/users/{user}/messages", create_message)
+    r.add("POST", "/users/{user}/sendMail", send_mail)
+    for prefix in (
+        "/users/{user}/messages/{message}",
+        "/users/{user}/mailFolders/{folder}/messages/{message}",
+    ):
+        r.add("GET", prefix, get_message)
+        r.add("PATCH", prefix, patch_message)
+        r.add("DELETE", prefix, delete_message)
+        r.add("POST", prefix + "/move", move_message)
+        r.add("GET", prefix + "/attachments", list_attachments)

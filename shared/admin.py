@@ -1,0 +1,161 @@
+"""Admin operations, shared by the admin HTTP functions and the `crmsync` command line.
+
+Status per user (the row's status columns plus each stream's cursor), force a sync, a fresh initial
+round ("resync", the seeds' Initial Sync), explain one message, and connectivity checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.crm.port import CrmPort
+from shared.errors import StateError, SyncError, UserConfigError
+from shared.graph.probe import Check, MailboxProbe
+from shared.model import Job
+from shared.state.port import Cursor, JobQueue, StateStore
+from shared.users import parse_user
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    stream: str
+    phase: str  # "initial round" | "up to date" | "not started"
+    last_page_utc: datetime | None
+    totals: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class UserStatus:
+    upn: str
+    enabled: bool
+    state: str
+    last_sync_utc: datetime | None
+    last_error: str
+    warnings: str
+    open_issues: int
+    streams: list[StreamStatus] = field(default_factory=list)
+    config_error: str = ""
+
+    def lag_seconds(self, now: datetime) -> float | None:
+        return (now - self.last_sync_utc).total_seconds() if self.last_sync_utc else None
+
+    def totals(self) -> dict[str, int]:
+        summed: dict[str, int] = {}
+        for stream in self.streams:
+            for name, value in stream.totals.items():
+                summed[name] = summed.get(name, 0) + int(value)
+        return summed
+
+
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except ValueError:
+            return None
+    return None
+
+
+async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserStatus]:
+    rows = [r for r in await state.list_users() if upn is None or r.upn.lower() == upn.lower()]
+    statuses: list[UserStatus] = []
+    for row in rows:
+        config_error = ""
+        streams: list[str] = []
+        try:
+            config = parse_user(row.upn, row.columns)
+            streams = config.streams()
+        except UserConfigError as error:
+            config_error = str(error)
+        cursors = await state.list_cursors(row.upn)
+        stream_status = [
+            StreamStatus(
+                stream=name,
+                phase=("up to date" if c.link_kind == "delta" else "initial round")
+                if c.link
+                else "not started",
+                last_page_utc=_when(c.extra.get("lastPageUtc")),
+                totals=dict(c.extra.get("totals", {})),
+            )
+            for name in dict.fromkeys([*streams, *cursors])
+            for c in [cursors.get(name) or Cursor()]
+        ]
+        columns = row.columns
+        statuses.append(
+            UserStatus(
+                upn=row.upn,
+                enabled=str(columns.get("Enabled", "")).lower() in {"true", "yes", "1", "on"},
+                state=str(columns.get("State", "") or ("error" if config_error else "new")),
+                last_sync_utc=_when(columns.get("LastSyncUtc")),
+                last_error=str(columns.get("LastError", "") or config_error),
+                warnings=str(columns.get("Warnings", "") or ""),
+                open_issues=len(await state.list_issues(row.upn)),
+                streams=stream_status,
+                config_error=config_error,
+            )
+        )
+    return statuses
+
+
+async def request_sync(state: StateStore, queue: JobQueue, upn: str, *, fresh: bool) -> list[Job]:
+    """Queue a job per stream of the user now; `fresh` starts a new initial round (resync)."""
+    row = await state.get_user(upn)
+    if row is None:
+        raise UserConfigError(f"no SyncUsers row for {upn!r}")
+    config = parse_user(row.upn, row.columns)
+    jobs = [
+        Job(config.upn, stream, reason="resync" if fresh else "manual", fresh_round=fresh)
+        for stream in config.streams()
+    ]
+    for job in jobs:
+        await queue.enqueue(job)
+    return jobs
+
+
+async def explain(state: StateStore, upn: str, message: str) -> str:
+    """Why a message (internetMessageId, or Graph id for one without) did or did not become a journal."""
+    decision = await state.get_decision(upn, message.strip())
+    if decision is None:
+        return (
+            f"No decision is recorded for {message!r} in {upn}'s mailbox: the message was not seen by a "
+            "sync (outside the chosen folders or the DaysBack window, or not yet synced)."
+        )
+    text = f"{decision.outcome} at {decision.at:%Y-%m-%d %H:%M:%S} UTC ({decision.stream}): {decision.reason}"
+    if decision.outcome == "synced":
+        record = await state.get_key(decision.crm_key or message)
+        if record is not None:
+            text += f"\nCRM record {record.crm_ref}; seen by {', '.join(record.mailboxes)}"
+            text += f"; linked people: {len(record.people)}"
+    issues = [i for i in await state.list_issues(upn) if i.item_key == message.strip()]
+    for issue in issues:
+        text += f"\nopen issue: {issue.reason} (attempts: {issue.attempts})"
+    return text
+
+
+async def check(state: StateStore, crm: CrmPort, probe: MailboxProbe | None, upn: str | None) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        await state.list_users()
+        checks.append(Check("storage", True, "tables reachable"))
+    except (StateError, OSError) as error:
+        checks.append(Check("storage", False, str(error)))
+    try:
+        health = await crm.check()
+        checks.append(Check("crm", health.ok, health.detail))
+    except SyncError as error:
+        checks.append(Check("crm", False, str(error)))
+    if upn and probe is not None:
+        row = await state.get_user(upn)
+        if row is None:
+            checks.append(Check("user", False, f"no SyncUsers row for {upn!r}"))
+        else:
+            try:
+                checks += await probe.check(parse_user(row.upn, row.columns))
+            except UserConfigError as error:
+                checks.append(Check("user", False, str(error)))
+    return checks

@@ -1,0 +1,266 @@
+"""`ReferenceCrmConnector`: the CRM port over the project's JSON API (`docs/crm-api.yaml`), with httpx.
+
+Retries 429, 5xx, timeouts and connection failures with exponential backoff and jitter, honouring
+Retry-After (seconds, fractional seconds or an HTTP date). A wait longer than `max_retry_after` is not
+slept inside the job: `CrmRetryableError` is raised at once with `.retry_after` so the caller can
+reschedule. Other 4xx raise `CrmRejectedError` carrying the server's reason. Creates without a key
+(`POST /contacts`) are not repeated after an ambiguous failure. Nothing logged carries a body, an
+address or a key: log lines name the route template only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from shared.crm import reference_json as wire
+from shared.crm.port import Capabilities, Health
+from shared.errors import CrmRejectedError, CrmRetryableError
+from shared.model import (
+    Appointment,
+    ContactFeedPage,
+    CrmAppointmentChange,
+    CrmContact,
+    CrmContactRemoved,
+    CrmRef,
+    Journal,
+    PersonRef,
+)
+
+logger = logging.getLogger(__name__)
+LOOKUP_BATCH = 500
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: integer or fractional seconds, or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _key(key: str) -> str:
+    return quote(key, safe="")
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error") or {}
+        message = str(error.get("message") or error.get("code") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    return (message or response.reason_phrase or "no reason given")[:300]
+
+
+class ReferenceCrmConnector:
+    capabilities = Capabilities()
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        auth_scheme: str = "bearer",
+        *,
+        client: httpx.AsyncClient | None = None,
+        max_retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        max_retry_after: float = 30.0,
+        timeout: float = 15.0,
+        page_size: int = 500,
+    ) -> None:
+        if auth_scheme not in ("bearer", "api-key"):
+            raise ValueError("auth_scheme must be 'bearer' or 'api-key'")
+        self._base = base_url.rstrip("/")
+        self._headers = (
+            {"Authorization": f"Bearer {token}"} if auth_scheme == "bearer" else {"X-API-Key": token}
+        )
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.page_size = page_size
+        self._random = random.Random()
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0**attempt)
+        return ceiling / 2 + self._random.uniform(0, ceiling / 2)
+
+    async def _call(
+        self,
+        method: str,
+        route: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        missing_ok: bool = False,
+        repeatable: bool = True,
+        retries: int | None = None,
+    ) -> httpx.Response | None:
+        """One API call with the retry policy. `route` (a template, no values) is what gets logged."""
+        budget = self.max_retries if retries is None else retries
+        for attempt in range(budget + 1):
+            wait: float | None = None
+            try:
+                response = await self._client.request(
+                    method, self._base + path, json=json, params=params, headers=self._headers
+                )
+            except httpx.TransportError as exc:
+                failure = CrmRetryableError(f"CRM {method} {route} failed: {type(exc).__name__}")
+                if not repeatable and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    raise failure from exc
+            else:
+                status = response.status_code
+                logger.debug(
+                    "crm_call method=%s route=%s status=%d attempt=%d", method, route, status, attempt
+                )
+                if status < 400:
+                    return response
+                if status == 404 and missing_ok:
+                    return None
+                if status in (401, 403):
+                    raise CrmRejectedError(
+                        f"CRM refused the credentials ({status}) on {method} {route}: {_reason(response)}",
+                        status=status,
+                    )
+                if status != 429 and status < 500:
+                    raise CrmRejectedError(
+                        f"CRM rejected {method} {route} ({status}): {_reason(response)}", status=status
+                    )
+                wait = parse_retry_after(response.headers.get("retry-after"))
+                failure = CrmRetryableError(
+                    f"CRM {method} {route} answered {status}: {_reason(response)}",
+                    status=status,
+                    retry_after=wait,
+                )
+                if not repeatable and status != 429:
+                    raise failure
+            if attempt == budget or (wait is not None and wait > self.max_retry_after):
+                raise failure
+            delay = wait if wait is not None else self._backoff(attempt)
+            logger.info(
+                "crm_retry method=%s route=%s attempt=%d wait=%.2f", method, route, attempt + 1, delay
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _json(self, method: str, route: str, path: str, **kwargs: Any) -> Any:
+        response = await self._call(method, route, path, **kwargs)
+        return None if response is None else response.json()
+
+    async def find_people(self, addresses: Sequence[str]) -> dict[str, list[PersonRef]]:
+        wanted = list(dict.fromkeys(a.strip().lower() for a in addresses))
+        found: dict[str, list[PersonRef]] = {}
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            batch = wanted[start : start + LOOKUP_BATCH]
+            data = await self._json("POST", "/people/lookup", "/people/lookup", json={"addresses": batch})
+            matches = data.get("matches") or {}
+            for address in batch:
+                found[address] = [wire.parse_person(p) for p in matches.get(address) or []]
+        return found
+
+    async def upsert_journal(self, journal: Journal) -> CrmRef:
+        path = f"/journals/{_key(journal.key)}"
+        return wire.parse_ref(
+            await self._json("PUT", "/journals/{key}", path, json=wire.journal_to_json(journal))
+        )
+
+    async def get_journal(self, key: str) -> Journal | None:
+        data = await self._json("GET", "/journals/{key}", f"/journals/{_key(key)}", missing_ok=True)
+        return None if data is None else wire.journal_from_json(data)
+
+    async def upsert_appointment(self, appointment: Appointment) -> CrmRef:
+        path = f"/appointments/by-key/{_key(appointment.key)}"
+        body = wire.appointment_to_json(appointment)
+        return wire.parse_ref(await self._json("PUT", "/appointments/by-key/{key}", path, json=body))
+
+    async def cancel_appointment(self, key: str) -> None:
+        path = f"/appointments/by-key/{_key(key)}/cancel"
+        await self._call("POST", "/appointments/by-key/{key}/cancel", path, missing_ok=True)
+
+    async def get_appointment(self, key: str) -> Appointment | None:
+        path = f"/appointments/by-key/{_key(key)}"
+        data = await self._json("GET", "/appointments/by-key/{key}", path, missing_ok=True)
+        return None if data is None else wire.appointment_from_json(data)
+
+    async def _pages(self, route: str, owner: str, cursor: str | None) -> tuple[list[dict[str, Any]], str]:
+        pages: list[dict[str, Any]] = []
+        while True:
+            params = {"owner": owner, "limit": str(self.page_size), **({"cursor": cursor} if cursor else {})}
+            page = await self._json("GET", route, route, params=params)
+            pages.append(page)
+            cursor = str(page["cursor"])
+            if not page.get("hasMore"):
+                return pages, cursor
+
+    async def appointment_changes(
+        self, owner: str, cursor: str | None
+    ) -> tuple[list[CrmAppointmentChange], str]:
+        pages, next_cursor = await self._pages("/appointments/changes", owner, cursor)
+        latest = {item["id"]: item for page in pages for item in page["changes"]}
+        return [wire.appointment_change_from_json(item) for item in latest.values()], next_cursor
+
+    async def upsert_contact(self, contact: CrmContact) -> CrmRef:
+        body = wire.contact_to_json(contact)
+        if contact.ref is not None:
+            if contact.key:
+                body["key"] = contact.key
+            path = f"/contacts/{_key(contact.ref.id)}"
+            data = await self._json("PATCH", "/contacts/{id}", path, json=body)
+        elif contact.key:
+            path = f"/contacts/by-key/{_key(contact.key)}"
+            data = await self._json("PUT", "/contacts/by-key/{key}", path, json=body)
+        else:
+            data = await self._json("POST", "/contacts", "/contacts", json=body, repeatable=False)
+        return wire.parse_ref(data)
+
+    async def get_contact(self, ref: CrmRef) -> CrmContact | None:
+        data = await self._json("GET", "/contacts/{id}", f"/contacts/{_key(ref.id)}", missing_ok=True)
+        return None if data is None else wire.contact_from_json(data)
+
+    async def delete_contact(self, ref: CrmRef) -> None:
+        await self._call("DELETE", "/contacts/{id}", f"/contacts/{_key(ref.id)}", missing_ok=True)
+
+    async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:
+        pages, next_cursor = await self._pages("/contacts/changes", owner, cursor)
+        latest: dict[str, CrmContact | CrmContactRemoved] = {}
+        for page in pages:
+            for item in page["changes"]:
+                latest.pop(item["id"], None)
+                latest[item["id"]] = wire.contact_from_json(item)
+            for item in page["removals"]:
+                latest.pop(item["id"], None)
+                latest[item["id"]] = CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
+        return ContactFeedPage(changes=tuple(latest.values()), cursor=next_cursor)
+
+    async def check(self) -> Health:
+        try:
+            data = await self._json("GET", "/health", "/health", retries=1)
+        except (CrmRejectedError, CrmRetryableError) as exc:
+            return Health(ok=False, detail=str(exc))
+        return Health(ok=True, detail=f"reachable, credentials accepted (API {data.get('version', '?')})")
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()

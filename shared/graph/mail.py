@@ -1,0 +1,159 @@
+"""Reads a mail folder's message delta with msgraph-sdk and turns it into domain records.
+
+Every request re-sends the Prefer set (page size, immutable ids, HTML bodies): Graph does not keep
+Prefer headers in its tokens. Links are used verbatim (`with_url`), never rebuilt. The first request
+of a round carries `$select`, `$expand` and the `receivedDateTime ge` window; Graph encodes them in
+the token, so later pages must not repeat them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.headers_collection import HeadersCollection
+from msgraph.generated.models.message import Message
+from msgraph.generated.models.recipient import Recipient
+from msgraph.generated.users.item.mail_folders.item.messages.delta.delta_request_builder import (
+    DeltaRequestBuilder,
+)
+from msgraph.generated.users.item.messages.item.message_item_request_builder import MessageItemRequestBuilder
+from msgraph.graph_service_client import GraphServiceClient
+
+from shared.graph.client import GraphCaller
+from shared.model import Address, Attachment, MailMessage, MessageChange, MessageRemoved
+
+SENSITIVITY_PROPERTY = "Integer 0x0036"  # PidTagSensitivity: v1.0 messages have no sensitivity property
+_SENSITIVITY = {"0": "normal", "1": "personal", "2": "private", "3": "confidential"}
+SELECT = [
+    "id", "internetMessageId", "subject", "uniqueBody", "from", "sender", "toRecipients", "ccRecipients",
+    "sentDateTime", "receivedDateTime", "conversationId", "categories", "isDraft", "hasAttachments",
+    "parentFolderId", "changeKey",
+]  # fmt: skip
+EXPAND = [
+    "attachments($select=name,size)",
+    f"singleValueExtendedProperties($filter=id eq '{SENSITIVITY_PROPERTY}')",
+]
+
+
+@dataclass(frozen=True)
+class MailPage:
+    changes: list[MessageChange]
+    next_link: str = ""
+    delta_link: str = ""
+
+
+def prefer_headers(page_size: int) -> HeadersCollection:
+    headers = HeadersCollection()  # always a new collection (a shared default leaked in old kiota)
+    headers.add("Prefer", f"odata.maxpagesize={page_size}")
+    headers.add("Prefer", 'IdType="ImmutableId"')
+    headers.add("Prefer", 'outlook.body-content-type="html"')
+    return headers
+
+
+class GraphMailReader:
+    def __init__(self, client: GraphServiceClient, caller: GraphCaller, *, page_size: int = 100) -> None:
+        self._client = client
+        self._caller = caller
+        self._page_size = page_size
+
+    def _delta(self, user: str, folder: str) -> DeltaRequestBuilder:
+        builder: DeltaRequestBuilder = (
+            self._client.users.by_user_id(user).mail_folders.by_mail_folder_id(folder).messages.delta
+        )
+        return builder
+
+    async def read_page(self, user: str, folder: str, link: str, since: datetime | None) -> MailPage:
+        """One delta page: from `link` (a saved nextLink/deltaLink) or, when empty, a new round."""
+        builder = self._delta(user, folder)
+        if link:
+            config: RequestConfiguration[Any] = RequestConfiguration(headers=prefer_headers(self._page_size))
+            request = builder.with_url(link)
+        else:
+            params = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(select=SELECT, expand=EXPAND)
+            if since is not None:
+                params.filter = f"receivedDateTime ge {since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            config = RequestConfiguration(headers=prefer_headers(self._page_size), query_parameters=params)
+            request = builder
+        response = await self._caller.call(user, lambda: request.get(request_configuration=config))
+        if response is None:
+            return MailPage(changes=[])
+        changes = [_to_change(m) for m in response.value or []]
+        return MailPage(
+            changes=changes,
+            next_link=response.odata_next_link or "",
+            delta_link=response.odata_delta_link or "",
+        )
+
+    async def get_message(self, user: str, message_id: str) -> MailMessage | None:
+        """The message by immutable id; None when it no longer exists (404)."""
+        from shared.errors import GraphNotFound
+
+        params = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
+            select=SELECT, expand=EXPAND
+        )
+        config: RequestConfiguration[Any] = RequestConfiguration(
+            headers=prefer_headers(self._page_size), query_parameters=params
+        )
+        builder = self._client.users.by_user_id(user).messages.by_message_id(message_id)
+        try:
+            message = await self._caller.call(user, lambda: builder.get(request_configuration=config))
+        except GraphNotFound:
+            return None
+        return _to_message(message) if message is not None else None
+
+
+def _to_change(message: Message) -> MessageChange:
+    extra = message.additional_data or {}
+    if "@removed" in extra:
+        return MessageRemoved(id=message.id or "")
+    return _to_message(message)
+
+
+def _address(recipient: Recipient | None) -> Address | None:
+    if recipient is None or recipient.email_address is None or not recipient.email_address.address:
+        return None
+    return Address(address=recipient.email_address.address, name=recipient.email_address.name or "")
+
+
+def _addresses(recipients: Sequence[Recipient] | None) -> tuple[Address, ...]:
+    found = (_address(r) for r in recipients or [])
+    return tuple(a for a in found if a is not None)
+
+
+def _sensitivity(message: Message) -> Literal["normal", "personal", "private", "confidential"]:
+    for prop in message.single_value_extended_properties or []:
+        if (prop.id or "").replace(" ", "").lower() in {"integer0x0036", "integer0x36"}:
+            value = _SENSITIVITY.get(str(prop.value or "0").strip(), "normal")
+            return value  # type: ignore[return-value]
+    return "normal"
+
+
+def _to_message(message: Message) -> MailMessage:
+    body = message.unique_body or message.body
+    content_type = str(getattr(getattr(body, "content_type", None), "value", "html") or "html").lower()
+    return MailMessage(
+        id=message.id or "",
+        internet_message_id=message.internet_message_id or "",
+        subject=message.subject or "",
+        body_html=(body.content or "") if body is not None else "",
+        body_type="text" if content_type == "text" else "html",
+        sender=_address(message.from_) or _address(message.sender),
+        to=_addresses(message.to_recipients),
+        cc=_addresses(message.cc_recipients),
+        sent_at=message.sent_date_time,
+        received_at=message.received_date_time,
+        conversation_id=message.conversation_id or "",
+        categories=tuple(message.categories or ()),
+        is_draft=bool(message.is_draft),
+        sensitivity=_sensitivity(message),
+        attachments=tuple(
+            Attachment(name=a.name or "", size=int(a.size or 0)) for a in message.attachments or []
+        ),
+        has_attachments=bool(message.has_attachments),
+        folder_id=message.parent_folder_id or "",
+        change_key=message.change_key or "",
+    )

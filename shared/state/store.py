@@ -1,0 +1,633 @@
+"""Every state port, written once over `EntityTables` (Azure Table Storage or its in-memory twin).
+
+Rows and columns (keys are made by `shared/state/keys.py`; every row also keeps its original values):
+
+| table             | PartitionKey    | RowKey                 | columns                                |
+|-------------------|-----------------|------------------------|----------------------------------------|
+| SyncUsers         | "user"          | UPN                    | what admins and the service put there  |
+| SyncCursors       | user            | stream                 | Link, LinkKind, RoundStarted, Window* |
+| SyncLeases        | user            | stream                 | Owner, Expires, Ttl, Pending, QueuedAt |
+| SyncLinks         | user            | stream + "|" + item id | CrmKey, ChangeKey, *Fingerprint, Extra |
+| SyncKeys          | sha256(key)[:2] | key                    | CrmRef, Mailboxes, People, Fingerprint |
+| SyncSubscriptions | user            | resource               | Stream, SubscriptionId, ClientState    |
+|                   | "%id"           | subscription id        | the same record (notification lookup)  |
+| SyncIssues        | user            | item key               | Stream, Reason, Attempts, First/LastSeen |
+| SyncDecisions     | user            | item key               | Stream, Outcome, Reason, At, Details   |
+
+Mappings and tuples are stored as JSON strings, datetimes as UTC.
+
+Leases. One row per user+stream, changed only by ETag-conditional writes after a fresh read, retried
+when another writer got in between. `Owner` is the holder's random id ("" = free); a lease whose
+`Expires` has passed may be taken by anyone, after which the old holder's renew raises and its
+release is a no-op. `Pending` is set by a job that found the lease held; the holder's release then
+clears it and answers False (run again) instead of letting go. Because release and the pending write
+are both conditional on the same row's ETag, one of them sees the other: no wake-up is lost.
+`QueuedAt` is the notification path's coalescing marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from shared.errors import ConcurrencyError
+from shared.state.entities import (
+    KEY_COLUMNS,
+    MAX_BATCH,
+    Entity,
+    EntityTables,
+    Row,
+    from_json,
+    to_column,
+    to_json,
+    utc,
+)
+from shared.state.keys import decode_key, encode_key, hash_partition, join_key, prefix_range
+from shared.state.port import (
+    Cursor,
+    Decision,
+    Issue,
+    KeyRecord,
+    Lease,
+    Link,
+    SubscriptionRecord,
+    UserRow,
+)
+
+Clock = Callable[[], datetime]
+
+USERS, CURSORS, LEASES, LINKS = "SyncUsers", "SyncCursors", "SyncLeases", "SyncLinks"
+KEYS, SUBSCRIPTIONS, ISSUES, DECISIONS = "SyncKeys", "SyncSubscriptions", "SyncIssues", "SyncDecisions"
+TABLES = (USERS, CURSORS, LEASES, LINKS, KEYS, SUBSCRIPTIONS, ISSUES, DECISIONS)
+
+USER_PARTITION = "user"
+INDEX_PARTITION = "%id"  # SyncSubscriptions rows keyed by subscription id (never an encoded user)
+MAX_ATTEMPTS = 10  # optimistic-concurrency retries before a ConcurrencyError
+MAX_BATCH_CHARS = 1_500_000  # keeps a transaction's payload well under Azure's 4 MiB
+POINT_READS = 16  # concurrent point reads in get_links
+
+_T = TypeVar("_T")
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class EntityStateStore:
+    """`StateStore` over any `EntityTables` backend. Build it through `TableStateStore` or
+    `InMemoryStateStore`; `table_prefix` gives each test (or tenant) its own set of tables."""
+
+    def __init__(self, tables: EntityTables, *, clock: Clock | None = None, table_prefix: str = "") -> None:
+        self._tables = tables
+        self._clock = clock or system_clock
+        self._prefix = table_prefix
+
+    def _name(self, table: str) -> str:
+        return self._prefix + table
+
+    def _now(self) -> datetime:
+        return utc(self._clock())
+
+    async def ensure_tables(self) -> None:
+        await self._tables.create_tables([self._name(t) for t in TABLES])
+
+    async def aclose(self) -> None:
+        await self._tables.aclose()
+
+    # -- users ----------------------------------------------------------------------------------
+
+    async def list_users(self) -> list[UserRow]:
+        rows = await self._tables.query(self._name(USERS), USER_PARTITION)
+        return [_user(row) for row in rows]
+
+    async def get_user(self, upn: str) -> UserRow | None:
+        row = await self._tables.get(self._name(USERS), USER_PARTITION, encode_key(upn))
+        return _user(row) if row else None
+
+    async def put_config(self, upn: str, columns: Mapping[str, Any]) -> None:
+        await self._merge_user(upn, columns)
+
+    async def update_status(self, upn: str, columns: Mapping[str, Any]) -> None:
+        await self._merge_user(upn, columns)
+
+    async def delete_user(self, upn: str) -> None:
+        await self._tables.delete(self._name(USERS), USER_PARTITION, encode_key(upn))
+
+    async def _merge_user(self, upn: str, columns: Mapping[str, Any]) -> None:
+        """Merge `columns` into the row; a None value removes that column."""
+
+        values = {name: to_column(value) for name, value in columns.items() if name not in KEY_COLUMNS}
+        keys = {"PartitionKey": USER_PARTITION, "RowKey": encode_key(upn)}
+        kept = {k: v for k, v in values.items() if v is not None}
+        if len(kept) == len(values):
+            await self._tables.upsert(self._name(USERS), {**keys, **kept}, merge=True)
+            return
+
+        async def attempt() -> None:
+            row = await self._tables.get(self._name(USERS), *keys.values())
+            if row is None:
+                await self._tables.insert(self._name(USERS), {**keys, **kept})
+                return
+            entity = {k: v for k, v in row.entity.items() if values.get(k, "") is not None}
+            await self._tables.replace(self._name(USERS), {**entity, **kept}, row.etag)
+
+        await _retry(attempt)
+
+    # -- cursors --------------------------------------------------------------------------------
+
+    async def get_cursor(self, user: str, stream: str) -> Cursor:
+        row = await self._tables.get(self._name(CURSORS), encode_key(user), encode_key(stream))
+        return _cursor(row) if row else Cursor()
+
+    async def save_cursor(self, user: str, stream: str, cursor: Cursor) -> Cursor:
+        entity: Entity = {
+            "PartitionKey": encode_key(user),
+            "RowKey": encode_key(stream),
+            "User": user,
+            "Stream": stream,
+            "Link": cursor.link,
+            "LinkKind": cursor.link_kind,
+            "Extra": to_json(dict(cursor.extra)),
+        }
+        _put_times(
+            entity,
+            RoundStarted=cursor.round_started,
+            WindowStart=cursor.window_start,
+            WindowEnd=cursor.window_end,
+        )
+        if cursor.etag:
+            etag = await self._tables.replace(self._name(CURSORS), entity, cursor.etag)
+        else:
+            etag = await self._tables.insert(self._name(CURSORS), entity)
+        return _cursor(Row(entity, etag))
+
+    async def list_cursors(self, user: str) -> dict[str, Cursor]:
+        rows = await self._tables.query(self._name(CURSORS), encode_key(user))
+        return {_text(row, "Stream") or decode_key(row.row_key): _cursor(row) for row in rows}
+
+    async def delete_cursor(self, user: str, stream: str) -> None:
+        await self._tables.delete(self._name(CURSORS), encode_key(user), encode_key(stream))
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def acquire(self, user: str, stream: str, owner: str, ttl_seconds: float) -> Lease | None:
+        if not owner:
+            raise ValueError("a lease owner id must not be empty")
+        table, keys = self._name(LEASES), _lease_keys(user, stream)
+
+        async def attempt() -> Lease | None:
+            row = await self._tables.get(table, *keys)
+            now = self._now()
+            taken: Entity = {
+                "PartitionKey": keys[0],
+                "RowKey": keys[1],
+                "User": user,
+                "Stream": stream,
+                "Owner": owner,
+                "Expires": now + timedelta(seconds=ttl_seconds),
+                "Ttl": float(ttl_seconds),
+                "Pending": False,
+            }
+            if row is None:
+                return _lease(Row(taken, await self._tables.insert(table, taken)))
+            holder = _text(row, "Owner")
+            if holder == owner:  # a retried acquire that had succeeded: keep any pending flag
+                entity = {**row.entity, **taken, "Pending": row.get("Pending") is True}
+                return _lease(Row(entity, await self._tables.replace(table, entity, row.etag)))
+            if not holder or _expired(row, now):
+                entity = {**row.entity, **taken}
+                return _lease(Row(entity, await self._tables.replace(table, entity, row.etag)))
+            if row.get("Pending") is not True:
+                await self._tables.replace(table, {**row.entity, "Pending": True}, row.etag)
+            return None
+
+        return await _retry(attempt)
+
+    async def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
+        table, keys = self._name(LEASES), _lease_keys(lease.user, lease.stream)
+
+        async def attempt() -> Lease:
+            row = await self._tables.get(table, *keys)
+            if row is None or _text(row, "Owner") != lease.owner:
+                raise _LeaseLost
+            entity = {
+                **row.entity,
+                "Expires": self._now() + timedelta(seconds=ttl_seconds),
+                "Ttl": float(ttl_seconds),
+            }
+            return _lease(Row(entity, await self._tables.replace(table, entity, row.etag)))
+
+        try:
+            return await _retry(attempt)
+        except _LeaseLost:
+            raise ConcurrencyError("the lease was lost: it expired and another job took it") from None
+
+    async def release(self, lease: Lease) -> bool:
+        table, keys = self._name(LEASES), _lease_keys(lease.user, lease.stream)
+
+        async def attempt() -> bool:
+            row = await self._tables.get(table, *keys)
+            if row is None or _text(row, "Owner") != lease.owner:
+                return True  # already lost to someone else: nothing of ours to let go
+            now = self._now()
+            if row.get("Pending") is True:  # run again, with a fresh expiry for that run
+                ttl = row.get("Ttl")
+                expires = now + timedelta(seconds=float(ttl)) if isinstance(ttl, int | float) else now
+                prior = row.get("Expires")
+                if isinstance(prior, datetime):
+                    expires = max(expires, prior)
+                entity = {**row.entity, "Pending": False, "Expires": expires}
+                await self._tables.replace(table, entity, row.etag)
+                return False
+            entity = {**row.entity, "Owner": "", "Pending": False, "Expires": now}
+            await self._tables.replace(table, entity, row.etag)
+            return True
+
+        return await _retry(attempt)
+
+    async def mark_queued(self, user: str, stream: str, within_seconds: float) -> bool:
+        table, keys = self._name(LEASES), _lease_keys(user, stream)
+
+        async def attempt() -> bool:
+            row = await self._tables.get(table, *keys)
+            now = self._now()
+            if row is None:
+                entity: Entity = {
+                    "PartitionKey": keys[0],
+                    "RowKey": keys[1],
+                    "User": user,
+                    "Stream": stream,
+                    "Owner": "",
+                    "Expires": now,
+                    "Pending": False,
+                    "QueuedAt": now,
+                }
+                await self._tables.insert(table, entity)
+                return True
+            queued = row.get("QueuedAt")
+            if isinstance(queued, datetime) and now - queued < timedelta(seconds=within_seconds):
+                return False
+            await self._tables.replace(table, {**row.entity, "QueuedAt": now}, row.etag)
+            return True
+
+        return await _retry(attempt)
+
+    async def clear_queued(self, user: str, stream: str) -> None:
+        table, keys = self._name(LEASES), _lease_keys(user, stream)
+
+        async def attempt() -> None:
+            row = await self._tables.get(table, *keys)
+            if row is None or "QueuedAt" not in row.entity:
+                return
+            entity = {k: v for k, v in row.entity.items() if k != "QueuedAt"}
+            await self._tables.replace(table, entity, row.etag)
+
+        await _retry(attempt)
+
+    # -- links ----------------------------------------------------------------------------------
+
+    async def get_link(self, user: str, stream: str, item_id: str) -> Link | None:
+        row = await self._tables.get(self._name(LINKS), encode_key(user), join_key(stream, item_id))
+        return _link(row) if row else None
+
+    async def get_links(self, user: str, stream: str, item_ids: Sequence[str]) -> dict[str, Link]:
+        gate = asyncio.Semaphore(POINT_READS)
+
+        async def read(item_id: str) -> Link | None:
+            async with gate:
+                return await self.get_link(user, stream, item_id)
+
+        found = await asyncio.gather(*(read(i) for i in dict.fromkeys(item_ids)))
+        return {link.item_id: link for link in found if link is not None}
+
+    async def list_links(self, user: str, stream: str) -> list[Link]:
+        rows = await self._tables.query(self._name(LINKS), encode_key(user), *prefix_range(stream))
+        return [_link(row) for row in rows]
+
+    async def put_links(self, links: Sequence[Link]) -> None:
+        await self._upsert_batched(self._name(LINKS), (_link_entity(link) for link in links))
+
+    async def delete_link(self, user: str, stream: str, item_id: str) -> None:
+        await self._tables.delete(self._name(LINKS), encode_key(user), join_key(stream, item_id))
+
+    # -- global keys ----------------------------------------------------------------------------
+
+    async def get_key(self, key: str) -> KeyRecord | None:
+        row = await self._tables.get(self._name(KEYS), hash_partition(key), encode_key(key))
+        return _key_record(row) if row else None
+
+    async def put_key(self, record: KeyRecord) -> KeyRecord:
+        entity: Entity = {
+            "PartitionKey": hash_partition(record.key),
+            "RowKey": encode_key(record.key),
+            "Key": record.key,
+            "CrmRef": record.crm_ref,
+            "Mailboxes": to_json(list(record.mailboxes)),
+            "People": to_json(list(record.people)),
+            "Fingerprint": record.fingerprint,
+            "Extra": to_json(dict(record.extra)),
+        }
+        if record.etag:
+            etag = await self._tables.replace(self._name(KEYS), entity, record.etag)
+        else:
+            etag = await self._tables.insert(self._name(KEYS), entity)
+        return _key_record(Row(entity, etag))
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    async def list_subscriptions(self, user: str | None = None) -> list[SubscriptionRecord]:
+        table = self._name(SUBSCRIPTIONS)
+        rows = await self._tables.query(table, encode_key(user) if user is not None else None)
+        return [_subscription(row) for row in rows if row.partition_key != INDEX_PARTITION]
+
+    async def get_subscription(self, subscription_id: str) -> SubscriptionRecord | None:
+        row = await self._tables.get(self._name(SUBSCRIPTIONS), INDEX_PARTITION, encode_key(subscription_id))
+        return _subscription(row) if row else None
+
+    async def put_subscription(self, record: SubscriptionRecord) -> None:
+        table = self._name(SUBSCRIPTIONS)
+        keys = (encode_key(record.user), encode_key(record.resource))
+        before = await self._tables.get(table, *keys)
+        columns: Entity = {
+            "User": record.user,
+            "Resource": record.resource,
+            "Stream": record.stream,
+            "SubscriptionId": record.subscription_id,
+            "ClientState": record.client_state,
+            "Expires": utc(record.expires),
+        }
+        # The index row first: every listed subscription can then be looked up by its id.
+        index_key = encode_key(record.subscription_id)
+        await self._tables.upsert(
+            table, {"PartitionKey": INDEX_PARTITION, "RowKey": index_key, **columns}, merge=False
+        )
+        await self._tables.upsert(table, {"PartitionKey": keys[0], "RowKey": keys[1], **columns}, merge=False)
+        old_id = _text(before, "SubscriptionId") if before else ""
+        if old_id and old_id != record.subscription_id:
+            await self._tables.delete(table, INDEX_PARTITION, encode_key(old_id))
+
+    async def delete_subscription(self, user: str, resource: str) -> None:
+        table = self._name(SUBSCRIPTIONS)
+        keys = (encode_key(user), encode_key(resource))
+        row = await self._tables.get(table, *keys)
+        if row is None:
+            return
+        await self._tables.delete(table, *keys)
+        await self._tables.delete(table, INDEX_PARTITION, encode_key(_text(row, "SubscriptionId")))
+
+    # -- issues ---------------------------------------------------------------------------------
+
+    async def record_issue(self, issue: Issue) -> Issue:
+        table = self._name(ISSUES)
+        keys = (encode_key(issue.user), encode_key(issue.item_key))
+
+        async def attempt() -> Issue:
+            row = await self._tables.get(table, *keys)
+            now = self._now()
+            last_seen = utc(issue.last_seen) if issue.last_seen else now
+            entity: Entity = {
+                "PartitionKey": keys[0],
+                "RowKey": keys[1],
+                "User": issue.user,
+                "ItemKey": issue.item_key,
+                "Stream": issue.stream,
+                "Reason": issue.reason,
+                "ItemId": issue.item_id,
+                "LastSeen": last_seen,
+            }
+            if row is None:
+                first = utc(issue.first_seen) if issue.first_seen else last_seen
+                entity.update(Attempts=max(1, issue.attempts), FirstSeen=first)
+                return _issue(Row(entity, await self._tables.insert(table, entity)))
+            attempts = row.get("Attempts")
+            entity["Attempts"] = (attempts if isinstance(attempts, int) else 0) + 1
+            first_seen = row.get("FirstSeen")
+            entity["FirstSeen"] = first_seen if isinstance(first_seen, datetime) else last_seen
+            if not issue.item_id:
+                entity["ItemId"] = _text(row, "ItemId")
+            return _issue(Row(entity, await self._tables.replace(table, entity, row.etag)))
+
+        return await _retry(attempt)
+
+    async def list_issues(self, user: str, stream: str | None = None) -> list[Issue]:
+        rows = await self._tables.query(self._name(ISSUES), encode_key(user))
+        issues = [_issue(row) for row in rows]
+        return [i for i in issues if stream is None or i.stream == stream]
+
+    async def resolve_issue(self, user: str, item_key: str) -> None:
+        await self._tables.delete(self._name(ISSUES), encode_key(user), encode_key(item_key))
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    async def record_decisions(self, decisions: Sequence[Decision]) -> None:
+        await self._upsert_batched(self._name(DECISIONS), (_decision_entity(d) for d in decisions))
+
+    async def get_decision(self, user: str, item_key: str) -> Decision | None:
+        row = await self._tables.get(self._name(DECISIONS), encode_key(user), encode_key(item_key))
+        return _decision(row) if row else None
+
+    # -- batches --------------------------------------------------------------------------------
+
+    async def _upsert_batched(self, table: str, entities: Iterable[Entity]) -> None:
+        """Group by partition (the last write of a row wins), then one transaction per chunk."""
+
+        partitions: dict[str, dict[str, Entity]] = {}
+        for entity in entities:
+            partitions.setdefault(entity["PartitionKey"], {})[entity["RowKey"]] = entity
+        for rows in partitions.values():
+            for chunk in _chunks(list(rows.values())):
+                await self._tables.upsert_batch(table, chunk)
+
+
+# -------------------------------------------------------------------------------------------------
+# Helpers: retries, chunks, row <-> record
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+async def _retry(attempt: Callable[[], Awaitable[_T]]) -> _T:
+    """Run `attempt` again while an ETag condition fails (someone wrote between our read and write)."""
+
+    for _ in range(MAX_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except ConcurrencyError:
+            await asyncio.sleep(0)
+    return await attempt()
+
+
+def _chunks(entities: list[Entity]) -> Iterable[list[Entity]]:
+    chunk: list[Entity] = []
+    size = 0
+    for entity in entities:
+        weight = sum(len(str(v)) for v in entity.values()) + 64
+        if chunk and (len(chunk) == MAX_BATCH or size + weight > MAX_BATCH_CHARS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entity)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _lease_keys(user: str, stream: str) -> tuple[str, str]:
+    return encode_key(user), encode_key(stream)
+
+
+def _expired(row: Row, now: datetime) -> bool:
+    expires = row.get("Expires")
+    return not isinstance(expires, datetime) or expires <= now
+
+
+def _put_times(entity: Entity, **times: datetime | None) -> None:
+    for name, value in times.items():
+        if value is not None:
+            entity[name] = utc(value)
+
+
+def _text(row: Row | None, column: str) -> str:
+    value = row.get(column) if row else None
+    return value if isinstance(value, str) else ""
+
+
+def _time(row: Row, column: str) -> datetime | None:
+    value = row.get(column)
+    return value if isinstance(value, datetime) else None
+
+
+def _mapping(row: Row, column: str) -> dict[str, Any]:
+    value = from_json(row.get(column), {})
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(row: Row, column: str) -> tuple[str, ...]:
+    value = from_json(row.get(column), [])
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def _user(row: Row) -> UserRow:
+    return UserRow(upn=decode_key(row.row_key), columns=row.columns(), etag=row.etag)
+
+
+def _cursor(row: Row) -> Cursor:
+    return Cursor(
+        link=_text(row, "Link"),
+        link_kind=_text(row, "LinkKind"),
+        round_started=_time(row, "RoundStarted"),
+        window_start=_time(row, "WindowStart"),
+        window_end=_time(row, "WindowEnd"),
+        extra=_mapping(row, "Extra"),
+        etag=row.etag,
+    )
+
+
+def _lease(row: Row) -> Lease:
+    expires = _time(row, "Expires")
+    assert expires is not None
+    return Lease(
+        user=_text(row, "User"),
+        stream=_text(row, "Stream"),
+        owner=_text(row, "Owner"),
+        expires=expires,
+        etag=row.etag,
+    )
+
+
+def _link_entity(link: Link) -> Entity:
+    return {
+        "PartitionKey": encode_key(link.user),
+        "RowKey": join_key(link.stream, link.item_id),
+        "User": link.user,
+        "Stream": link.stream,
+        "ItemId": link.item_id,
+        "CrmKey": link.crm_key,
+        "ChangeKey": link.change_key,
+        "LocalFingerprint": link.local_fingerprint,
+        "CrmFingerprint": link.crm_fingerprint,
+        "Extra": to_json(dict(link.extra)),
+    }
+
+
+def _link(row: Row) -> Link:
+    return Link(
+        user=_text(row, "User"),
+        stream=_text(row, "Stream"),
+        item_id=_text(row, "ItemId"),
+        crm_key=_text(row, "CrmKey"),
+        change_key=_text(row, "ChangeKey"),
+        local_fingerprint=_text(row, "LocalFingerprint"),
+        crm_fingerprint=_text(row, "CrmFingerprint"),
+        extra=_mapping(row, "Extra"),
+        etag=row.etag,
+    )
+
+
+def _key_record(row: Row) -> KeyRecord:
+    return KeyRecord(
+        key=_text(row, "Key"),
+        crm_ref=_text(row, "CrmRef"),
+        mailboxes=_strings(row, "Mailboxes"),
+        people=_strings(row, "People"),
+        fingerprint=_text(row, "Fingerprint"),
+        extra=_mapping(row, "Extra"),
+        etag=row.etag,
+    )
+
+
+def _subscription(row: Row) -> SubscriptionRecord:
+    expires = _time(row, "Expires")
+    return SubscriptionRecord(
+        user=_text(row, "User"),
+        resource=_text(row, "Resource"),
+        stream=_text(row, "Stream"),
+        subscription_id=_text(row, "SubscriptionId"),
+        client_state=_text(row, "ClientState"),
+        expires=expires or datetime.min.replace(tzinfo=UTC),
+        etag=row.etag,
+    )
+
+
+def _issue(row: Row) -> Issue:
+    attempts = row.get("Attempts")
+    return Issue(
+        user=_text(row, "User"),
+        item_key=_text(row, "ItemKey"),
+        stream=_text(row, "Stream"),
+        reason=_text(row, "Reason"),
+        attempts=attempts if isinstance(attempts, int) else 1,
+        first_seen=_time(row, "FirstSeen"),
+        last_seen=_time(row, "LastSeen"),
+        item_id=_text(row, "ItemId"),
+    )
+
+
+def _decision_entity(decision: Decision) -> Entity:
+    return {
+        "PartitionKey": encode_key(decision.user),
+        "RowKey": encode_key(decision.item_key),
+        "User": decision.user,
+        "ItemKey": decision.item_key,
+        "Stream": decision.stream,
+        "Outcome": decision.outcome,
+        "Reason": decision.reason,
+        "At": utc(decision.at),
+        "CrmKey": decision.crm_key,
+        "Details": to_json(dict(decision.details)),
+    }
+
+
+def _decision(row: Row) -> Decision:
+    return Decision(
+        user=_text(row, "User"),
+        item_key=_text(row, "ItemKey"),
+        stream=_text(row, "Stream"),
+        outcome=_text(row, "Outcome"),
+        reason=_text(row, "Reason"),
+        at=_time(row, "At") or datetime.min.replace(tzinfo=UTC),
+        crm_key=_text(row, "CrmKey"),
+        details=_mapping(row, "Details"),
+    )

@@ -1,0 +1,214 @@
+"""The state ports over Azure Table Storage (`azure.data.tables.aio`), one `TableServiceClient` for all.
+
+    store = TableStateStore.from_connection_string(conn)            # Azurite, or a key-based account
+    store = TableStateStore.from_service_uri(uri, credential)       # identity-based (managed identity)
+    await store.ensure_tables()
+
+SDK exceptions never leave this module: a lost ETag condition (412, or 409 on create) becomes
+`ConcurrencyError`, any other storage failure `StateError`. Messages name the operation and the
+status, never a key (keys carry UPNs and message ids).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import EdmType, EntityProperty, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from shared.errors import ConcurrencyError, StateError
+from shared.state.entities import Entity, Row, utc
+from shared.state.store import Clock, EntityStateStore
+
+_INT32 = 2**31
+
+
+class AzureTables:
+    """`EntityTables` over one `TableServiceClient` (its table clients share its connection pool)."""
+
+    def __init__(self, service: TableServiceClient) -> None:
+        self._service = service
+        self._clients: dict[str, TableClient] = {}
+
+    def _client(self, table: str) -> TableClient:
+        client = self._clients.get(table)
+        if client is None:
+            client = self._clients[table] = self._service.get_table_client(table)
+        return client
+
+    async def create_tables(self, names: Sequence[str]) -> None:
+        for name in names:
+            with _storage_errors("create table"):
+                await self._service.create_table_if_not_exists(name)
+
+    async def get(self, table: str, partition_key: str, row_key: str) -> Row | None:
+        try:
+            with _storage_errors("read"):
+                entity = await self._client(table).get_entity(partition_key, row_key)
+        except _RowMissing:
+            return None
+        return _row(entity)
+
+    async def insert(self, table: str, entity: Entity) -> str:
+        with _storage_errors("create", missing_is_conflict=True):
+            meta = await self._client(table).create_entity(_to_sdk(entity))
+        return _etag(meta)
+
+    async def replace(self, table: str, entity: Entity, etag: str) -> str:
+        with _storage_errors("conditional write", missing_is_conflict=True):
+            meta = await self._client(table).update_entity(
+                _to_sdk(entity),
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        return _etag(meta)
+
+    async def upsert(self, table: str, entity: Entity, *, merge: bool) -> str:
+        with _storage_errors("upsert"):
+            meta = await self._client(table).upsert_entity(
+                _to_sdk(entity), mode=UpdateMode.MERGE if merge else UpdateMode.REPLACE
+            )
+        return _etag(meta)
+
+    async def delete(self, table: str, partition_key: str, row_key: str, etag: str = "") -> None:
+        condition = MatchConditions.IfNotModified if etag else MatchConditions.Unconditionally
+        with _storage_errors("delete", missing_is_conflict=bool(etag)):
+            await self._client(table).delete_entity(
+                partition_key, row_key, etag=etag or None, match_condition=condition
+            )
+
+    async def query(
+        self,
+        table: str,
+        partition_key: str | None = None,
+        row_from: str | None = None,
+        row_to: str | None = None,
+    ) -> list[Row]:
+        clauses: list[str] = []
+        parameters: dict[str, Any] = {}
+        for clause, name, value in (
+            ("PartitionKey eq @pk", "pk", partition_key),
+            ("RowKey ge @lo", "lo", row_from),
+            ("RowKey lt @hi", "hi", row_to),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                parameters[name] = value
+        client = self._client(table)
+        with _storage_errors("query"):
+            if clauses:
+                pages = client.query_entities(" and ".join(clauses), parameters=parameters)
+            else:
+                pages = client.list_entities()
+            return [_row(entity) async for entity in pages]
+
+    async def upsert_batch(self, table: str, entities: Sequence[Entity]) -> None:
+        if not entities:
+            return
+        operations = [("upsert", _to_sdk(e), {"mode": UpdateMode.REPLACE}) for e in entities]
+        with _storage_errors("transaction"):
+            await self._client(table).submit_transaction(operations)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+        await self._service.close()
+
+
+class TableStateStore(EntityStateStore):
+    """`StateStore` over Azure Table Storage. Owns `service` (closed by `aclose`), not the credential."""
+
+    def __init__(
+        self, service: TableServiceClient, *, clock: Clock | None = None, table_prefix: str = ""
+    ) -> None:
+        super().__init__(AzureTables(service), clock=clock, table_prefix=table_prefix)
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, *, clock: Clock | None = None, table_prefix: str = ""
+    ) -> TableStateStore:
+        service = TableServiceClient.from_connection_string(connection_string)
+        return cls(service, clock=clock, table_prefix=table_prefix)
+
+    @classmethod
+    def from_service_uri(
+        cls,
+        table_service_uri: str,
+        credential: AsyncTokenCredential,
+        *,
+        clock: Clock | None = None,
+        table_prefix: str = "",
+    ) -> TableStateStore:
+        service = TableServiceClient(endpoint=table_service_uri, credential=credential)
+        return cls(service, clock=clock, table_prefix=table_prefix)
+
+
+class _RowMissing(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _storage_errors(operation: str, *, missing_is_conflict: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except (ResourceModifiedError, ResourceExistsError) as exc:
+        raise ConcurrencyError(f"table {operation}: someone else wrote first ({exc.status_code})") from exc
+    except ResourceNotFoundError as exc:
+        if _error_code(exc) == "TableNotFound":
+            raise StateError(f"table {operation}: the table does not exist (run ensure_tables)") from exc
+        if missing_is_conflict:
+            raise ConcurrencyError(f"table {operation}: the row was deleted meanwhile") from exc
+        raise _RowMissing from exc
+    except HttpResponseError as exc:
+        raise StateError(f"table {operation} failed: {exc.status_code} {_error_code(exc)}") from exc
+    except AzureError as exc:
+        raise StateError(f"table {operation} failed: {type(exc).__name__}") from exc
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    return str(getattr(exc, "error_code", "") or "")
+
+
+def _to_sdk(entity: Entity) -> dict[str, Any]:
+    """Our plain values as the SDK wants them (big ints must be typed Int64 explicitly)."""
+
+    out: dict[str, Any] = {}
+    for name, value in entity.items():
+        if isinstance(value, int) and not isinstance(value, bool) and not -_INT32 <= value < _INT32:
+            out[name] = EntityProperty(value, EdmType.INT64)
+        else:
+            out[name] = value
+    return out
+
+
+def _row(entity: Mapping[str, Any]) -> Row:
+    values: Entity = {}
+    for name, value in entity.items():
+        if isinstance(value, EntityProperty):  # Int64, Guid and the like come wrapped
+            value = value.value
+        if isinstance(value, datetime):  # the SDK's datetime subclass, as a plain UTC datetime
+            value = utc(value)
+        values[name] = value
+    metadata = getattr(entity, "metadata", {})
+    return Row(values, str(metadata.get("etag") or ""))
+
+
+def _etag(metadata: Mapping[str, Any]) -> str:
+    etag = metadata.get("etag")
+    if not etag:
+        raise StateError("the table service returned no ETag")
+    return str(etag)

@@ -1,0 +1,190 @@
+"""Runs jobs (one user, one stream) under the user+stream lease, and plans the safety-net sweep.
+
+    run_job(job)
+      └ user row → parse_user (a bad row: LastError, skipped; others go on)
+      └ lease (taken: set pending, return "busy"; the holder runs again before letting go)
+          └ loop: clear the queued marker → run the stream → release (False: pending was set → run again)
+      └ status columns on the SyncUsers row
+
+Outcomes never raise for conditions that retrying the same queue message cannot fix (invalid row,
+mailbox denied, throttled: re-queued with a delay). Transient failures (CRM down, storage errors)
+raise after writing the status, so the queue retries and, after `maxDequeueCount`, poisons the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from shared.errors import (
+    ConcurrencyError,
+    GraphThrottled,
+    MailboxDenied,
+    SyncError,
+    UserConfigError,
+)
+from shared.model import Job
+from shared.state.port import JobQueue, Lease, StateStore
+from shared.sync.mail import LEASE_SECONDS
+from shared.users import UserConfig, parse_user
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = timedelta(hours=6)
+BASE_BACKOFF = timedelta(minutes=5)
+
+
+Progress = Callable[[str, Mapping[str, int]], None]
+
+
+class StreamRunner(Protocol):
+    async def run(
+        self,
+        config: UserConfig,
+        stream: str,
+        lease: Lease,
+        *,
+        fresh_round: bool,
+        progress: Progress | None = None,
+    ) -> tuple[Any, Lease]: ...
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    status: str  # done | busy | disabled | invalid | denied | throttled | superseded | unknown-stream
+    detail: str = ""
+    stats: Mapping[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self,
+        state: StateStore,
+        queue: JobQueue,
+        runners: Mapping[str, StreamRunner],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._state = state
+        self._queue = queue
+        self._runners = runners  # by stream kind: "mail", "contacts", "calendar"
+        self._clock = clock
+
+    async def load_user(self, upn: str) -> UserConfig | None:
+        """The user's parsed config; None when there is no row. A bad row raises UserConfigError."""
+        row = await self._state.get_user(upn)
+        return None if row is None else parse_user(row.upn, row.columns)
+
+    async def run_job(self, job: Job, progress: Progress | None = None) -> JobOutcome:
+        try:
+            config = await self.load_user(job.user)
+        except UserConfigError as error:
+            await self._status(job.user, State="error", LastError=str(error), LastErrorUtc=self._clock())
+            return JobOutcome("invalid", str(error))
+        if config is None or not config.enabled:
+            return JobOutcome("disabled", "the user is not enabled in SyncUsers")
+        kind = job.stream.partition(":")[0]
+        runner = self._runners.get(kind)
+        if runner is None or job.stream not in config.streams():
+            return JobOutcome("unknown-stream", f"{job.stream!r} is not a stream this user syncs")
+
+        lease = await self._state.acquire(config.upn, job.stream, uuid.uuid4().hex, LEASE_SECONDS)
+        if lease is None:
+            return JobOutcome(
+                "busy", "another job holds this user+stream; it will run again before letting go"
+            )
+        fresh = job.fresh_round
+        try:
+            while True:
+                await self._state.clear_queued(config.upn, job.stream)
+                stats, lease = await runner.run(
+                    config, job.stream, lease, fresh_round=fresh, progress=progress
+                )
+                fresh = False
+                if await self._state.release(lease):
+                    break
+        except ConcurrencyError:
+            return JobOutcome("superseded", "the lease was lost to another job; it carries on")
+        except MailboxDenied as error:
+            await self._let_go(lease)
+            await self._status(
+                config.upn, State="error", LastError=f"{job.stream}: {error}", LastErrorUtc=self._clock()
+            )
+            return JobOutcome("denied", str(error))
+        except GraphThrottled as error:
+            await self._let_go(lease)
+            delay = max(1.0, error.retry_after or 30.0)
+            await self._queue.enqueue(replace(job, reason="throttled"), delay_seconds=delay)
+            await self._status(
+                config.upn,
+                State="throttled",
+                LastError=f"{job.stream}: Graph throttled, retry in {delay:.0f} s",
+            )
+            return JobOutcome("throttled", f"re-queued in {delay:.1f} s")
+        except SyncError as error:
+            await self._let_go(lease)
+            await self._status(
+                config.upn, State="error", LastError=f"{job.stream}: {error}", LastErrorUtc=self._clock()
+            )
+            raise
+        stats_dict = stats.as_dict() if hasattr(stats, "as_dict") else {}
+        await self._status(
+            config.upn,
+            State="ok",
+            LastSyncUtc=self._clock(),
+            LastError="",
+            ErrorCount=0,
+            Warnings="; ".join(config.warnings),
+        )
+        logger.info("job done stream=%s reason=%s %s", job.stream.partition(":")[0], job.reason,
+                    " ".join(f"{k}={v}" for k, v in stats_dict.items()))  # fmt: skip
+        return JobOutcome("done", stats=stats_dict)
+
+    async def _let_go(self, lease: Lease) -> None:
+        try:
+            while not await self._state.release(lease):
+                pass
+        except ConcurrencyError:
+            pass
+
+    async def _status(self, upn: str, **columns: Any) -> None:
+        if columns.get("State") == "error":
+            row = await self._state.get_user(upn)
+            count = int((row.columns.get("ErrorCount") or 0) if row else 0)
+            columns["ErrorCount"] = count + 1
+        await self._state.update_status(upn, columns)
+
+    async def sweep(self) -> list[Job]:
+        """Enqueue a job per enabled user and stream (the safety net). Users in error back off."""
+        now = self._clock()
+        jobs: list[Job] = []
+        for row in await self._state.list_users():
+            try:
+                config = parse_user(row.upn, row.columns)
+            except UserConfigError as error:
+                if row.columns.get("LastError") != str(error):
+                    await self._state.update_status(row.upn, {"State": "error", "LastError": str(error)})
+                continue
+            if not config.enabled or backing_off(row.columns, now):
+                continue
+            for stream in config.streams():
+                job = Job(user=config.upn, stream=stream, reason="sweep")
+                await self._queue.enqueue(job)
+                jobs.append(job)
+        return jobs
+
+
+def backing_off(columns: Mapping[str, Any], now: datetime) -> bool:
+    """A user in error waits 5 min × 2^(errors-1), at most 6 h, between sweeps."""
+    if columns.get("State") != "error":
+        return False
+    since = columns.get("LastErrorUtc")
+    if not isinstance(since, datetime):
+        return False
+    errors = max(1, int(columns.get("ErrorCount") or 1))
+    wait = min(MAX_BACKOFF, BASE_BACKOFF * 2 ** min(errors - 1, 10))
+    return bool(now < since.astimezone(UTC) + wait)

@@ -1,0 +1,302 @@
+"""The mail stream: one folder of one mailbox, read by message delta, written to the CRM as journals.
+
+Order of work per page (design.md, the sync contract): read the page → decide (pure, mail_plan) →
+write journals (idempotent upserts keyed by internetMessageId, merged across mailboxes through
+SyncKeys) → record decisions → save the page's nextLink (or the round's deltaLink) conditionally on
+the cursor's ETag → renew the lease. A crash anywhere re-reads the last saved page and rewrites
+nothing new. Items the CRM refuses go to SyncIssues with their reason and are retried by later runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from shared.crm.port import CrmPort
+from shared.errors import ConcurrencyError, CrmError, CrmRetryableError, DeltaExpired, GraphError
+from shared.model import Journal, MailMessage, MessageChange, MessageRemoved, PersonRef
+from shared.state.port import Cursor, Decision, Issue, Lease, StateStore
+from shared.sync import mail_plan
+from shared.sync.ports import MailSource
+from shared.users import UserConfig
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 300.0
+MAX_ISSUE_RETRIES_PER_RUN = 50
+MAX_CONSECUTIVE_CRM_FAILURES = 3  # then the CRM is down, not one item bad: stop without checkpointing
+LOOKUP_CHUNK = 200
+
+
+@dataclass
+class MailStats:
+    pages: int = 0
+    journaled: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    removed: int = 0
+    issues_retried: int = 0
+    fresh_rounds: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _PageResult:
+    decisions: list[Decision] = field(default_factory=list)
+    consecutive_crm_failures: int = 0
+
+
+def latest_by_id(changes: Sequence[MessageChange]) -> list[MessageChange]:
+    """Graph may repeat an item within a round; the last occurrence wins (a removal beats an earlier add)."""
+    last: dict[str, MessageChange] = {}
+    for change in changes:
+        last.pop(change.id, None)
+        last[change.id] = change
+    return list(last.values())
+
+
+class MailStream:
+    def __init__(
+        self,
+        state: StateStore,
+        crm: CrmPort,
+        source: MailSource,
+        *,
+        org_domains: Sequence[str] = (),
+        body_limit: int = 20000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._state = state
+        self._crm = crm
+        self._source = source
+        self._org_domains = tuple(org_domains)
+        caps = crm.capabilities
+        self._body_limit = min(body_limit, caps.journal_body_limit or body_limit)
+        self._subject_limit = caps.subject_limit
+        self._clock = clock
+
+    async def run(
+        self,
+        config: UserConfig,
+        stream: str,
+        lease: Lease,
+        *,
+        fresh_round: bool,
+        progress: Callable[[str, Mapping[str, int]], None] | None = None,
+    ) -> tuple[MailStats, Lease]:
+        folder = stream.partition(":")[2]
+        user = config.upn
+        stats = MailStats()
+        cursor = await self._state.get_cursor(user, stream)
+        if fresh_round or not cursor.link:
+            cursor = self._new_round(cursor)
+            stats.fresh_rounds += 1
+        lease = await self._retry_issues(config, stream, lease, stats)
+        restarts = 0
+        while True:
+            since = (
+                cursor.round_started - timedelta(days=config.days_back)
+                if not cursor.link and cursor.round_started
+                else None
+            )
+            try:
+                page = await self._source.read_page(user, folder, cursor.link, since)
+            except DeltaExpired:
+                restarts += 1
+                if restarts > 2:
+                    raise
+                logger.info("delta link expired stream=%s: starting a fresh round", stream)
+                cursor = self._new_round(cursor)
+                stats.fresh_rounds += 1
+                continue
+            stats.pages += 1
+            before = stats.as_dict()
+            result = await self._apply(config, stream, page.changes, stats)
+            await self._state.record_decisions(result.decisions)
+            link, kind = (page.next_link, "next") if page.next_link else (page.delta_link, "delta")
+            if not link:
+                raise GraphError("Graph returned a delta page with neither nextLink nor deltaLink")
+            cursor = await self._state.save_cursor(
+                user,
+                stream,
+                replace(
+                    cursor, link=link, link_kind=kind, extra=_counted(cursor, before, stats, self._clock())
+                ),
+            )
+            lease = await self._state.renew(lease, LEASE_SECONDS)
+            if progress is not None:
+                progress(stream, stats.as_dict())
+            if kind == "delta":
+                return stats, lease
+
+    def _new_round(self, cursor: Cursor) -> Cursor:
+        return replace(cursor, link="", link_kind="", round_started=self._clock())
+
+    async def _apply(
+        self, config: UserConfig, stream: str, changes: Sequence[MessageChange], stats: MailStats
+    ) -> _PageResult:
+        result = _PageResult()
+        messages: list[MailMessage] = []
+        for change in latest_by_id(changes):
+            if isinstance(change, MessageRemoved):
+                stats.removed += 1  # left this folder (moved or deleted): the journal stays, as evidence
+            else:
+                messages.append(change)
+        candidates: list[MailMessage] = []
+        for message in messages:
+            verdict = mail_plan.prefilter(message, config, self._org_domains)
+            if verdict.capture:
+                candidates.append(message)
+            else:
+                stats.skipped += 1
+                result.decisions.append(self._decision(config, stream, message, "skipped", verdict.reason))
+        matches = await self._lookup(config, candidates)
+        for message in candidates:
+            people = mail_plan.people_on(message, config, matches)
+            verdict = mail_plan.select(message, config, people)
+            if not verdict.capture:
+                stats.skipped += 1
+                result.decisions.append(self._decision(config, stream, message, "skipped", verdict.reason))
+                continue
+            await self._capture(config, stream, message, people, verdict.reason, stats, result)
+        return result
+
+    async def _capture(
+        self,
+        config: UserConfig,
+        stream: str,
+        message: MailMessage,
+        people: Sequence[PersonRef],
+        reason: str,
+        stats: MailStats,
+        result: _PageResult,
+    ) -> bool:
+        key = mail_plan.journal_key(message, config.upn)
+        try:
+            written = await self._write(config, message, people)
+        except CrmError as error:
+            stats.failed += 1
+            now = self._clock()
+            await self._state.record_issue(
+                Issue(user=config.upn, item_key=key, stream=stream, reason=f"CRM: {error}", first_seen=now,
+                      last_seen=now, item_id=message.id)
+            )  # fmt: skip
+            result.decisions.append(self._decision(config, stream, message, "failed", f"CRM: {error}"))
+            if isinstance(error, CrmRetryableError):
+                result.consecutive_crm_failures += 1
+                if result.consecutive_crm_failures >= MAX_CONSECUTIVE_CRM_FAILURES:
+                    raise
+            return False
+        result.consecutive_crm_failures = 0
+        if written:
+            stats.journaled += 1
+        else:
+            stats.unchanged += 1
+        result.decisions.append(self._decision(config, stream, message, "synced", reason, crm_key=key))
+        return True
+
+    async def _lookup(
+        self, config: UserConfig, messages: Sequence[MailMessage]
+    ) -> dict[str, list[PersonRef]]:
+        addresses = sorted({a.normalized for m in messages for a in mail_plan.others(m, config.upn)})
+        found: dict[str, list[PersonRef]] = {}
+        for start in range(0, len(addresses), LOOKUP_CHUNK):
+            found.update(await self._crm.find_people(addresses[start : start + LOOKUP_CHUNK]))
+        return found
+
+    async def _write(self, config: UserConfig, message: MailMessage, people: Sequence[PersonRef]) -> bool:
+        """Write the journal(s) for one message. Returns False when nothing needed writing."""
+        journal = mail_plan.build_journal(
+            message, config, people, body_limit=self._body_limit, subject_limit=self._subject_limit,
+            seen_by=(config.upn.lower(),),
+        )  # fmt: skip
+        units = [journal] if self._crm.capabilities.multi_person_journal else _one_per_person(journal)
+        wrote = False
+        for unit in units:
+            wrote = await self._write_unit(unit, config.upn) or wrote
+        return wrote
+
+    async def _write_unit(self, journal: Journal, mailbox: str) -> bool:
+        for _ in range(8):
+            record = await self._state.get_key(journal.key)
+            merged, needed = mail_plan.merge(record, journal, mailbox)
+            if not needed:
+                return False
+            ref = await self._crm.upsert_journal(merged)
+            try:
+                await self._state.put_key(mail_plan.key_record_after(record, merged, ref.id))
+                return True
+            except ConcurrencyError:
+                continue  # another mailbox wrote this key meanwhile: merge again with what it wrote
+        raise ConcurrencyError(f"key kept changing under concurrent writers: {journal.key[:40]}")
+
+    async def _retry_issues(self, config: UserConfig, stream: str, lease: Lease, stats: MailStats) -> Lease:
+        issues = (await self._state.list_issues(config.upn, stream))[:MAX_ISSUE_RETRIES_PER_RUN]
+        for issue in issues:
+            stats.issues_retried += 1
+            message = await self._source.get_message(config.upn, issue.item_id) if issue.item_id else None
+            if message is None:
+                gone = "the message was deleted in Outlook before the CRM accepted it"
+                await self._state.record_decisions(
+                    [
+                        Decision(
+                            config.upn,
+                            issue.item_key,
+                            stream,
+                            outcome="failed",
+                            reason=gone,
+                            at=self._clock(),
+                        )
+                    ]
+                )
+                await self._state.resolve_issue(config.upn, issue.item_key)
+                continue
+            result = await self._apply(config, stream, [message], stats)
+            await self._state.record_decisions(result.decisions)
+            if not any(d.outcome == "failed" for d in result.decisions):
+                await self._state.resolve_issue(config.upn, issue.item_key)
+            lease = await self._state.renew(lease, LEASE_SECONDS)
+        return lease
+
+    def _decision(
+        self,
+        config: UserConfig,
+        stream: str,
+        message: MailMessage,
+        outcome: str,
+        reason: str,
+        crm_key: str = "",
+    ) -> Decision:
+        return Decision(
+            user=config.upn,
+            item_key=mail_plan.journal_key(message, config.upn),
+            stream=stream,
+            outcome=outcome,
+            reason=reason,
+            at=self._clock(),
+            crm_key=crm_key,
+            details={"graphId": message.id, "folder": message.folder_id},
+        )
+
+
+def _one_per_person(journal: Journal) -> list[Journal]:
+    """For CRMs whose journal has one home record: one journal per linked person."""
+    if not journal.people:
+        return [journal]
+    return [replace(journal, key=f"{journal.key}|{p.id}", people=(p,)) for p in journal.people]
+
+
+def _counted(cursor: Cursor, before: dict[str, int], stats: MailStats, now: datetime) -> dict[str, object]:
+    """The cursor's running totals plus what this page added (saved with the page's link)."""
+    extra = dict(cursor.extra)
+    totals = dict(extra.get("totals", {}))
+    for name in ("journaled", "skipped", "failed"):
+        totals[name] = int(totals.get(name, 0)) + getattr(stats, name) - before[name]
+    extra["totals"] = totals
+    extra["lastPageUtc"] = now.isoformat()
+    return extra

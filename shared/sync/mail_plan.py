@@ -1,0 +1,169 @@
+"""Pure decisions for mail: which messages become journals, and what a journal holds.
+
+No I/O here: the runner gathers the messages, the CRM people matched by address and the key records,
+and these functions decide. Every decision carries a reason an admin can read (`crmsync explain`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from shared.model import Address, Direction, Journal, MailMessage, PersonRef, fingerprint
+from shared.state.port import KeyRecord
+from shared.sync.body import body_text, cap
+from shared.users import UserConfig
+
+
+@dataclass(frozen=True)
+class Verdict:
+    capture: bool
+    reason: str
+
+
+def others(message: MailMessage, owner_address: str) -> list[Address]:
+    """Every participant except the mailbox owner, each address once, in header order."""
+    seen: set[str] = {owner_address.lower()}
+    found: list[Address] = []
+    for address in ([message.sender] if message.sender else []) + list(message.to) + list(message.cc):
+        if address.normalized and address.normalized not in seen:
+            seen.add(address.normalized)
+            found.append(address)
+    return found
+
+
+def prefilter(message: MailMessage, config: UserConfig, org_domains: Iterable[str]) -> Verdict:
+    """Everything decidable without asking the CRM who the participants are."""
+    if message.is_draft:
+        return Verdict(False, "draft: drafts are never journaled")
+    if message.sensitivity in ("private", "confidential"):
+        return Verdict(False, f"marked {message.sensitivity}: never journaled")
+    participants = others(message, config.upn)
+    for address in participants:
+        if address.normalized in config.excluded_addresses:
+            return Verdict(False, f"participant {address.normalized} is in ExcludedAddresses")
+        if address.domain in config.excluded_domains:
+            return Verdict(False, f"participant domain {address.domain} is in ExcludedDomains")
+    internal = {d.lower() for d in org_domains} | {config.upn.rpartition("@")[2].lower()}
+    if not config.include_internal and all(a.domain in internal for a in participants):
+        return Verdict(
+            False, "internal: every participant is inside the organisation (IncludeInternal is off)"
+        )
+    if config.mail_policy == "category":
+        wanted = config.mail_category.lower()
+        if wanted not in {c.lower() for c in message.categories}:
+            return Verdict(
+                False, f"policy category: the message does not carry the category {config.mail_category!r}"
+            )
+    return Verdict(True, "")
+
+
+def people_on(
+    message: MailMessage, config: UserConfig, matches: Mapping[str, Sequence[PersonRef]]
+) -> tuple[PersonRef, ...]:
+    """The CRM people among the participants other than the owner, each once, in header order."""
+    found: dict[str, PersonRef] = {}
+    for address in others(message, config.upn):
+        for person in matches.get(address.normalized, ()):
+            found.setdefault(person.id, person)
+    return tuple(found.values())
+
+
+def select(message: MailMessage, config: UserConfig, people: Sequence[PersonRef]) -> Verdict:
+    """The policy decision once the prefilter passed and the people are known."""
+    if config.mail_policy == "known-people" and not people:
+        return Verdict(False, "policy known-people: no other participant is a CRM person")
+    if config.mail_policy == "category":
+        return Verdict(True, f"policy category: carries {config.mail_category!r}")
+    if config.mail_policy == "known-people":
+        return Verdict(True, f"policy known-people: {len(people)} CRM person(s) on it")
+    return Verdict(True, "policy all")
+
+
+def journal_key(message: MailMessage, user: str) -> str:
+    """The global key: internetMessageId; a message without one is keyed to its mailbox and id."""
+    return message.internet_message_id.strip() or f"graph:{user.lower()}:{message.id}"
+
+
+def build_journal(
+    message: MailMessage,
+    config: UserConfig,
+    people: Sequence[PersonRef],
+    *,
+    body_limit: int,
+    subject_limit: int | None,
+    seen_by: Sequence[str],
+) -> Journal:
+    outbound = message.sender is not None and message.sender.normalized == config.upn.lower()
+    subject = message.subject.strip() or "(no subject)"
+    return Journal(
+        key=journal_key(message, config.upn),
+        subject=cap(subject, subject_limit) if subject_limit else subject,
+        body=body_text(message.body_html, message.body_type, body_limit),
+        direction=Direction.OUTBOUND if outbound else Direction.INBOUND,
+        sender=message.sender,
+        to=message.to,
+        cc=message.cc,
+        sent_at=message.sent_at,
+        received_at=message.received_at,
+        conversation_id=message.conversation_id,
+        attachments=message.attachments,
+        owner=config.owner,
+        seen_by=tuple(seen_by),
+        people=tuple(people),
+    )
+
+
+def content_fingerprint(journal: Journal) -> str:
+    """What a journal says, without who saw it or whom it links (those merge across mailboxes)."""
+    return fingerprint(
+        [journal.subject, journal.body, journal.sender, journal.to, journal.cc, journal.sent_at,
+         journal.received_at, journal.attachments, journal.conversation_id]
+    )  # fmt: skip
+
+
+def merge(record: KeyRecord | None, journal: Journal, mailbox: str) -> tuple[Journal, bool]:
+    """Combine this mailbox's journal with what other mailboxes already wrote under the same key.
+
+    The first mailbox that captured a message decides its owner and direction; later mailboxes add
+    themselves to `seen_by` and their matches to `people`. Returns the journal to write and whether a
+    write is needed: nothing is written again when this mailbox is already recorded, every person is
+    already linked and the content is unchanged.
+    """
+    if record is None:
+        return replace(journal, seen_by=(mailbox.lower(),)), True
+    stored: Mapping[str, Any] = record.extra.get("people", {})
+    people = {pid: PersonRef(id=pid, **stored[pid]) for pid in record.people if pid in stored}
+    for person in journal.people:
+        people.setdefault(person.id, person)
+    merged = replace(
+        journal,
+        seen_by=tuple(dict.fromkeys([*record.mailboxes, mailbox.lower()])),
+        people=tuple(people.values()),
+        owner=str(record.extra.get("owner", journal.owner)),
+        direction=Direction(record.extra.get("direction", journal.direction.value)),
+    )
+    unchanged = (
+        mailbox.lower() in record.mailboxes
+        and set(record.people) >= {p.id for p in journal.people}
+        and record.fingerprint == content_fingerprint(journal)
+    )
+    return merged, not unchanged
+
+
+def key_record_after(record: KeyRecord | None, journal: Journal, crm_ref: str) -> KeyRecord:
+    """The SyncKeys row once `journal` (already merged) was written to the CRM."""
+    return KeyRecord(
+        key=journal.key,
+        crm_ref=crm_ref,
+        mailboxes=tuple(m.lower() for m in journal.seen_by),
+        people=tuple(p.id for p in journal.people),
+        fingerprint=content_fingerprint(journal),
+        extra={
+            "owner": journal.owner,
+            "direction": journal.direction.value,
+            "people": {p.id: {"kind": p.kind, "name": p.name, "email": p.email} for p in journal.people},
+        },
+        etag=record.etag if record else "",
+    )

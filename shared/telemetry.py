@@ -1,0 +1,37 @@
+"""Logging setup: Application Insights when configured, and nothing personal or secret in any log.
+
+Delta and notification URLs carry tokens and keys, and httpx and the Azure SDK log request URLs, so
+their loggers are held at WARNING. Users appear in logs only as `user_tag()`, a short one-way hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+_QUIET = (
+    "httpx",
+    "httpcore",
+    "azure.core.pipeline.policies.http_logging_policy",
+    "azure.identity",
+    "kiota_http",
+    "uvicorn.access",
+)
+_configured = False
+
+
+def user_tag(upn: str) -> str:
+    return hashlib.sha256(upn.strip().lower().encode("utf-8")).hexdigest()[:12]
+
+
+def configure(appinsights_connection_string: str = "") -> None:
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if appinsights_connection_string:
+        from azure.monitor.opentelemetry import configure_azure_monitor
+
+        configure_azure_monitor(connection_string=appinsights_connection_string, logger_name="shared")

@@ -1,0 +1,193 @@
+"""Per-user configuration: the admin columns of a `SyncUsers` row, parsed and validated.
+
+Admins edit the table with Storage Explorer, the portal or `crmsync`, so every column may arrive as a
+string or as a typed value. `parse_user()` reports every problem of a row at once; a row with
+problems is skipped (its `LastError` says why) and other users are unaffected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import UserConfigError
+
+MAIL_POLICIES = ("all", "known-people", "category")
+CONTACTS_DIRECTIONS = ("two-way", "crm-to-outlook", "outlook-to-crm")
+CONFLICT_RULES = ("crm-wins", "outlook-wins", "newest")
+CALENDAR_POLICIES = ("all", "category", "crm-attendee")
+DAYS_BACK_WARNING = 60
+
+# Admin columns and their meaning (README "Per-user configuration" is generated from this list).
+COLUMNS: dict[str, str] = {
+    "Enabled": "switch the user on (true/false)",
+    "Mail": "sync e-mail to journals (default true)",
+    "MailFolders": "folders: well-known names or folder ids, comma separated (default inbox,sentitems)",
+    "MailPolicy": "all | known-people | category (default all)",
+    "MailCategory": "the category that marks mail for the CRM under the category policy (default CRM)",
+    "DaysBack": "days of mail the first sync reads (default 14; a warning above 60)",
+    "ExcludedDomains": "mail domains never journaled, comma separated",
+    "ExcludedAddresses": "addresses never journaled, comma separated",
+    "IncludeInternal": "journal mail whose participants are all inside the organisation (default false)",
+    "CrmOwner": "the CRM user who owns this user's records (default: the user principal name)",
+    "Contacts": "sync contacts both ways (default false)",
+    "ContactsDirection": "two-way | crm-to-outlook | outlook-to-crm (default two-way)",
+    "ContactsFolder": "name of the Outlook contact folder the service owns (default CRM Contacts)",
+    "ContactsConflictRule": "crm-wins | outlook-wins | newest (default crm-wins)",
+    "ContactsDeleteInCrm": "delete the CRM contact when it is deleted in Outlook (default false)",
+    "ContactsNotes": "sync contact notes (default false)",
+    "ContactsChangeThreshold": "most deletes/changes one run applies before asking for review (default 10)",
+    "Calendar": "sync meetings to CRM appointments (default false)",
+    "CalendarPolicy": "all | category | crm-attendee (default all)",
+    "CalendarCategory": "the category that marks meetings under the category policy (default CRM)",
+    "CalendarPastDays": "days before today in the calendar window (default 7)",
+    "CalendarFutureDays": "days after today in the calendar window (default 180)",
+    "CalendarPushFromCrm": "create CRM appointments of this user in Outlook (default false)",
+    "CalendarDeleteInCrm": "delete (not just cancel) CRM appointments of deleted meetings (default false)",
+}
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    upn: str
+    enabled: bool
+    mail: bool = True
+    mail_folders: tuple[str, ...] = ("inbox", "sentitems")
+    mail_policy: str = "all"
+    mail_category: str = "CRM"
+    days_back: int = 14
+    excluded_domains: frozenset[str] = frozenset()
+    excluded_addresses: frozenset[str] = frozenset()
+    include_internal: bool = False
+    crm_owner: str = ""
+    contacts: bool = False
+    contacts_direction: str = "two-way"
+    contacts_folder: str = "CRM Contacts"
+    contacts_conflict_rule: str = "crm-wins"
+    contacts_delete_in_crm: bool = False
+    contacts_notes: bool = False
+    contacts_change_threshold: int = 10
+    calendar: bool = False
+    calendar_policy: str = "all"
+    calendar_category: str = "CRM"
+    calendar_past_days: int = 7
+    calendar_future_days: int = 180
+    calendar_push_from_crm: bool = False
+    calendar_delete_in_crm: bool = False
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def owner(self) -> str:
+        return self.crm_owner or self.upn
+
+    def streams(self) -> list[str]:
+        """The streams a sweep runs for this user."""
+        found: list[str] = []
+        if self.mail:
+            found += [f"mail:{folder}" for folder in self.mail_folders]
+        if self.contacts:
+            found.append("contacts")
+        if self.calendar:
+            found.append("calendar")
+        return found
+
+
+def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    def text(name: str, default: str) -> str:
+        value = columns.get(name)
+        return default if value is None or str(value).strip() == "" else str(value).strip()
+
+    def boolean(name: str, default: bool) -> bool:
+        value = columns.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return default
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).strip().lower()
+        if lowered in {"true", "yes", "1", "on"}:
+            return True
+        if lowered in {"false", "no", "0", "off"}:
+            return False
+        problems.append(f"{name} must be true or false, got {value!r}")
+        return default
+
+    def integer(name: str, default: int, low: int, high: int) -> int:
+        value = columns.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return default
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            problems.append(f"{name} must be a whole number, got {value!r}")
+            return default
+        if not low <= number <= high:
+            problems.append(f"{name} must be between {low} and {high}, got {number}")
+            return default
+        return number
+
+    def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = text(name, default).lower()
+        if value not in allowed:
+            problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            return default
+        return value
+
+    def items(name: str, default: str) -> tuple[str, ...]:
+        return tuple(
+            part.strip() for part in text(name, default).replace(";", ",").split(",") if part.strip()
+        )
+
+    if "@" not in upn:
+        problems.append(f"the RowKey must be the user's principal name (an e-mail address), got {upn!r}")
+    days_back = integer("DaysBack", 14, 1, 3650)
+    if days_back > DAYS_BACK_WARNING:
+        warnings.append(
+            f"DaysBack is {days_back}: the first sync reads a lot of mail (60 or less is advised)"
+        )
+    folders = items("MailFolders", "inbox,sentitems")
+    if not folders:
+        problems.append("MailFolders is empty")
+    excluded_addresses = frozenset(a.lower() for a in items("ExcludedAddresses", ""))
+    problems += [
+        f"ExcludedAddresses has {a!r}, not an address" for a in sorted(excluded_addresses) if "@" not in a
+    ]
+    past = integer("CalendarPastDays", 7, 0, 1825)
+    future = integer("CalendarFutureDays", 180, 1, 1825)
+    if past + future > 1825:
+        problems.append("CalendarPastDays + CalendarFutureDays must be at most 1825 (Graph's window limit)")
+
+    config = UserConfig(
+        upn=upn,
+        enabled=boolean("Enabled", False),
+        mail=boolean("Mail", True),
+        mail_folders=folders,
+        mail_policy=choice("MailPolicy", "all", MAIL_POLICIES),
+        mail_category=text("MailCategory", "CRM"),
+        days_back=days_back,
+        excluded_domains=frozenset(d.lower().lstrip("@") for d in items("ExcludedDomains", "")),
+        excluded_addresses=excluded_addresses,
+        include_internal=boolean("IncludeInternal", False),
+        crm_owner=text("CrmOwner", ""),
+        contacts=boolean("Contacts", False),
+        contacts_direction=choice("ContactsDirection", "two-way", CONTACTS_DIRECTIONS),
+        contacts_folder=text("ContactsFolder", "CRM Contacts"),
+        contacts_conflict_rule=choice("ContactsConflictRule", "crm-wins", CONFLICT_RULES),
+        contacts_delete_in_crm=boolean("ContactsDeleteInCrm", False),
+        contacts_notes=boolean("ContactsNotes", False),
+        contacts_change_threshold=integer("ContactsChangeThreshold", 10, 0, 100000),
+        calendar=boolean("Calendar", False),
+        calendar_policy=choice("CalendarPolicy", "all", CALENDAR_POLICIES),
+        calendar_category=text("CalendarCategory", "CRM"),
+        calendar_past_days=past,
+        calendar_future_days=future,
+        calendar_push_from_crm=boolean("CalendarPushFromCrm", False),
+        calendar_delete_in_crm=boolean("CalendarDeleteInCrm", False),
+        warnings=tuple(warnings),
+    )
+    if problems:
+        raise UserConfigError(f"SyncUsers row {upn!r} is invalid", problems)
+    return config

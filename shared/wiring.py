@@ -1,0 +1,118 @@
+"""Builds the real adapters from the settings, once per process, on first use (never at import).
+
+`services()` is what every function and the CLI call. Tests and local tools install their own
+`Services` with `use()`; nothing is patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from shared.config import Settings
+from shared.errors import ConfigError
+from shared.crm.port import CrmPort
+from shared.graph.probe import MailboxProbe
+from shared.state.port import JobQueue, StateStore
+from shared.subscriptions import SubscriptionKeeper
+from shared.sync.engine import Engine
+from shared.sync.ports import MailSource
+
+
+@dataclass
+class Services:
+    state: StateStore
+    queue: JobQueue
+    crm: CrmPort
+    mail: MailSource
+    engine: Engine
+    keeper: SubscriptionKeeper
+    probe: MailboxProbe | None = None
+    settings: Settings | None = None
+
+    async def aclose(self) -> None:
+        await self.crm.aclose()
+        await self.state.aclose()
+        close = getattr(self.queue, "aclose", None)
+        if close is not None:
+            await close()
+
+
+_services: Services | None = None
+_lock = asyncio.Lock()
+
+
+def use(services: Services | None) -> None:
+    """Install (or, with None, forget) the services this process uses."""
+    global _services
+    _services = services
+
+
+async def services() -> Services:
+    global _services
+    if _services is None:
+        async with _lock:
+            if _services is None:
+                _services = await build(Settings.from_env())
+    return _services
+
+
+def build_crm(settings: Settings) -> CrmPort:
+    if settings.crm_connector == "bottlecrm":
+        raise ConfigError("CRM_CONNECTOR=bottlecrm: the BottleCRM connector is not part of this build yet")
+    from shared.crm.reference import ReferenceCrmConnector
+
+    return ReferenceCrmConnector(
+        settings.crm_base_url, settings.crm_api_token, auth_scheme=settings.crm_auth_scheme
+    )
+
+
+def _storage_credential(settings: Settings) -> Any:
+    from azure.identity.aio import ManagedIdentityCredential
+
+    return ManagedIdentityCredential(
+        client_id=settings.storage_client_id or settings.managed_identity_client_id
+    )
+
+
+async def build(settings: Settings) -> Services:
+    from shared.graph.client import GraphCaller, build_graph_client
+    from shared.graph.mail import GraphMailReader
+    from shared.graph.subscriptions import GraphSubscriptions
+    from shared.state.queue import StorageJobQueue
+    from shared.state.tables import TableStateStore
+    from shared.sync.mail import MailStream
+    from shared.telemetry import configure
+
+    configure(settings.appinsights_connection_string)
+    if settings.storage_connection_string:
+        state = TableStateStore.from_connection_string(settings.storage_connection_string)
+        queue = StorageJobQueue.from_connection_string(settings.storage_connection_string)
+    else:
+        credential = _storage_credential(settings)
+        state = TableStateStore.from_service_uri(settings.table_service_uri, credential)
+        queue = StorageJobQueue.from_service_uri(settings.queue_service_uri, credential)
+    await state.ensure_tables()
+    await queue.ensure_queue()
+    crm = build_crm(settings)
+    client = build_graph_client(settings)
+    caller = GraphCaller()
+    mail = GraphMailReader(client, caller)
+    engine = Engine(
+        state,
+        queue,
+        {
+            "mail": MailStream(
+                state, crm, mail, org_domains=settings.org_domains, body_limit=settings.journal_body_max_chars
+            )
+        },
+    )
+    keeper = SubscriptionKeeper(
+        state,
+        GraphSubscriptions(client, caller),
+        queue,
+        webhook_base_url=settings.webhook_base_url,
+        webhook_key=settings.webhook_key,
+    )
+    return Services(state, queue, crm, mail, engine, keeper, MailboxProbe(client, caller), settings)

@@ -1,0 +1,468 @@
+"""The CRM port contract: every connector (see `conftest.py`) must pass it.
+
+Each test reads `crm.connector.capabilities` where the port allows a CRM to differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.errors import CrmRejectedError, CrmRetryableError
+from shared.model import (
+    Address,
+    Appointment,
+    Attachment,
+    Attendee,
+    ContactFields,
+    CrmContact,
+    CrmContactRemoved,
+    CrmRef,
+    Direction,
+    Journal,
+    PersonRef,
+    PostalAddress,
+)
+from tests.contract.conftest import CrmHarness
+
+T0 = datetime(2024, 5, 6, 9, 30, tzinfo=UTC)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def journal(
+    key: str, *, people: tuple[PersonRef, ...] = (), seen_by: tuple[str, ...] = ("a@contoso.test",)
+) -> Journal:
+    return Journal(
+        key=key, subject="Quarterly review – Ünïcode ✓", body="Hello <b>not html</b>\nLine 2",
+        direction=Direction.INBOUND, sender=Address("Ann.Lee@Example.test", "Ann Lee"),
+        to=(Address("a@contoso.test", "Alice"),), cc=(Address("x@elsewhere.test"),),
+        sent_at=T0, received_at=T0 + timedelta(seconds=3), conversation_id="conv-1",
+        attachments=(Attachment("deck.pdf", 12345),), owner="a@contoso.test", seen_by=seen_by, people=people,
+    )  # fmt: skip
+
+
+def appointment(key: str, owner: str = "a@contoso.test", **changes: object) -> Appointment:
+    value = Appointment(
+        key=key, subject="Kick-off", start=T0, end=T0 + timedelta(hours=1), is_all_day=False,
+        start_date=None, end_date=None, location="Room 1", organizer=Address("a@contoso.test", "Alice"),
+        attendees=(Attendee(Address("ann.lee@example.test", "Ann"), "required", "accepted"),),
+        online_meeting_url="https://meet.example.test/x", body="Agenda", owner=owner,
+        seen_by=(owner,), people=(),
+    )  # fmt: skip
+    return dataclasses.replace(value, **changes)  # type: ignore[arg-type]
+
+
+def contact(owner: str, key: str = "", ref: CrmRef | None = None, **fields: object) -> CrmContact:
+    base = ContactFields(
+        given_name="Ann", surname="Lee", display_name="Ann Lee", emails=("ann.lee@example.test",),
+        business_phones=("+44 20 7946 0000",), mobile_phone="+44 7700 900000", company="Example Ltd",
+        job_title="Buyer", department="Purchasing",
+        business_address=PostalAddress("1 High St", "London", "", "N1 1AA", "UK"), notes="met at expo",
+    )  # fmt: skip
+    return CrmContact(ref=ref, owner=owner, fields=dataclasses.replace(base, **fields), key=key)  # type: ignore[arg-type]
+
+
+def ids(refs: list[PersonRef]) -> list[str]:
+    return [r.id for r in refs]
+
+
+# ---------------------------------------------------------------------------------------------
+# People
+
+
+async def test_find_people_matches_any_address_exactly_and_case_insensitively(crm: CrmHarness) -> None:
+    ann = crm.add_person(["Ann.Lee@Example.test", "ann@private.test"], name="Ann Lee")
+    crm.add_person("ann.lee@example.test.evil", name="Not Ann")
+
+    found = await crm.connector.find_people(
+        ["ann.lee@example.test", "ANN@PRIVATE.TEST", " Ann.Lee@EXAMPLE.test "]
+    )
+
+    assert set(found) == {"ann.lee@example.test", "ann@private.test"}
+    assert ids(found["ann.lee@example.test"]) == [ann]
+    assert ids(found["ann@private.test"]) == [ann]
+    assert found["ann.lee@example.test"][0].name == "Ann Lee"
+
+
+async def test_find_people_never_returns_a_company(crm: CrmHarness) -> None:
+    crm.add_person("info@acme.test", name="Acme Ltd", kind="company")
+    bob = crm.add_person("bob@acme.test", name="Bob")
+
+    found = await crm.connector.find_people(["info@acme.test", "bob@acme.test"])
+
+    assert found["info@acme.test"] == []
+    assert ids(found["bob@acme.test"]) == [bob]
+
+
+async def test_find_people_maps_unknown_addresses_to_empty_lists(crm: CrmHarness) -> None:
+    assert await crm.connector.find_people(["nobody@nowhere.test"]) == {"nobody@nowhere.test": []}
+    assert await crm.connector.find_people([]) == {}
+
+
+async def test_find_people_returns_everyone_sharing_an_address_and_forgets_the_deleted(
+    crm: CrmHarness,
+) -> None:
+    first = crm.add_person("desk@shared.test", name="First")
+    second = crm.add_person("desk@shared.test", name="Second", kind="lead")
+    assert sorted(ids((await crm.connector.find_people(["desk@shared.test"]))["desk@shared.test"])) == sorted(
+        [first, second]
+    )
+
+    crm.delete_person(first)
+
+    assert ids((await crm.connector.find_people(["desk@shared.test"]))["desk@shared.test"]) == [second]
+
+
+# ---------------------------------------------------------------------------------------------
+# Journals
+
+
+async def test_journal_round_trips_with_an_awkward_key(crm: CrmHarness) -> None:
+    ann = crm.add_person("ann.lee@example.test", name="Ann Lee")
+    key = f"<{unique('m')}/a%2Fb?c#d e+f@mail.example.test>"
+    written = journal(key, people=(PersonRef(ann, "contact", "Ann Lee", "ann.lee@example.test"),))
+
+    await crm.connector.upsert_journal(written)
+
+    assert await crm.connector.get_journal(key) == written
+    assert crm.journal_keys() == [key]
+
+
+async def test_journal_upsert_twice_is_one_record_and_the_second_replaces_seen_by_and_people(
+    crm: CrmHarness,
+) -> None:
+    ann = PersonRef(crm.add_person("ann@example.test", name="Ann"), "contact", "Ann", "ann@example.test")
+    bob = PersonRef(crm.add_person("bob@example.test", name="Bob"), "contact", "Bob", "bob@example.test")
+    key = f"<{unique('m')}@example.test>"
+    second_people = (ann, bob) if crm.connector.capabilities.multi_person_journal else (bob,)
+
+    first = await crm.connector.upsert_journal(journal(key, people=(ann,), seen_by=("a@contoso.test",)))
+    again = await crm.connector.upsert_journal(
+        journal(key, people=second_people, seen_by=("a@contoso.test", "b@contoso.test"))
+    )
+
+    assert again.id == first.id
+    assert crm.journal_keys() == [key]
+    stored = await crm.connector.get_journal(key)
+    assert stored is not None
+    assert stored.seen_by == ("a@contoso.test", "b@contoso.test")
+    assert [p.id for p in stored.people] == [p.id for p in second_people]
+
+
+async def test_unknown_journal_is_none(crm: CrmHarness) -> None:
+    assert await crm.connector.get_journal("<never-written@example.test>") is None
+
+
+async def test_journal_linking_an_unknown_person_is_rejected_with_the_reason(crm: CrmHarness) -> None:
+    key = f"<{unique('m')}@example.test>"
+
+    with pytest.raises(CrmRejectedError) as caught:
+        await crm.connector.upsert_journal(journal(key, people=(PersonRef("p-does-not-exist"),)))
+
+    assert "p-does-not-exist" in str(caught.value)
+    assert crm.journal_keys() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Appointments
+
+
+async def test_appointment_upsert_twice_is_one_record_with_the_latest_content(crm: CrmHarness) -> None:
+    key = f"{unique('ical')}|2024-05-06T09:30:00+00:00"
+    first = await crm.connector.upsert_appointment(appointment(key))
+    moved = appointment(
+        key, start=T0 + timedelta(days=1), end=T0 + timedelta(days=1, hours=2), location="Room 2"
+    )
+
+    again = await crm.connector.upsert_appointment(moved)
+
+    assert again.id == first.id
+    stored = await crm.connector.get_appointment(key)
+    assert stored is not None
+    assert (stored.location, stored.subject, stored.cancelled) == ("Room 2", "Kick-off", False)
+    if crm.connector.capabilities.appointment_times:
+        assert stored == moved
+    else:
+        assert stored.start.date() == moved.start.date()
+
+
+async def test_all_day_appointment_keeps_its_dates(crm: CrmHarness) -> None:
+    key = unique("ical")
+    day = datetime(2024, 12, 24, tzinfo=UTC)
+    all_day = appointment(
+        key, start=day, end=day + timedelta(days=1), is_all_day=True,
+        start_date=day.date(), end_date=(day + timedelta(days=1)).date(),
+    )  # fmt: skip
+
+    await crm.connector.upsert_appointment(all_day)
+
+    stored = await crm.connector.get_appointment(key)
+    assert stored is not None
+    assert (stored.is_all_day, stored.start_date, stored.end_date) == (True, day.date(), all_day.end_date)
+
+
+async def test_cancel_is_idempotent_and_unknown_keys_are_ignored(crm: CrmHarness) -> None:
+    key = unique("ical")
+    await crm.connector.upsert_appointment(appointment(key))
+
+    await crm.connector.cancel_appointment(key)
+    await crm.connector.cancel_appointment(key)
+    await crm.connector.cancel_appointment(unique("never-written"))
+
+    stored = await crm.connector.get_appointment(key)
+    assert stored is not None and stored.cancelled
+    assert await crm.connector.get_appointment(unique("never-written")) is None
+
+
+async def test_appointment_ending_before_it_starts_is_rejected(crm: CrmHarness) -> None:
+    key = unique("ical")
+    with pytest.raises(CrmRejectedError):
+        await crm.connector.upsert_appointment(appointment(key, end=T0 - timedelta(hours=1)))
+    assert await crm.connector.get_appointment(key) is None
+
+
+async def test_appointment_change_feed_reports_changes_after_the_cursor_for_the_owner(
+    crm: CrmHarness,
+) -> None:
+    if not crm.connector.capabilities.appointment_change_feed:
+        pytest.skip("this connector declares no appointment change feed")
+    owner, other = unique("alice") + "@contoso.test", unique("bob") + "@contoso.test"
+    made = crm.create_appointment(owner=owner, subject="Lunch", start=T0, end=T0 + timedelta(hours=1))
+    crm.create_appointment(owner=other, subject="Not mine", start=T0, end=T0 + timedelta(hours=1))
+
+    changes, cursor = await crm.connector.appointment_changes(owner, None)
+    assert [(c.ref.id, c.key, c.subject, c.cancelled) for c in changes] == [(made, "", "Lunch", False)]
+
+    assert (await crm.connector.appointment_changes(owner, cursor))[0] == []
+
+    crm.edit_appointment(made, subject="Lunch (moved)")
+    key = unique("ical")
+    await crm.connector.upsert_appointment(appointment(key, owner=owner))
+    await crm.connector.cancel_appointment(key)
+    changes, cursor = await crm.connector.appointment_changes(owner, cursor)
+
+    assert sorted((c.ref.id == made, c.key, c.subject, c.cancelled) for c in changes) == [
+        (False, key, "Kick-off", True),
+        (True, "", "Lunch (moved)", False),
+    ]
+    assert (await crm.connector.appointment_changes(owner, cursor))[0] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Contacts
+
+
+async def test_contact_upsert_by_key_twice_is_one_contact_with_the_latest_fields(crm: CrmHarness) -> None:
+    owner, key = unique("alice") + "@contoso.test", unique("link")
+
+    first = await crm.connector.upsert_contact(contact(owner, key=key))
+    again = await crm.connector.upsert_contact(contact(owner, key=key, job_title="Head Buyer"))
+
+    assert again.id == first.id
+    assert crm.contact_ids(owner) == [first.id]
+    stored = await crm.connector.get_contact(first)
+    assert stored is not None
+    assert stored.fields == contact(owner, job_title="Head Buyer").fields
+    assert (stored.owner, stored.key) == (owner, key)
+
+
+async def test_contact_upsert_by_ref_updates_that_contact(crm: CrmHarness) -> None:
+    owner = unique("alice") + "@contoso.test"
+    person = crm.add_person("old@example.test", name="Old Name", owner=owner)
+
+    ref = await crm.connector.upsert_contact(contact(owner, ref=CrmRef(person), display_name="New Name"))
+
+    assert ref.id == person
+    assert crm.contact_ids(owner) == [person]
+    stored = await crm.connector.get_contact(ref)
+    assert stored is not None and stored.fields.display_name == "New Name"
+
+
+async def test_contact_deleted_in_the_crm_is_not_brought_back_by_an_update(crm: CrmHarness) -> None:
+    owner, key = unique("alice") + "@contoso.test", unique("link")
+    ref = await crm.connector.upsert_contact(contact(owner, key=key))
+    crm.delete_person(ref.id)
+
+    with pytest.raises(CrmRejectedError):
+        await crm.connector.upsert_contact(contact(owner, ref=ref))
+    with pytest.raises(CrmRejectedError):
+        await crm.connector.upsert_contact(contact(owner, key=key))
+
+    assert crm.contact_ids(owner) == []
+
+
+async def test_contact_delete_is_idempotent(crm: CrmHarness) -> None:
+    owner = unique("alice") + "@contoso.test"
+    ref = await crm.connector.upsert_contact(contact(owner, key=unique("link")))
+
+    await crm.connector.delete_contact(ref)
+    await crm.connector.delete_contact(ref)
+    await crm.connector.delete_contact(CrmRef("p-never-existed"))
+
+    assert await crm.connector.get_contact(ref) is None
+    assert crm.contact_ids(owner) == []
+
+
+async def test_contact_with_too_many_addresses_is_rejected(crm: CrmHarness) -> None:
+    owner = unique("alice") + "@contoso.test"
+    many = tuple(f"a{i}@example.test" for i in range(50))
+    with pytest.raises(CrmRejectedError):
+        await crm.connector.upsert_contact(contact(owner, key=unique("link"), emails=many))
+    assert crm.contact_ids(owner) == []
+
+
+async def test_contact_feed_reports_changes_and_removals_after_the_cursor(crm: CrmHarness) -> None:
+    owner, other = unique("alice") + "@contoso.test", unique("bob") + "@contoso.test"
+    kept = crm.add_person("kept@example.test", name="Kept", owner=owner)
+    moved = crm.add_person("moved@example.test", name="Moved", owner=owner)
+    gone = crm.add_person("gone@example.test", name="Gone", owner=owner)
+    crm.add_person("theirs@example.test", name="Theirs", owner=other)
+    feed = crm.connector
+
+    first = await feed.contact_changes(owner, None)
+    assert sorted(c.ref.id for c in first.changes if isinstance(c, CrmContact) and c.ref) == sorted(
+        [kept, moved, gone]
+    )
+    assert not [c for c in first.changes if isinstance(c, CrmContactRemoved)]
+
+    quiet = await feed.contact_changes(owner, first.cursor)
+    if crm.connector.capabilities.contact_change_feed:
+        assert quiet.changes == ()
+
+    crm.edit_person(kept, job_title="CFO")
+    crm.edit_person(moved, owner=other)
+    crm.delete_person(gone)
+    later = await feed.contact_changes(owner, quiet.cursor)
+
+    if crm.connector.capabilities.contact_change_feed:
+        assert not later.snapshot
+        changed = [c for c in later.changes if isinstance(c, CrmContact)]
+        assert [(c.ref.id if c.ref else "", c.fields.job_title) for c in changed] == [(kept, "CFO")]
+        removed = sorted(c.ref.id for c in later.changes if isinstance(c, CrmContactRemoved))
+        assert removed == sorted([moved, gone])
+    else:
+        assert later.snapshot
+        assert sorted(c.ref.id for c in later.changes if isinstance(c, CrmContact) and c.ref) == [kept]
+    theirs = await feed.contact_changes(other, None)
+    assert moved in [c.ref.id for c in theirs.changes if isinstance(c, CrmContact) and c.ref]
+    if crm.connector.capabilities.contact_change_feed:
+        assert (await feed.contact_changes(owner, later.cursor)).changes == ()
+
+
+async def test_contact_feed_shows_our_own_writes_for_the_owner(crm: CrmHarness) -> None:
+    owner = unique("alice") + "@contoso.test"
+    start = await crm.connector.contact_changes(owner, None)
+
+    ref = await crm.connector.upsert_contact(contact(owner, key=unique("link")))
+
+    page = await crm.connector.contact_changes(owner, start.cursor)
+    assert [c.ref.id for c in page.changes if isinstance(c, CrmContact) and c.ref] == [ref.id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures
+
+
+async def test_failure_outlasting_the_retries_raises_retryable_and_a_later_run_succeeds(
+    crm: CrmHarness,
+) -> None:
+    key = f"<{unique('m')}@example.test>"
+    crm.fail("upsert_journal", status=503, times=crm.retry_budget + 1)
+
+    with pytest.raises(CrmRetryableError) as caught:
+        await crm.connector.upsert_journal(journal(key))
+
+    assert caught.value.status == 503
+    assert crm.journal_keys() == []
+    await crm.connector.upsert_journal(journal(key))
+    assert crm.journal_keys() == [key]
+
+
+async def test_brief_failures_within_the_retry_budget_are_ridden_out(crm: CrmHarness) -> None:
+    if crm.retry_budget == 0:
+        pytest.skip("nothing between this connector and its CRM to ride failures out")
+    key = f"<{unique('m')}@example.test>"
+    crm.fail("upsert_journal", status=500, times=1)
+    crm.fail("upsert_journal", status=429, times=crm.retry_budget - 1, retry_after="0.05")
+
+    await crm.connector.upsert_journal(journal(key))
+
+    assert crm.journal_keys() == [key]
+
+
+async def test_throttling_with_a_fractional_retry_after_is_reported_with_it(crm: CrmHarness) -> None:
+    crm.fail("find_people", status=429, times=crm.retry_budget + 1, retry_after="0.05")
+
+    with pytest.raises(CrmRetryableError) as caught:
+        await crm.connector.find_people(["ann@example.test"])
+
+    assert caught.value.status == 429
+    assert caught.value.retry_after == pytest.approx(0.05)
+
+
+async def test_a_very_long_retry_after_is_not_slept_inside_the_job(crm: CrmHarness) -> None:
+    crm.fail("upsert_journal", status=503, times=1, retry_after="3600")
+
+    with pytest.raises(CrmRetryableError) as caught:
+        await asyncio.wait_for(crm.connector.upsert_journal(journal(f"<{unique('m')}@x.test>")), timeout=30)
+
+    assert caught.value.retry_after == pytest.approx(3600)
+
+
+async def test_an_ambiguous_write_repeated_leaves_one_record(crm: CrmHarness) -> None:
+    key = f"<{unique('m')}@example.test>"
+    crm.fail("upsert_journal", status=502, times=crm.retry_budget + 1, apply_then_fail=True)
+
+    with pytest.raises(CrmRetryableError):
+        await crm.connector.upsert_journal(journal(key))
+    await crm.connector.upsert_journal(journal(key))
+
+    assert crm.journal_keys() == [key]
+
+
+async def test_an_ambiguous_contact_write_repeated_leaves_one_contact(crm: CrmHarness) -> None:
+    owner, key = unique("alice") + "@contoso.test", unique("link")
+    crm.fail("upsert_contact", status=500, times=1, apply_then_fail=True)
+
+    try:
+        await crm.connector.upsert_contact(contact(owner, key=key))
+    except CrmRetryableError:
+        await crm.connector.upsert_contact(contact(owner, key=key))
+
+    assert len(crm.contact_ids(owner)) == 1
+
+
+async def test_a_client_error_is_rejected_at_once_with_the_servers_reason(crm: CrmHarness) -> None:
+    crm.fail("upsert_appointment", status=400, times=1)
+
+    with pytest.raises(CrmRejectedError) as caught:
+        await crm.connector.upsert_appointment(appointment(unique("ical")))
+
+    assert caught.value.status == 400
+    assert "injected" in str(caught.value)
+
+
+async def test_bad_credentials_give_a_clear_error_and_an_unhealthy_check(crm: CrmHarness) -> None:
+    bad = crm.with_bad_credentials()
+    try:
+        with pytest.raises(CrmRejectedError) as caught:
+            await bad.find_people(["ann@example.test"])
+        health = await bad.check()
+    finally:
+        await bad.aclose()
+
+    assert caught.value.status == 401
+    assert "credentials" in str(caught.value)
+    assert not health.ok and "credentials" in health.detail
+
+
+async def test_check_reports_a_reachable_crm(crm: CrmHarness) -> None:
+    health = await crm.connector.check()
+    assert health.ok, health.detail

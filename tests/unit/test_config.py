@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.config import SETTING_NAMES, GraphAuthMode, Settings
+from shared.errors import ConfigError
+
+LOCAL = {
+    "GRAPH_BASE_URL": "http://127.0.0.1:8765/v1.0",
+    "GRAPH_AUTH_MODE": "static-token",
+    "GRAPH_STATIC_TOKEN": "local-token",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "CRM_BASE_URL": "http://127.0.0.1:9000",
+}
+
+
+def test_local_settings_are_accepted() -> None:
+    settings = Settings.from_env(LOCAL | {"ORG_DOMAINS": " Contoso.com, fabrikam.com "})
+    assert settings.graph_auth_mode is GraphAuthMode.STATIC_TOKEN
+    assert settings.org_domains == ("contoso.com", "fabrikam.com")
+    assert settings.journal_body_max_chars == 20000
+    assert "local-token" not in repr(settings)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            {"GRAPH_AUTH_MODE": "bogus", "CRM_CONNECTOR": "nope", "JOURNAL_BODY_MAX_CHARS": "x"}
+        )
+    text = str(caught.value)
+    for name in ("GRAPH_AUTH_MODE", "CRM_CONNECTOR", "JOURNAL_BODY_MAX_CHARS", "CRM_BASE_URL", "storage"):
+        assert name in text
+    assert len(caught.value.problems) >= 5
+
+
+def test_static_token_only_on_loopback() -> None:
+    with pytest.raises(ConfigError, match="loopback"):
+        Settings.from_env(LOCAL | {"GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0"})
+
+
+def test_plain_http_graph_is_refused_off_loopback() -> None:
+    with pytest.raises(ConfigError, match="http only on a loopback"):
+        Settings.from_env(LOCAL | {"GRAPH_BASE_URL": "http://graph.example.com/v1.0"})
+
+
+def test_workload_identity_needs_tenant_app_and_identity() -> None:
+    env = {k: v for k, v in LOCAL.items() if k != "GRAPH_STATIC_TOKEN"}
+    env |= {"GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0", "GRAPH_AUTH_MODE": "workload-identity"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert {p.split()[0] for p in caught.value.problems} == {
+        "GRAPH_TENANT_ID",
+        "GRAPH_CLIENT_ID",
+        "AZURE_CLIENT_ID",
+    }
+    ok = Settings.from_env(env | {"GRAPH_TENANT_ID": "t", "GRAPH_CLIENT_ID": "c", "AZURE_CLIENT_ID": "m"})
+    assert ok.graph_client_id == "c"
+
+
+def test_identity_based_storage_is_enough() -> None:
+    env = {k: v for k, v in LOCAL.items() if k != "AzureWebJobsStorage"}
+    env |= {
+        "AzureWebJobsStorage__tableServiceUri": "https://acct.table.core.windows.net",
+        "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+    }
+    assert Settings.from_env(env).table_service_uri.startswith("https://acct.table")
+
+
+def test_setting_names_are_unique() -> None:
+    assert "CRM_BASE_URL" in SETTING_NAMES

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import UserConfigError
+from shared.users import parse_user
+
+
+def test_defaults() -> None:
+    config = parse_user("ann@contoso.com", {"Enabled": True})
+    assert config.enabled and config.mail
+    assert config.mail_folders == ("inbox", "sentitems")
+    assert config.mail_policy == "all" and config.days_back == 14 and not config.include_internal
+    assert config.owner == "ann@contoso.com"
+    assert config.streams() == ["mail:inbox", "mail:sentitems"]
+
+
+def test_string_columns_as_admins_type_them() -> None:
+    config = parse_user(
+        "ann@contoso.com",
+        {"Enabled": "yes", "MailFolders": "Inbox; archive", "MailPolicy": "Known-People", "DaysBack": "30",
+         "ExcludedDomains": "@Family.example, ", "ExcludedAddresses": "Doc@Clinic.example",
+         "CrmOwner": "u-17",
+         "Contacts": "true", "Calendar": "1"},
+    )  # fmt: skip
+    assert config.mail_folders == ("Inbox", "archive")
+    assert config.mail_policy == "known-people" and config.days_back == 30
+    assert config.excluded_domains == {"family.example"}
+    assert config.excluded_addresses == {"doc@clinic.example"}
+    assert config.owner == "u-17"
+    assert config.streams() == ["mail:Inbox", "mail:archive", "contacts", "calendar"]
+
+
+def test_every_bad_value_is_reported_together() -> None:
+    with pytest.raises(UserConfigError) as caught:
+        parse_user(
+            "not-an-upn",
+            {"Enabled": "maybe", "DaysBack": "-3", "MailPolicy": "some", "ExcludedAddresses": "x"},
+        )
+    problems = " | ".join(caught.value.problems)
+    for expected in ("RowKey", "Enabled", "DaysBack", "MailPolicy", "ExcludedAddresses"):
+        assert expected in problems
+
+
+def test_large_days_back_is_a_warning_not_an_error() -> None:
+    config = parse_user("ann@contoso.com", {"Enabled": True, "DaysBack": 90})
+    assert config.days_back == 90
+    assert any("DaysBack" in w for w in config.warnings)
+
+
+def test_calendar_window_respects_graph_limit() -> None:
+    with pytest.raises(UserConfigError, match="1825"):
+        parse_user("ann@contoso.com", {"CalendarPastDays": 1000, "CalendarFutureDays": 1000})
