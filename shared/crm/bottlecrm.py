@@ -57,11 +57,11 @@ import random
 import re
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -84,6 +84,7 @@ from shared.model import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 BODY_LIMIT = 10_000  # interaction body, enforced by the API
 SUBJECT_LIMIT = 200  # interaction subject and task title
@@ -91,6 +92,7 @@ MARKER_RESERVE = 1_500  # room kept for the marker line below the engine's body 
 PAGE = 500  # contacts per page in a scan
 INTERACTION_PAGE = 200  # the API's maximum
 CANCELLED = "[Cancelled] "
+EMAIL_SLOTS = ("outlook_email2", "outlook_email3")  # BottleCRM's `email` is the first
 CUT = "\n[… cut to fit BottleCRM's 10,000-character limit]"
 UNMATCHED_ROLE = "unmatched-mail"
 _PHONE = re.compile(r"^[\d\s\-\(\)\+\.]{7,25}$")  # BottleCRM's own phone validator
@@ -100,6 +102,8 @@ _MARKER = re.compile(r"^\[outlook-sync ([0-9a-f]{24}) ([A-Za-z0-9_\-]+=*)\]\s*$"
 CUSTOM_FIELDS: Mapping[str, Sequence[tuple[str, str, str, bool]]] = {
     "Contact": (
         ("outlook_key", "Outlook sync key", "text", True),
+        ("outlook_email2", "E-mail 2", "text", True),
+        ("outlook_email3", "E-mail 3", "text", True),
         ("outlook_fields", "Outlook fields with no BottleCRM column", "textarea", False),
     ),
     "Task": (
@@ -169,7 +173,7 @@ class BottleCrmConnector:
         may have been applied); a 429 still is, since BottleCRM answers it before doing anything."""
         error: CrmRetryableError | None = None
         for attempt in range(1, self._max_attempts + 1):
-            wait = min(self._max_retry_wait, 0.25 * 2 ** (attempt - 1)) + random.uniform(0, 0.1)
+            wait = self._backoff(attempt)
             try:
                 async with self._gate:
                     response = await self._client.request(
@@ -203,6 +207,25 @@ class BottleCrmConnector:
         assert error is not None
         raise error
 
+    async def _steps(self, step: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a look-up-then-write step until it succeeds. Its writes are sent once each
+        (`resend=False`), so after a 5xx or a timeout the record is looked up again before any
+        second write: a create whose answer was lost is found, not made twice."""
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                return await step()
+            except CrmRetryableError as exc:
+                too_long = exc.retry_after is not None and exc.retry_after > self._max_retry_wait
+                if too_long or attempt == self._max_attempts:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                logger.info("BottleCRM write: attempt %d failed, again in %.1f s (%s)", attempt, wait, exc)
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self._max_retry_wait, 0.25 * 2.0 ** (attempt - 1)) + random.uniform(0, 0.1)
+
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()
@@ -212,7 +235,7 @@ class BottleCrmConnector:
             await self._call("GET", "/api/contacts/", params={"limit": 1})
         except (CrmRejectedError, CrmRetryableError) as exc:
             return Health(False, str(exc))
-        return Health(True, "BottleCRM answers and accepts the token")
+        return Health(True, "BottleCRM answers and accepts the credentials")
 
     # -----------------------------------------------------------------------------------------
     # Organisation set-up: custom fields, owners, the account for unmatched mail
@@ -265,28 +288,23 @@ class BottleCrmConnector:
                 self._profiles[str(p["user_details"]["email"]).lower()] = str(p["id"])
                 self._profiles[str(p["id"]).lower()] = str(p["id"])
 
-    def _owner_email(self, assignees: Sequence[Mapping[str, Any]]) -> str:
-        emails = sorted(str(a.get("user_details", {}).get("email", "")).lower() for a in assignees)
-        return emails[0] if emails else ""
-
-    async def _unmatched_account_id(self) -> str:
+    async def _unmatched_account_id(self, *, create: bool = True) -> str:
         if self._unmatched_account:
             return self._unmatched_account
         await self._ensure_fields("Account")
-        for _ in range(3):
+
+        async def step() -> str:
             data = await self._call("GET", "/api/accounts/", params={"cf_outlook_role": UNMATCHED_ROLE})
-            rows = sorted(
-                _rows(data, "active_accounts", "accounts", "results"), key=lambda r: r["created_at"]
-            )
+            rows = sorted(_rows(data, "active_accounts"), key=lambda r: str(r["created_at"]))
             if rows:
                 self._unmatched_account = str(rows[0]["id"])
-                return self._unmatched_account
-            payload = {"name": self._unmatched_name, "custom_fields": {"outlook_role": UNMATCHED_ROLE}}
-            try:
-                await self._call("POST", "/api/accounts/", body=payload, resend=False)
-            except CrmRetryableError:
-                continue  # it may exist now: look again
-        raise CrmRetryableError("could not create the BottleCRM account for unmatched e-mail")
+            elif create:
+                payload = {"name": self._unmatched_name, "custom_fields": {"outlook_role": UNMATCHED_ROLE}}
+                made = await self._call("POST", "/api/accounts/", body=payload, resend=False)
+                self._unmatched_account = str(made["id"])
+            return self._unmatched_account
+
+        return await self._steps(step)
 
     # -----------------------------------------------------------------------------------------
     # People and contacts
@@ -297,18 +315,32 @@ class BottleCrmConnector:
         return dict(zip(wanted, found, strict=True))
 
     async def _people_with(self, address: str) -> list[PersonRef]:
-        return [_person(row) for row in await self._contacts_with_email(address)]
+        """Contacts holding the address in any of their three e-mail slots, then leads. One request
+        after the other, so a throttled CRM sees one caller per address."""
+        people = {p.id: p for p in map(_person, await self._contacts_with_email(address))}
+        data = await self._call("GET", "/api/leads/", params={"email": address, "limit": 100})
+        for row in _rows(data, "open_leads") + _rows(data, "close_leads"):
+            if str(row.get("email") or "").lower() == address:
+                people.setdefault(str(row["id"]), _person(row, kind="lead"))
+        return list(people.values())
 
     async def _contacts_with_email(self, address: str) -> list[dict[str, Any]]:
         data = await self._call("GET", "/api/contacts/", params={"email": address, "limit": 100})
-        return [r for r in data.get("results", []) if str(r.get("email") or "").lower() == address]
+        rows = [r for r in data.get("results", []) if str(r.get("email") or "").lower() == address]
+        for slot in EMAIL_SLOTS:
+            await self._ensure_fields("Contact")
+            data = await self._call("GET", "/api/contacts/", params={f"cf_{slot}": address, "limit": 100})
+            rows += data.get("results", [])
+        unique = {str(r["id"]): r for r in rows}
+        return sorted(unique.values(), key=lambda r: str(r["created_at"]))
 
     async def upsert_contact(self, contact: CrmContact) -> CrmRef:
         await self._ensure_fields("Contact")
         profile = await self._profile_id(contact.owner)
-        for _ in range(3):
+        payload = _contact_payload(contact.fields)
+
+        async def step() -> CrmRef:
             row = await self._find_contact(contact)
-            payload = _contact_payload(contact.fields)
             if row is not None:
                 await self._update_contact(row, contact, payload, profile)
                 return CrmRef(str(row["id"]))
@@ -316,9 +348,8 @@ class BottleCrmConnector:
             create["custom_fields"] = {**payload["custom_fields"], "outlook_key": contact.key or None}
             try:
                 data = await self._call("POST", "/api/contacts/", body=create, resend=False)
-            except CrmRetryableError:
-                continue  # it may have been created: look again before sending it again
             except CrmRejectedError as exc:
+                # BottleCRM allows one contact per address in an organisation: adopt that one.
                 if "already exists" not in str(exc) or not payload["email"]:
                     raise
                 existing = await self._contacts_with_email(str(payload["email"]).lower())
@@ -327,19 +358,30 @@ class BottleCrmConnector:
                 await self._update_contact(existing[0], contact, payload, profile)
                 return CrmRef(str(existing[0]["id"]))
             return CrmRef(str(data["id"]))
-        raise CrmRetryableError("BottleCRM kept failing while creating a contact")
+
+        return await self._steps(step)
 
     async def _find_contact(self, contact: CrmContact) -> dict[str, Any] | None:
         if contact.ref is not None:
-            data = await self._call("GET", f"/api/contacts/{_uuid(contact.ref.id)}/", missing_ok=True)
-            if data is not None:
-                return dict(data["contact_obj"])
+            data = await self._contact(contact.ref.id)
+            if data is None:
+                raise CrmRejectedError(
+                    f"contact {contact.ref.id} was deleted in BottleCRM: it is not brought back by an update",
+                    status=404,
+                )
+            return data
         if contact.key:
             data = await self._call("GET", "/api/contacts/", params={"cf_outlook_key": contact.key})
-            rows = sorted(data.get("results", []), key=lambda r: r["created_at"])
+            rows = sorted(data.get("results", []), key=lambda r: str(r["created_at"]))
             if rows:
                 return dict(rows[0])
         return None
+
+    async def _contact(self, contact_id: str) -> dict[str, Any] | None:
+        if not _is_uuid(contact_id):
+            return None
+        data = await self._call("GET", f"/api/contacts/{contact_id}/", missing_ok=True)
+        return None if data is None else dict(data["contact_obj"])
 
     async def _update_contact(
         self, row: Mapping[str, Any], contact: CrmContact, payload: dict[str, Any], profile: str
@@ -350,17 +392,19 @@ class BottleCrmConnector:
         if contact.key and not stored_key:
             fields["outlook_key"] = contact.key
         patch = {**payload, "custom_fields": fields, "assigned_to": sorted(assignees | {profile})}
-        await self._call("PATCH", f"/api/contacts/{row['id']}/", body=patch)
+        await self._call("PATCH", f"/api/contacts/{row['id']}/", body=patch, resend=False)
 
     async def get_contact(self, ref: CrmRef) -> CrmContact | None:
-        data = await self._call("GET", f"/api/contacts/{_uuid(ref.id)}/", missing_ok=True)
-        if data is None:
-            return None
-        row = data["contact_obj"]
-        return _crm_contact(row, self._owner_email(row.get("assigned_to", [])))
+        row = await self._contact(ref.id)
+        return None if row is None else _crm_contact(row, self._owner_email(row.get("assigned_to", [])))
+
+    def _owner_email(self, assignees: Sequence[Mapping[str, Any]]) -> str:
+        emails = sorted(str(a.get("user_details", {}).get("email", "")).lower() for a in assignees)
+        return emails[0] if emails else ""
 
     async def delete_contact(self, ref: CrmRef) -> None:
-        await self._call("DELETE", f"/api/contacts/{_uuid(ref.id)}/", missing_ok=True)
+        if _is_uuid(ref.id):
+            await self._call("DELETE", f"/api/contacts/{ref.id}/", missing_ok=True)
 
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:
         profile = await self._profile_id(owner)
@@ -400,28 +444,29 @@ class BottleCrmConnector:
             )
         home = await self._journal_home(journal)
         payload = _interaction_payload(journal)
-        for _ in range(3):
+
+        async def step() -> CrmRef:
             found = await self._find_interaction(home, journal.key)
             if found is not None:
-                if any(found.get(k) != v for k, v in payload.items() if k != "occurred_at") or _instant(
-                    found.get("occurred_at")
-                ) != _instant(payload["occurred_at"]):
-                    await self._call("PATCH", f"/api/interactions/{found['id']}/", body=payload)
-                self._journal_homes[journal.key] = home
-                return CrmRef(str(found["id"]))
-            body = {**payload, "kind": "email", home[0]: home[1]}
-            try:
+                await self._call("PATCH", f"/api/interactions/{found['id']}/", body=payload, resend=False)
+                ref = CrmRef(str(found["id"]))
+            else:
+                body = {**payload, "kind": "email", home[0]: home[1]}
                 data = await self._call("POST", "/api/interactions/", body=body, resend=False)
-            except CrmRetryableError:
-                continue  # it may have been created: look again before sending it again
+                ref = CrmRef(str(data["id"]))
             self._journal_homes[journal.key] = home
-            return CrmRef(str(data["id"]))
-        raise CrmRetryableError("BottleCRM kept failing while creating an interaction")
+            return ref
+
+        return await self._steps(step)
 
     async def _journal_home(self, journal: Journal) -> tuple[str, str]:
-        if journal.people:
-            return "contact", _uuid(journal.people[0].id)
-        return "account", await self._unmatched_account_id()
+        if not journal.people:
+            return "account", await self._unmatched_account_id()
+        person = journal.people[0]
+        kind = "lead" if person.kind == "lead" else "contact"
+        if not _is_uuid(person.id):
+            raise CrmRejectedError(f"the journal links {person.id!r}, which is not a BottleCRM {kind} id")
+        return kind, str(uuid.UUID(person.id))
 
     async def _find_interaction(self, home: tuple[str, str], key: str) -> dict[str, Any] | None:
         digest = _key_hash(key)
@@ -430,8 +475,8 @@ class BottleCrmConnector:
             params: dict[str, str | int] = {home[0]: home[1], "limit": INTERACTION_PAGE, "offset": offset}
             data = await self._call("GET", "/api/interactions/", params=params, missing_ok=True)
             if data is None:
-                if home[0] == "contact":
-                    raise CrmRejectedError("the journal's contact no longer exists in BottleCRM")
+                if home[0] != "account":
+                    raise CrmRejectedError(f"the journal's {home[0]} {home[1]} does not exist in BottleCRM")
                 return None
             rows = data.get("interactions", [])
             for row in rows:
@@ -443,43 +488,49 @@ class BottleCrmConnector:
                 return None
 
     async def get_journal(self, key: str) -> Journal | None:
-        home = self._journal_homes.get(key)
-        if home is None:
-            person = key.rpartition("|")[2]
-            home = ("contact", person) if "|" in key and _is_uuid(person) else None
-        if home is None:
-            home = ("account", await self._unmatched_account_id())
-        try:
-            row = await self._find_interaction(home, key)
-        except CrmRejectedError:
-            return None
-        return None if row is None else _journal(row, key)
+        homes = [self._journal_homes[key]] if key in self._journal_homes else []
+        person = key.rpartition("|")[2]
+        if "|" in key and _is_uuid(person):  # the engine's per-person key
+            homes += [("contact", person), ("lead", person)]
+        account = await self._unmatched_account_id(create=False)
+        if account:
+            homes.append(("account", account))
+        for home in homes:
+            try:
+                row = await self._find_interaction(home, key)
+            except CrmRejectedError:
+                continue
+            if row is not None:
+                return _journal(row, key)
+        return None
 
     # -----------------------------------------------------------------------------------------
     # Appointments
 
     async def upsert_appointment(self, appointment: Appointment) -> CrmRef:
+        if appointment.end < appointment.start:
+            raise CrmRejectedError("the appointment ends before it starts")
         await self._ensure_fields("Task")
         profile = await self._profile_id(appointment.owner)
         payload = _task_payload(appointment)
-        for _ in range(3):
+
+        async def step() -> CrmRef:
             row = await self._find_task(appointment.key)
-            if row is not None:
-                await self._call("PATCH", f"/api/tasks/{row['id']}/", body=payload)
-                return CrmRef(str(row["id"]))
-            create = {**payload, "assigned_to": [profile]}
-            try:
+            if row is None:
+                create = {**payload, "assigned_to": [profile]}
                 await self._call("POST", "/api/tasks/", body=create, resend=False)
-            except CrmRetryableError:
-                continue
-            row = await self._find_task(appointment.key)  # the create answer carries no id
-            if row is not None:
+                row = await self._find_task(appointment.key)  # the create answer carries no id
+                if row is None:
+                    raise CrmRetryableError("BottleCRM accepted a task it cannot then find")
                 return CrmRef(str(row["id"]))
-        raise CrmRetryableError("BottleCRM kept failing while creating a task")
+            await self._call("PATCH", f"/api/tasks/{row['id']}/", body=payload, resend=False)
+            return CrmRef(str(row["id"]))
+
+        return await self._steps(step)
 
     async def _find_task(self, key: str) -> dict[str, Any] | None:
         data = await self._call("GET", "/api/tasks/", params={"cf_outlook_event_key": key, "slim": "true"})
-        rows = sorted(data.get("tasks", []), key=lambda r: r["created_at"])
+        rows = sorted(data.get("tasks", []), key=lambda r: str(r["created_at"]))
         return dict(rows[0]) if rows else None
 
     async def cancel_appointment(self, key: str) -> None:
@@ -515,7 +566,12 @@ def _rejected(method: str, response: httpx.Response) -> CrmRejectedError:
         data = {}
     reason = _reason(data) or response.reason_phrase
     if status == 401 or (status == 403 and "Organization context" in reason):
-        reason = "the API token is missing, invalid or revoked (BottleCRM answers 403): check CRM_API_TOKEN"
+        # BottleCRM's answer to a missing or bad token is a 403; the port's meaning is a 401.
+        return CrmRejectedError(
+            "BottleCRM did not accept the credentials (the API token is missing, wrong or revoked; "
+            "BottleCRM answers 403): check CRM_API_TOKEN",
+            status=401,
+        )
     return CrmRejectedError(f"BottleCRM refused {method} ({status}): {reason}", status=status)
 
 
@@ -552,6 +608,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _contact_payload(fields: ContactFields) -> dict[str, Any]:
     """BottleCRM contact fields, plus what it has no column for in `outlook_fields`."""
+    if len(fields.emails) > 1 + len(EMAIL_SLOTS):
+        raise CrmRejectedError(f"a BottleCRM contact keeps at most {1 + len(EMAIL_SLOTS)} e-mail addresses")
     extra: dict[str, Any] = {}
     first, last = fields.given_name.strip(), fields.surname.strip()
     if not first or not last:
@@ -560,8 +618,9 @@ def _contact_payload(fields: ContactFields) -> dict[str, Any]:
         first, last = first or fallback, last or "-"
     if fields.display_name:
         extra["display_name"] = fields.display_name
-    if fields.emails[1:]:
-        extra["emails"] = list(fields.emails[1:])
+    others = list(fields.emails[1:])
+    if any(e != e.strip().lower() for e in others):
+        extra["emails"] = others  # as spelled; the slots hold them normalised, for look-ups
     phones = list(fields.business_phones)
     phone = phones.pop(0) if phones and _PHONE.match(phones[0]) else None
     if phones or (fields.business_phones and phone is None):
@@ -571,6 +630,9 @@ def _contact_payload(fields: ContactFields) -> dict[str, Any]:
     address = fields.business_address
     if address.country:
         extra["country"] = address.country
+    custom: dict[str, Any] = {"outlook_fields": json.dumps(extra, sort_keys=True) if extra else None}
+    for i, slot in enumerate(EMAIL_SLOTS):
+        custom[slot] = others[i].strip().lower() if i < len(others) else None
     return {
         "first_name": first[:255],
         "last_name": last[:255],
@@ -584,7 +646,7 @@ def _contact_payload(fields: ContactFields) -> dict[str, Any]:
         "state": address.state or None,
         "postcode": address.postal_code or None,
         "description": fields.notes or None,
-        "custom_fields": {"outlook_fields": json.dumps(extra, sort_keys=True) if extra else None},
+        "custom_fields": custom,
     }
 
 
@@ -596,12 +658,14 @@ def _crm_contact(row: Mapping[str, Any], owner: str) -> CrmContact:
         extra = {}
     blank = set(extra.get("blank_names", []))
     email = str(row.get("email") or "")
+    spelled = {e.strip().lower(): e for e in extra.get("emails", [])}
+    others = [str(custom[s]) for s in EMAIL_SLOTS if custom.get(s)]
     phone = str(row.get("phone") or "")
     fields = ContactFields(
         given_name="" if "given" in blank else str(row.get("first_name") or ""),
         surname="" if "surname" in blank else str(row.get("last_name") or ""),
         display_name=str(extra.get("display_name", "")),
-        emails=tuple([email] if email else []) + tuple(extra.get("emails", [])),
+        emails=tuple([email] if email else []) + tuple(spelled.get(e.lower(), e) for e in others),
         business_phones=tuple([phone] if phone else []) + tuple(extra.get("phones", [])),
         mobile_phone=str(extra.get("mobile", "")),
         company=str(row.get("organization") or ""),
@@ -625,9 +689,9 @@ def _crm_contact(row: Mapping[str, Any], owner: str) -> CrmContact:
     )
 
 
-def _person(row: Mapping[str, Any]) -> PersonRef:
+def _person(row: Mapping[str, Any], kind: str = "contact") -> PersonRef:
     name = " ".join(str(row.get(n) or "") for n in ("first_name", "last_name")).strip()
-    return PersonRef(id=str(row["id"]), kind="contact", name=name, email=str(row.get("email") or ""))
+    return PersonRef(id=str(row["id"]), kind=kind, name=name, email=str(row.get("email") or ""))
 
 
 # ---------------------------------------------------------------------------------------------
