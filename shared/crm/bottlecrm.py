@@ -126,6 +126,7 @@ class BottleCrmConnector:
         contact_change_feed=False,
         appointment_times=False,
         appointment_change_feed=False,
+        contact_tombstones=False,
     )
 
     def __init__(
