@@ -36,6 +36,19 @@ class BottleCrm:
     token: str
     admin_email: str
     run_dir: Path
+    pg_port: int
+
+    def sql(self, statement: str) -> str:
+        """Run SQL in the CRM's database (tests: reset between tests, inspect end states)."""
+        psql = Path((self.run_dir / "pgbin").read_text().strip()) / "psql"
+        args = [str(psql), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres", "-d", "bottlecrm"]
+        done = subprocess.run(
+            [*args, "-v", "ON_ERROR_STOP=1", "-Atqc", statement],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"psql failed: {done.stderr.strip()}")
+        return done.stdout
 
 
 def _script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -73,6 +86,7 @@ def bottlecrm(timeout: float = 1800.0) -> Iterator[BottleCrm]:
             token=values["BOTTLECRM_TOKEN"],
             admin_email=values["BOTTLECRM_ADMIN_EMAIL"],
             run_dir=run_dir,
+            pg_port=int(values["BOTTLECRM_PG_PORT"]),
         )
     finally:
         _script("down", str(run_dir), timeout=120)

@@ -724,6 +724,15 @@ def _find_marker(body: str) -> tuple[str, str, int] | None:
     return None
 
 
+def journal_key(body: str) -> str | None:
+    """The journal key an interaction body carries in its marker line, if it has one."""
+    found = _find_marker(body)
+    if found is None:
+        return None
+    key = _unpack(found[1]).get("key")
+    return str(key) if isinstance(key, str) and _key_hash(key) == found[0] else None
+
+
 def _addr(a: Address | None) -> list[str] | None:
     return None if a is None else [a.address, a.name]
 
@@ -922,4 +931,4 @@ def _uuid(value: str) -> str:
         raise CrmRejectedError("not a BottleCRM id") from None
 
 
-__all__ = ["BottleCrmConnector"]
+__all__ = ["CUSTOM_FIELDS", "BottleCrmConnector", "journal_key"]
