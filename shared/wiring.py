@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import Settings
-from shared.errors import ConfigError
 from shared.crm.port import CrmPort
+from shared.errors import ConfigError
 from shared.graph.probe import MailboxProbe
 from shared.state.port import JobQueue, StateStore
 from shared.subscriptions import SubscriptionKeeper
@@ -76,7 +76,8 @@ def _storage_credential(settings: Settings) -> Any:
     )
 
 
-async def build(settings: Settings) -> Services:
+async def build(settings: Settings, *, table_prefix: str = "") -> Services:
+    """`table_prefix` isolates tests that share one storage account; deployments use none."""
     from shared.graph.client import GraphCaller, build_graph_client
     from shared.graph.mail import GraphMailReader
     from shared.graph.subscriptions import GraphSubscriptions
@@ -87,7 +88,9 @@ async def build(settings: Settings) -> Services:
 
     configure(settings.appinsights_connection_string)
     if settings.storage_connection_string:
-        state = TableStateStore.from_connection_string(settings.storage_connection_string)
+        state = TableStateStore.from_connection_string(
+            settings.storage_connection_string, table_prefix=table_prefix
+        )
         queue = StorageJobQueue.from_connection_string(settings.storage_connection_string)
     else:
         credential = _storage_credential(settings)

@@ -4,12 +4,14 @@ Every value is escaped."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from html import escape
 from typing import Any
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:1.5rem}table{border-collapse:collapse;margin-bottom:2rem}"
     "td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}"
+    "td{max-width:24rem;overflow-wrap:anywhere}th{white-space:nowrap}"
     ".cancelled{text-decoration:line-through;color:#777}"
 )
 _PEOPLE = ["id", "kind", "name", "e-mails", "company", "owner", "key"]
@@ -24,6 +26,14 @@ def _table(title: str, headers: Sequence[str], rows: Iterable[tuple[str, Sequenc
         for css, cells in rows
     )
     return f"<h2>{escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def _when(value: str | None) -> str:
+    """An RFC 3339 time as `2024-05-06 09:30 +00:00` (the page is for people)."""
+    if not value:
+        return ""
+    moment = datetime.fromisoformat(value)
+    return moment.strftime("%Y-%m-%d %H:%M ") + moment.isoformat()[-6:]
 
 
 def _lines(values: Iterable[str]) -> str:
@@ -47,7 +57,7 @@ def _person(p: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def _journal(j: dict[str, Any]) -> tuple[str, list[str]]:
-    texts = [j["key"], j["subject"], j["direction"], j["sentAt"] or j["receivedAt"] or "", j["owner"]]
+    texts = [j["key"], j["subject"], j["direction"], _when(j["sentAt"] or j["receivedAt"]), j["owner"]]
     return "", [*map(escape, texts), _lines(j["seenBy"]), _linked(j["people"])]
 
 
@@ -56,8 +66,8 @@ def _appointment(a: dict[str, Any]) -> tuple[str, list[str]]:
     texts = [
         a.get("key") or f"(made in the CRM) {a['id']}",
         a["subject"],
-        a["start"],
-        a["end"],
+        _when(a["start"]),
+        _when(a["end"]),
         a["location"],
         a["owner"],
     ]

@@ -140,20 +140,24 @@ class People:
         ]
 
     def changes(self, owner: str, cursor: str | None, limit: int) -> dict[str, Any]:
-        after = parse_cursor(cursor)
+        """A cursor is `<seq>`; while an initial read (no cursor) pages, it is `<seq>:<floor>`, where
+        floor is the sequence when that read began: removals before it concern contacts the reader
+        never saw, so they are not reported."""
+        after, _, floor_text = (cursor or "").partition(":")
+        start = parse_cursor(after)
         with self.db.transaction() as conn:
             latest = self.db.current_seq(conn)
+            floor = parse_cursor(floor_text) or (latest if start is None else 0)
             live = conn.execute(
                 "SELECT * FROM people WHERE owner = ? AND kind = 'contact' AND deleted = 0 AND seq > ?",
-                (owner, after or 0),
+                (owner, start or 0),
             ).fetchall()
             gone: dict[str, tuple[int, str]] = {}
-            if after is not None:
-                for r in conn.execute(
-                    "SELECT person_id, seq, reason FROM removals WHERE owner = ? AND seq > ? ORDER BY seq",
-                    (owner, after),
-                ):
-                    gone[r["person_id"]] = (r["seq"], r["reason"])
+            for r in conn.execute(
+                "SELECT person_id, seq, reason FROM removals WHERE owner = ? AND seq > ? ORDER BY seq",
+                (owner, max(start or 0, floor)),
+            ):
+                gone[r["person_id"]] = (r["seq"], r["reason"])
         for r in live:
             gone.pop(r["id"], None)
         events: list[tuple[int, str, Any]] = [(r["seq"], "change", _view(r)) for r in live]
@@ -162,11 +166,14 @@ class People:
         ]
         events.sort(key=lambda e: e[0])
         page, more = events[:limit], len(events) > limit
-        next_cursor = page[-1][0] if more else max(latest, after or 0)
+        if not more:
+            next_cursor = str(max(latest, start or 0))
+        else:
+            next_cursor = f"{page[-1][0]}:{floor}" if floor > page[-1][0] else str(page[-1][0])
         return {
             "changes": [e[2] for e in page if e[1] == "change"],
             "removals": [e[2] for e in page if e[1] == "removal"],
-            "cursor": str(next_cursor),
+            "cursor": next_cursor,
             "hasMore": more,
         }
 

@@ -63,7 +63,7 @@ async def run_batch(ctx: Ctx) -> Response:
         done[rid].set()
 
     await asyncio.gather(*(run(rid, it) for rid, it in ids.items()))
-    return Response(200, {"responses": [results[rid] for rid in ids]})
+    return Response(200, {"responses": list(results.values())})  # in completion order, as Graph may
 
 
 def sub_request(outer: Request, it: dict[str, Any]) -> Request:

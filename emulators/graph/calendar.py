@@ -433,7 +433,7 @@ def view_delta(ctx: Ctx) -> Response:
 
     def emit(seq: int, key: str, kind: str, c: delta.Cursor) -> list[dict[str, Any]] | None:
         ev = u.events[key]
-        initial = c.base == 0
+        initial = c.initial(seq)
         if kind == "removed" or ev.deleted:
             if initial:
                 return None

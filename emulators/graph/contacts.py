@@ -270,7 +270,7 @@ def folder_delta(ctx: Ctx) -> Response:
             return None
         f = u.contact_folders.get(key)
         if kind == "removed" or f is None:
-            return None if c.base == 0 else [{"id": key, "@removed": {"reason": "deleted"}}]
+            return None if c.initial(seq) else [{"id": key, "@removed": {"reason": "deleted"}}]
         return [render_folder(f, select)]
 
     link = f"{req.base_url}/users/{u.id}/contactFolders/delta"
@@ -302,7 +302,7 @@ def contact_delta(ctx: Ctx) -> Response:
     def emit(seq: int, key: str, kind: str, c: delta.Cursor) -> list[dict[str, Any]] | None:
         contact = folder.contacts.get(key)
         if kind == "removed" or contact is None:
-            if c.base == 0:
+            if c.initial(seq):
                 return None
             return [{"@odata.type": CONTACT_TYPE, "id": key, "@removed": {"reason": "deleted"}}]
         return [render_contact(contact, select, expand)]

@@ -44,6 +44,7 @@ def add_fault(ctx: Ctx) -> Response:
         retry_after=None if retry_after is None else str(retry_after),
         error_code=b.get("errorCode", "") or "",
         message=b.get("message", "") or "",
+        headers={str(k): str(v) for k, v in (b.get("headers") or {}).items()},
     )
     ctx.emu.faults.add(fault)
     return Response(201, {"pending": len(ctx.emu.faults.pending)})

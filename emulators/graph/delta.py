@@ -28,7 +28,9 @@ class SyncState:
 @dataclass
 class Cursor:
     """What a token carries. `base`: changes after this seq belong to the round; `pos`: resume after this
-    seq; `high`: the round ends at this seq; `sent`: items returned so far this round."""
+    seq; `high`: the round ends at this seq (it grows while the round runs, so an item changed mid-round
+    can come twice in one round, as Graph's do); `origin`: the seq when the round began; `sent`: items
+    returned so far this round."""
 
     state: str
     generation: int
@@ -38,6 +40,11 @@ class Cursor:
     high: int
     sent: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    origin: int = 0
+
+    def initial(self, seq: int) -> bool:
+        """An entry that is part of the initial snapshot: removed items are left out, not reported."""
+        return self.base == 0 and seq <= self.origin
 
 
 class SyncStates:
@@ -62,7 +69,18 @@ class SyncStates:
 
     def encode(self, c: Cursor) -> str:
         raw = json.dumps(
-            [self.epoch, c.state, c.generation, c.collection, c.base, c.pos, c.high, c.sent, c.options],
+            [
+                self.epoch,
+                c.state,
+                c.generation,
+                c.collection,
+                c.base,
+                c.pos,
+                c.high,
+                c.sent,
+                c.options,
+                c.origin,
+            ],
             separators=(",", ":"),
         ).encode()
         return base64.urlsafe_b64encode(zlib.compress(raw)).decode().rstrip("=")
@@ -71,7 +89,7 @@ class SyncStates:
         """Validate the token's sync state and generation, and advance the state's generation."""
         try:
             raw = zlib.decompress(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            epoch, sid, gen, coll, base, pos, high, sent, options = json.loads(raw)
+            epoch, sid, gen, coll, base, pos, high, sent, options, origin = json.loads(raw)
         except (ValueError, zlib.error, TypeError) as exc:
             raise GraphError(400, "ErrorInvalidUrlQuery", "The delta or skip token is malformed.") from exc
         st = self.states.get(sid)
@@ -79,7 +97,7 @@ class SyncStates:
             raise sync_state_not_found(gen, st.generation if st else gen)
         if gen <= st.generation - KEEP_GENERATIONS:
             raise sync_state_not_found(gen, st.generation)
-        return Cursor(sid, gen, coll, base, pos, high, sent, options)
+        return Cursor(sid, gen, coll, base, pos, high, sent, options, origin)
 
     def issue(self, c: Cursor) -> str:
         st = self.states[c.state]
@@ -167,7 +185,9 @@ def run_page(
     cursor.pos = pos
     if not finished:
         return Page(value, next_link=f"{link}?$skiptoken={quote(states.issue(cursor))}")
-    delta = Cursor(cursor.state, 0, cursor.collection, cursor.high, cursor.high, -1, 0, cursor.options)
+    delta = Cursor(
+        cursor.state, 0, cursor.collection, cursor.high, cursor.high, -1, 0, cursor.options, cursor.high
+    )
     token = quote(states.issue(delta))
     # Classify links by property name, never by token name: every other deltaLink uses $skiptoken (DQM ex. 2).
     name = "$skiptoken" if delta.generation % 2 == 0 else "$deltatoken"
@@ -175,7 +195,7 @@ def run_page(
 
 
 def begin(states: SyncStates, user_id: str, collection: str, high: int, options: dict[str, Any]) -> Cursor:
-    return Cursor(states.start(user_id), 0, collection, 0, 0, high, 0, options)
+    return Cursor(states.start(user_id), 0, collection, 0, 0, high, 0, options, high)
 
 
 def resume(states: SyncStates, req: Request, user_id: str, high: int) -> Cursor | None:
@@ -185,5 +205,6 @@ def resume(states: SyncStates, req: Request, user_id: str, high: int) -> Cursor 
         return None
     c = states.decode(token, user_id)
     if c.high == -1:  # a deltaLink: a new round from its base up to now
-        c.high = high
+        c.origin = high
+    c.high = max(c.high, high)  # changes made while the round runs join it
     return c

@@ -181,7 +181,9 @@ def _message_prop(m: Message, p: str, view: View) -> Any:
         case "subject":
             return m.subject
         case "bodyPreview":
-            return html_to_text(m.body_html)[:255]
+            if m.preview is None:
+                m.preview = html_to_text(m.body_html)[:255]
+            return m.preview
         case "importance":
             return m.importance
         case "parentFolderId":
@@ -373,7 +375,7 @@ def folder_delta(ctx: Ctx) -> Response:
     def emit(seq: int, key: str, kind: str, c: delta.Cursor) -> list[dict[str, Any]] | None:
         f = u.folders.get(key)
         if kind == "removed" or f is None:
-            return None if c.base == 0 else [{"id": key, "@removed": {"reason": "deleted"}}]
+            return None if c.initial(seq) else [{"id": key, "@removed": {"reason": "deleted"}}]
         return [render_folder(f, u, select)]
 
     page = delta.run_page(emu.states, u.folder_log, cursor, limit=delta.page_size(req), link=link, emit=emit)
@@ -426,7 +428,7 @@ def message_delta(ctx: Ctx) -> Response:
 
     def emit(seq: int, key: str, kind: str, c: delta.Cursor) -> list[dict[str, Any]] | None:
         m = u.messages[key]
-        initial = c.base == 0
+        initial = c.initial(seq)
         if kind == "removed":
             if initial:
                 return None
@@ -528,6 +530,7 @@ def patch_message(ctx: Ctx) -> Response:
             m.subject = v
         elif k == "body" and m.is_draft:
             m.body_html = m.unique_html = v.get("content", "")
+            m.preview = None
         elif k == "singleValueExtendedProperties":
             for p in v or []:
                 if "0x36" in p.get("id", "").lower().replace("0x0036", "0x36"):

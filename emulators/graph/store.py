@@ -89,6 +89,7 @@ class Message:
     attachments: list[Attachment] = field(default_factory=list)
     sensitivity: int = 0
     deleted: bool = False
+    preview: str | None = None  # bodyPreview, computed once per body
 
 
 @dataclass(eq=False)

@@ -312,7 +312,12 @@ class Notifier:
 
     def enqueue(self, sub: Subscription, change: Change, change_type: str) -> None:
         item_id = change.item_ids[1] if sub.immutable else change.item_ids[0]
-        resource = f"Users/{sub.user_id}/{PLURAL[change.kind]}/{item_id}"
+        # Graph writes `resource` in several forms; only resourceData.id is reliable (edge case 12)
+        forms = (
+            f"Users/{sub.user_id}/{PLURAL[change.kind]}/{item_id}",
+            f"Users('{sub.user_id}')/{PLURAL[change.kind].lower()}('{item_id}')",
+        )
+        resource = forms[0] if self.rng.random() < 0.75 else forms[1]
         data: dict[str, Any] = {"@odata.type": TYPES[change.kind], "@odata.id": resource, "id": item_id}
         if change.change_key:
             data["@odata.etag"] = f'W/"{change.change_key}"'

@@ -75,6 +75,7 @@ class Fault:
     retry_after: str | None = None
     error_code: str = ""
     message: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. a Location on a 410 resync
     served: int = field(default=0)
 
     def matches(self, method: str, target: str) -> bool:
@@ -82,6 +83,7 @@ class Fault:
 
     def error(self) -> GraphError:
         headers = {"Retry-After": self.retry_after} if self.retry_after not in (None, "") else {}
+        headers.update(self.headers)
         code = self.error_code or DEFAULT_CODES.get(self.status, "UnknownError")
         message = self.message or DEFAULT_MESSAGES.get(self.status, f"Injected failure {self.status}.")
         return GraphError(self.status, code, message, headers)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -61,11 +61,6 @@ class _Failure:
     after_apply: bool
 
 
-@dataclass
-class _Log:
-    removals: list[tuple[str, str, int]] = field(default_factory=list)  # person id, owner, seq
-
-
 class InMemoryCrm:
     def __init__(self, capabilities: Capabilities | None = None) -> None:
         self.capabilities = capabilities or Capabilities()
@@ -74,7 +69,7 @@ class InMemoryCrm:
         self._journal_ids: dict[str, str] = {}
         self._appointments: dict[str, _Stored] = {}
         self._people: dict[str, _Person] = {}
-        self._log = _Log()
+        self._removals: list[tuple[str, str, int]] = []  # person id, owner then, seq
         self._seq = 0
         self._failures: list[_Failure] = []
 
@@ -269,7 +264,7 @@ class InMemoryCrm:
             }
             gone: dict[str, tuple[int, CrmContact | CrmContactRemoved]] = {}
             if cursor:
-                for person_id, was_owner, seq in self._log.removals:
+                for person_id, was_owner, seq in self._removals:
                     if was_owner == owner and seq > after and person_id not in live:
                         gone[person_id] = (seq, CrmContactRemoved(CrmRef(person_id), owner))
             events = sorted([*live.values(), *gone.values()], key=lambda e: e[0])
@@ -334,7 +329,7 @@ class InMemoryCrm:
         self._check_emails(fields)
         seq = self._next()
         if person.seq and owner != person.owner:
-            self._log.removals.append((person.id, person.owner, seq))
+            self._removals.append((person.id, person.owner, seq))
         person.fields, person.owner, person.seq, person.updated_at = fields, owner, seq, _now()
 
     def _delete(self, person_id: str, missing_ok: bool = False) -> None:
@@ -345,7 +340,7 @@ class InMemoryCrm:
             raise CrmRejectedError("CRM rejected (404): no such contact", status=404)
         if not person.deleted:
             person.deleted, person.seq = True, self._next()
-            self._log.removals.append((person.id, person.owner, person.seq))
+            self._removals.append((person.id, person.owner, person.seq))
 
     def _check_links(self, people: Sequence[PersonRef]) -> None:
         for ref in people:

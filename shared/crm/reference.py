@@ -70,6 +70,27 @@ def _reason(response: httpx.Response) -> str:
     return (message or response.reason_phrase or "no reason given")[:300]
 
 
+def _failure(method: str, route: str, response: httpx.Response) -> CrmRetryableError:
+    """The retryable error for a 429/5xx answer; raises `CrmRejectedError` for any other 4xx."""
+    status = response.status_code
+    if status == 401:
+        raise CrmRejectedError(
+            f"CRM refused the credentials (401) on {method} {route}: {_reason(response)}", status=401
+        )
+    if status == 403:
+        raise CrmRejectedError(
+            f"CRM denied access (403) on {method} {route}: {_reason(response)}", status=403
+        )
+    if status != 429 and status < 500:
+        raise CrmRejectedError(
+            f"CRM rejected {method} {route} ({status}): {_reason(response)}", status=status
+        )
+    wait = parse_retry_after(response.headers.get("retry-after"))
+    return CrmRetryableError(
+        f"CRM {method} {route} answered {status}: {_reason(response)}", status=status, retry_after=wait
+    )
+
+
 class ReferenceCrmConnector:
     capabilities = Capabilities()
 
@@ -121,7 +142,6 @@ class ReferenceCrmConnector:
         """One API call with the retry policy. `route` (a template, no values) is what gets logged."""
         budget = self.max_retries if retries is None else retries
         for attempt in range(budget + 1):
-            wait: float | None = None
             try:
                 response = await self._client.request(
                     method, self._base + path, json=json, params=params, headers=self._headers
@@ -131,34 +151,23 @@ class ReferenceCrmConnector:
                 if not repeatable and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                     raise failure from exc
             else:
-                status = response.status_code
                 logger.debug(
-                    "crm_call method=%s route=%s status=%d attempt=%d", method, route, status, attempt
+                    "crm_call method=%s route=%s status=%d attempt=%d",
+                    method,
+                    route,
+                    response.status_code,
+                    attempt,
                 )
-                if status < 400:
+                if response.status_code < 400:
                     return response
-                if status == 404 and missing_ok:
+                if response.status_code == 404 and missing_ok:
                     return None
-                if status in (401, 403):
-                    raise CrmRejectedError(
-                        f"CRM refused the credentials ({status}) on {method} {route}: {_reason(response)}",
-                        status=status,
-                    )
-                if status != 429 and status < 500:
-                    raise CrmRejectedError(
-                        f"CRM rejected {method} {route} ({status}): {_reason(response)}", status=status
-                    )
-                wait = parse_retry_after(response.headers.get("retry-after"))
-                failure = CrmRetryableError(
-                    f"CRM {method} {route} answered {status}: {_reason(response)}",
-                    status=status,
-                    retry_after=wait,
-                )
-                if not repeatable and status != 429:
+                failure = _failure(method, route, response)  # raises CrmRejectedError for a refusal
+                if not repeatable and failure.status != 429:
                     raise failure
-            if attempt == budget or (wait is not None and wait > self.max_retry_after):
+            if attempt == budget or (failure.retry_after or 0.0) > self.max_retry_after:
                 raise failure
-            delay = wait if wait is not None else self._backoff(attempt)
+            delay = failure.retry_after if failure.retry_after is not None else self._backoff(attempt)
             logger.info(
                 "crm_retry method=%s route=%s attempt=%d wait=%.2f", method, route, attempt + 1, delay
             )
@@ -167,7 +176,14 @@ class ReferenceCrmConnector:
 
     async def _json(self, method: str, route: str, path: str, **kwargs: Any) -> Any:
         response = await self._call(method, route, path, **kwargs)
-        return None if response is None else response.json()
+        if response is None:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise CrmRetryableError(
+                f"CRM {method} {route} answered {response.status_code} without JSON"
+            ) from None
 
     async def find_people(self, addresses: Sequence[str]) -> dict[str, list[PersonRef]]:
         wanted = list(dict.fromkeys(a.strip().lower() for a in addresses))
@@ -246,12 +262,15 @@ class ReferenceCrmConnector:
         pages, next_cursor = await self._pages("/contacts/changes", owner, cursor)
         latest: dict[str, CrmContact | CrmContactRemoved] = {}
         for page in pages:
-            for item in page["changes"]:
-                latest.pop(item["id"], None)
-                latest[item["id"]] = wire.contact_from_json(item)
-            for item in page["removals"]:
-                latest.pop(item["id"], None)
-                latest[item["id"]] = CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
+            events = [(item["seq"], item, True) for item in page["changes"]]
+            events += [(item["seq"], item, False) for item in page["removals"]]
+            for _, item, live in sorted(events, key=lambda e: e[0]):
+                latest.pop(item["id"], None)  # a contact is reported once, where its latest event falls
+                latest[item["id"]] = (
+                    wire.contact_from_json(item)
+                    if live
+                    else CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
+                )
         return ContactFeedPage(changes=tuple(latest.values()), cursor=next_cursor)
 
     async def check(self) -> Health:

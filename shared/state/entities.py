@@ -94,12 +94,10 @@ class EntityTables(Protocol):
 def to_column(value: Any) -> Any:
     """A value a table column can hold (None stays None: the store treats it as "remove")."""
 
-    if value is None or isinstance(value, str | bool | int | float | bytes):
-        if isinstance(value, Enum):
-            return str(value.value)
-        return value
     if isinstance(value, Enum):
         return to_column(value.value)
+    if value is None or isinstance(value, str | bool | int | float | bytes):
+        return value
     if isinstance(value, datetime):
         return utc(value)
     if isinstance(value, date):

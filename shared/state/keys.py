@@ -30,24 +30,20 @@ MAX_KEY_UNITS = 250
 _HASH_MARK = "%~"
 _KEEP = MAX_KEY_UNITS - len(_HASH_MARK) - 40
 
-_ESCAPED = frozenset("%/\\#?|")
+_MUST_ESCAPE = re.compile(r"[%/\\#?|\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _HEX_ESCAPE = re.compile(r"(?:%[0-9A-F]{2})+")
-
-
-def _must_escape(ch: str) -> bool:
-    code = ord(ch)
-    return ch in _ESCAPED or code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF
 
 
 def encode_key(value: str) -> str:
     """A legal Azure Table key for `value` (see the module docstring)."""
 
-    pieces = [_escape(ch) if _must_escape(ch) else ch for ch in value]
-    if sum(_units(p) for p in pieces) <= MAX_KEY_UNITS:
-        return "".join(pieces)
+    out = _MUST_ESCAPE.sub(lambda m: _escape(m.group(0)), value)
+    if _units(out) <= MAX_KEY_UNITS:
+        return out
     head: list[str] = []
     used = 0
-    for piece in pieces:  # whole pieces only: never split a %XX escape or a surrogate pair
+    for ch in value:  # whole characters only: never split a %XX escape or a surrogate pair
+        piece = _escape(ch) if _MUST_ESCAPE.match(ch) else ch
         used += _units(piece)
         if used > _KEEP:
             break
@@ -62,6 +58,8 @@ def _escape(ch: str) -> str:
 
 def _units(text: str) -> int:
     """Length in UTF-16 code units (how Azure measures keys)."""
+    if text.isascii():
+        return len(text)
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 

@@ -7,6 +7,7 @@ logic is the same `EntityStateStore` the Table adapter uses; only the rows live 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from collections.abc import Sequence
@@ -54,10 +55,12 @@ class MemoryTables:
             self._tables.setdefault(name.lower(), {})
 
     async def get(self, table: str, partition_key: str, row_key: str) -> Row | None:
+        await _io()
         found = self._table(table).get((partition_key, row_key))
         return Row(dict(found[0]), found[1]) if found else None
 
     async def insert(self, table: str, entity: Entity) -> str:
+        await _io()
         rows = self._table(table)
         _validate(entity)
         if (entity["PartitionKey"], entity["RowKey"]) in rows:
@@ -65,6 +68,7 @@ class MemoryTables:
         return self._store(rows, entity)
 
     async def replace(self, table: str, entity: Entity, etag: str) -> str:
+        await _io()
         rows = self._table(table)
         _validate(entity)
         found = rows.get((entity["PartitionKey"], entity["RowKey"]))
@@ -73,6 +77,7 @@ class MemoryTables:
         return self._store(rows, entity)
 
     async def upsert(self, table: str, entity: Entity, *, merge: bool) -> str:
+        await _io()
         rows = self._table(table)
         _validate(entity)
         found = rows.get((entity["PartitionKey"], entity["RowKey"]))
@@ -82,6 +87,7 @@ class MemoryTables:
         return self._store(rows, entity)
 
     async def delete(self, table: str, partition_key: str, row_key: str, etag: str = "") -> None:
+        await _io()
         rows = self._table(table)
         found = rows.get((partition_key, row_key))
         if found is None:
@@ -97,6 +103,7 @@ class MemoryTables:
         row_from: str | None = None,
         row_to: str | None = None,
     ) -> list[Row]:
+        await _io()
         return [
             Row(dict(entity), etag)
             for (pk, rk), (entity, etag) in sorted(self._table(table).items())
@@ -106,6 +113,7 @@ class MemoryTables:
         ]
 
     async def upsert_batch(self, table: str, entities: Sequence[Entity]) -> None:
+        await _io()
         rows = self._table(table)
         if not entities:
             return
@@ -123,6 +131,16 @@ class MemoryTables:
         return None
 
 
+def _utf16_units(text: str) -> int:
+    return len(text) if len(text) * 2 <= MAX_KEY_UNITS else len(text.encode("utf-16-le")) // 2
+
+
+async def _io() -> None:
+    """Every operation yields to the event loop, as a network call would: concurrent callers
+    (asyncio.gather) interleave between a read and the conditional write that follows it."""
+    await asyncio.sleep(0)
+
+
 def _validate(entity: Entity) -> None:
     """Reject what Azure Table Storage would reject, so the in-memory tests catch it too."""
 
@@ -132,7 +150,7 @@ def _validate(entity: Entity) -> None:
             raise StateError(f"{name} must be a string")
         if _FORBIDDEN_IN_KEYS.search(key):
             raise StateError(f"{name} holds a character Azure does not allow in keys")
-        if len(key.encode("utf-16-le")) // 2 > MAX_KEY_UNITS:
+        if _utf16_units(key) > MAX_KEY_UNITS:
             raise StateError(f"{name} is longer than Azure allows")
     if len(entity) - len(KEY_COLUMNS) > MAX_PROPERTIES:
         raise StateError(f"an entity holds at most {MAX_PROPERTIES} properties")
@@ -141,7 +159,7 @@ def _validate(entity: Entity) -> None:
             continue
         if not _PROPERTY_NAME.match(name) or name in {"Timestamp", "etag"}:
             raise StateError(f"invalid column name {name!r}")
-        if isinstance(value, str) and len(value.encode("utf-16-le")) // 2 > MAX_STRING_CHARS:
+        if isinstance(value, str) and _utf16_units(value) > MAX_STRING_CHARS:
             raise StateError(f"column {name} is longer than Azure allows (32K characters)")
         if isinstance(value, bytes) and len(value) > 2 * MAX_STRING_CHARS:
             raise StateError(f"column {name} is longer than Azure allows (64 KiB)")
@@ -160,10 +178,10 @@ class InMemoryStateStore(EntityStateStore):
     """`StateStore` in memory. Unlike Azure, its tables exist from the start (`ensure_tables` is a
     harmless no-op), so a unit test can use it straight away."""
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        tables = MemoryTables()
-        tables.create(TABLES)
-        super().__init__(tables, clock=clock)
+    def __init__(self, *, clock: Clock | None = None, tables: MemoryTables | None = None) -> None:
+        self.tables = tables or MemoryTables()  # the rows, for tests that look underneath
+        self.tables.create(TABLES)
+        super().__init__(self.tables, clock=clock)
 
 
 @dataclass(frozen=True)

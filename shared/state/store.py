@@ -5,7 +5,7 @@ Rows and columns (keys are made by `shared/state/keys.py`; every row also keeps 
 | table             | PartitionKey    | RowKey                 | columns                                |
 |-------------------|-----------------|------------------------|----------------------------------------|
 | SyncUsers         | "user"          | UPN                    | what admins and the service put there  |
-| SyncCursors       | user            | stream                 | Link, LinkKind, RoundStarted, Window* |
+| SyncCursors       | user            | stream                 | Link, LinkKind, RoundStarted, Window*  |
 | SyncLeases        | user            | stream                 | Owner, Expires, Ttl, Pending, QueuedAt |
 | SyncLinks         | user            | stream + "|" + item id | CrmKey, ChangeKey, *Fingerprint, Extra |
 | SyncKeys          | sha256(key)[:2] | key                    | CrmRef, Mailboxes, People, Fingerprint |
@@ -28,6 +28,8 @@ are both conditional on the same row's ETag, one of them sees the other: no wake
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -65,7 +67,7 @@ TABLES = (USERS, CURSORS, LEASES, LINKS, KEYS, SUBSCRIPTIONS, ISSUES, DECISIONS)
 USER_PARTITION = "user"
 INDEX_PARTITION = "%id"  # SyncSubscriptions rows keyed by subscription id (never an encoded user)
 MAX_ATTEMPTS = 10  # optimistic-concurrency retries before a ConcurrencyError
-MAX_BATCH_CHARS = 1_500_000  # keeps a transaction's payload well under Azure's 4 MiB
+MAX_BATCH_BYTES = 3_500_000  # a transaction's body must stay under 4 MiB
 POINT_READS = 16  # concurrent point reads in get_links
 
 _T = TypeVar("_T")
@@ -104,7 +106,7 @@ class EntityStateStore:
 
     async def get_user(self, upn: str) -> UserRow | None:
         row = await self._tables.get(self._name(USERS), USER_PARTITION, encode_key(upn))
-        return _user(row) if row else None
+        return UserRow(upn=upn, columns=row.columns(), etag=row.etag) if row else None
 
     async def put_config(self, upn: str, columns: Mapping[str, Any]) -> None:
         await self._merge_user(upn, columns)
@@ -450,28 +452,39 @@ class _LeaseLost(Exception):
 
 
 async def _retry(attempt: Callable[[], Awaitable[_T]]) -> _T:
-    """Run `attempt` again while an ETag condition fails (someone wrote between our read and write)."""
+    """Run `attempt` again while an ETag condition fails (someone wrote between our read and write),
+    after a short random pause that grows, so racing writers spread out instead of colliding again."""
 
-    for _ in range(MAX_ATTEMPTS - 1):
+    for n in range(MAX_ATTEMPTS - 1):
         try:
             return await attempt()
         except ConcurrencyError:
-            await asyncio.sleep(0)
+            await asyncio.sleep(random.uniform(0, 0.004 * 2 ** min(n, 5)))
     return await attempt()
 
 
 def _chunks(entities: list[Entity]) -> Iterable[list[Entity]]:
+    """At most MAX_BATCH rows and about MAX_BATCH_BYTES of request body per transaction."""
+
     chunk: list[Entity] = []
     size = 0
     for entity in entities:
-        weight = sum(len(str(v)) for v in entity.values()) + 64
-        if chunk and (len(chunk) == MAX_BATCH or size + weight > MAX_BATCH_CHARS):
+        weight = _wire_bytes(entity)
+        if chunk and (len(chunk) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
             yield chunk
             chunk, size = [], 0
         chunk.append(entity)
         size += weight
     if chunk:
         yield chunk
+
+
+def _wire_bytes(entity: Entity) -> int:
+    """An upper estimate of one operation's share of a transaction body: the SDK sends JSON with
+    non-ASCII escaped (up to 12 bytes a character), plus the operation's own headers and URL."""
+
+    body = json.dumps({k: str(v) for k, v in entity.items()}, ensure_ascii=True)
+    return len(body) + 2 * (len(entity["PartitionKey"]) + len(entity["RowKey"])) * 3 + 600
 
 
 def _lease_keys(user: str, stream: str) -> tuple[str, str]:

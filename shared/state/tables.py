@@ -11,9 +11,11 @@ status, never a key (keys carry UPNs and message ids).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from azure.core import MatchConditions
@@ -49,9 +51,11 @@ class AzureTables:
         return client
 
     async def create_tables(self, names: Sequence[str]) -> None:
-        for name in names:
+        async def create(name: str) -> None:
             with _storage_errors("create table"):
                 await self._service.create_table_if_not_exists(name)
+
+        await asyncio.gather(*(create(name) for name in names))
 
     async def get(self, table: str, partition_key: str, row_key: str) -> Row | None:
         try:
@@ -180,7 +184,13 @@ def _storage_errors(operation: str, *, missing_is_conflict: bool = False) -> Ite
 
 
 def _error_code(exc: HttpResponseError) -> str:
-    return str(getattr(exc, "error_code", "") or "")
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, Enum):
+        code = code.value
+    headers = getattr(exc.response, "headers", None) or {}
+    if not code:
+        code = headers.get("x-ms-error-code")
+    return str(code or "")
 
 
 def _to_sdk(entity: Entity) -> dict[str, Any]:

@@ -45,6 +45,8 @@ def prefilter(message: MailMessage, config: UserConfig, org_domains: Iterable[st
             return Verdict(False, f"participant {address.normalized} is in ExcludedAddresses")
         if address.domain in config.excluded_domains:
             return Verdict(False, f"participant domain {address.domain} is in ExcludedDomains")
+    if not participants:
+        return Verdict(False, "no participant other than the mailbox owner")
     internal = {d.lower() for d in org_domains} | {config.upn.rpartition("@")[2].lower()}
     if not config.include_internal and all(a.domain in internal for a in participants):
         return Verdict(

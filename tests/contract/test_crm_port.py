@@ -10,8 +10,12 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from emulators.crm.launcher import ReferenceCrm
 from shared.errors import CrmRejectedError, CrmRetryableError
 from shared.model import (
     Address,
@@ -27,7 +31,7 @@ from shared.model import (
     PersonRef,
     PostalAddress,
 )
-from tests.contract.conftest import CrmHarness
+from tests.contract.conftest import CrmHarness, MemoryHarness, ReferenceHarness
 
 T0 = datetime(2024, 5, 6, 9, 30, tzinfo=UTC)
 
@@ -468,3 +472,89 @@ async def test_bad_credentials_give_a_clear_error_and_an_unhealthy_check(crm: Cr
 async def test_check_reports_a_reachable_crm(crm: CrmHarness) -> None:
     health = await crm.connector.check()
     assert health.ok, health.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# The fake cannot drift: random contact histories give the same feeds from the fake and the real thing
+
+_OWNERS = ("a@contoso.test", "b@contoso.test")
+_step = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(_OWNERS)),
+    st.tuples(st.just("edit"), st.integers(0, 7), st.sampled_from(["CEO", "CFO", ""])),
+    st.tuples(st.just("reassign"), st.integers(0, 7), st.sampled_from(_OWNERS)),
+    st.tuples(st.just("delete"), st.integers(0, 7)),
+    st.tuples(
+        st.just("upsert"),
+        st.sampled_from(["k1", "k2"]),
+        st.sampled_from(_OWNERS),
+        st.sampled_from(["X", "Y"]),
+    ),
+    st.tuples(st.just("read"), st.sampled_from(_OWNERS)),
+    st.tuples(st.just("read"), st.just(_OWNERS[0])),
+)
+
+
+class _Replay:
+    """Plays one history on one harness; reports what the engine would see, with ids as handles."""
+
+    def __init__(self, harness: CrmHarness, run: str) -> None:
+        self.harness, self.run = harness, run
+        self.handles: list[str] = []  # person ids in creation order
+        self.cursors: dict[str, str | None] = dict.fromkeys(_OWNERS)
+
+    def _handle(self, person_id: str) -> int:
+        if person_id not in self.handles:
+            self.handles.append(person_id)
+        return self.handles.index(person_id)
+
+    async def play(self, step: tuple[object, ...]) -> object:
+        op, crm = step[0], self.harness
+        picks = op in ("edit", "reassign", "delete") and self.handles
+        target = self.handles[int(str(step[1])) % len(self.handles)] if picks else ""
+        try:
+            if op == "add":
+                return self._handle(crm.add_person(unique("p") + "@x.test", name="P", owner=str(step[1])))
+            if op == "edit" and target:
+                crm.edit_person(target, job_title=str(step[2]))
+            if op == "reassign" and target:
+                crm.edit_person(target, owner=str(step[2]))
+            if op == "delete" and target:
+                crm.delete_person(target)
+            if op == "upsert":
+                key = f"{self.run}-{step[1]}"
+                ref = await crm.connector.upsert_contact(
+                    contact(str(step[2]), key=key, job_title=str(step[3]))
+                )
+                return self._handle(ref.id)
+        except (CrmRejectedError, httpx.HTTPStatusError):
+            return "refused"  # editing a deleted person, or upserting a key deleted in the CRM
+        if op == "read":
+            return await self._read(str(step[1]))
+        return None
+
+    async def _read(self, owner: str) -> list[tuple[object, ...]]:
+        page = await self.harness.connector.contact_changes(owner, self.cursors[owner])
+        self.cursors[owner] = page.cursor
+        return [
+            (self._handle(c.ref.id), "removed")
+            if isinstance(c, CrmContactRemoved)
+            else (self._handle(c.ref.id if c.ref else ""), c.owner, c.fields.job_title)
+            for c in page.changes
+        ]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=st.lists(_step, min_size=1, max_size=14))
+async def test_the_fake_and_the_reference_crm_agree_on_random_contact_histories(
+    reference_server: ReferenceCrm, history: list[tuple[object, ...]]
+) -> None:
+    reference_server.reset()
+    run = unique("run")
+    fake, real = MemoryHarness(), ReferenceHarness(reference_server)
+    try:
+        replays = _Replay(fake, run), _Replay(real, run)
+        for step in [*history, ("read", _OWNERS[0]), ("read", _OWNERS[1])]:
+            seen = [await replay.play(step) for replay in replays]
+            assert seen[0] == seen[1], step
+    finally:
+        await real.connector.aclose()

@@ -7,11 +7,14 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from emulators.crm.app import Crm, api_routes
 from emulators.crm.db import Database
 from emulators.crm.launcher import ReferenceCrm, reference_crm
-from emulators.process import ROOT
+from emulators.process import ROOT, free_port
+from shared.crm.reference import ReferenceCrmConnector
+from shared.errors import CrmRetryableError
 from shared.model import Direction, Journal
 
 
@@ -133,3 +136,30 @@ def test_the_openapi_file_documents_exactly_the_routes_the_server_serves() -> No
         if method != "HEAD"
     }
     assert documented == served
+
+
+async def test_an_unreachable_crm_is_retryable_and_an_unhealthy_check() -> None:
+    connector = ReferenceCrmConnector(
+        f"http://127.0.0.1:{free_port()}", "t", max_retries=1, backoff_base=0.01
+    )
+    try:
+        with pytest.raises(CrmRetryableError) as caught:
+            await connector.find_people(["ann@example.test"])
+        health = await connector.check()
+    finally:
+        await connector.aclose()
+    assert "ConnectError" in str(caught.value)
+    assert not health.ok and "ConnectError" in health.detail
+
+
+async def test_a_long_address_list_is_looked_up_in_batches(server: ReferenceCrm) -> None:
+    ann = server.add_person("ann@example.test")
+    connector = server.connector()
+    addresses = [f"a{i}@example.test" for i in range(1200)] + ["ANN@example.test"]
+    try:
+        found = await connector.find_people(addresses)
+    finally:
+        await connector.aclose()
+    assert len(found) == 1201
+    assert [p.id for p in found["ann@example.test"]] == [ann]
+    assert server.stats()["byRoute"] == {"POST /people/lookup": 3}

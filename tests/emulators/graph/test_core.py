@@ -30,6 +30,14 @@ async def test_injected_faults_shapes(raw, emulator, upn):
     assert raw.get(f"/users/{upn}").status_code == 200
 
 
+async def test_injected_410_with_location_header(raw, emulator, upn):
+    fresh = f"{emulator.base_url}/users/{upn}/mailFolders/inbox/messages/delta"
+    emulator.control.fault(410, 1, pathContains="/messages/delta", headers={"Location": fresh})
+    r = raw.get(f"/users/{upn}/mailFolders/inbox/messages/delta")
+    assert r.status_code == 410 and r.headers["Location"] == fresh
+    assert r.json()["error"]["code"] == "SyncStateNotFound"
+
+
 async def test_retry_after_of_180_seconds_or_more_reaches_the_caller(graph, emulator, upn):
     emulator.control.fault(429, 1, pathContains=upn, retryAfter=200)
     with pytest.raises(ODataError) as e:

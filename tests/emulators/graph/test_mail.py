@@ -388,3 +388,31 @@ async def test_send_mail_between_tenant_users(graph, emulator, upn):
     assert [x.subject for x in inbox.value] == ["Hi"] and [x.subject for x in sent.value] == ["Hi"]
     assert inbox.value[0].internet_message_id == sent.value[0].internet_message_id
     assert inbox.value[0].from_.email_address.address == upn
+
+
+async def test_item_changed_mid_round_comes_twice_and_removal_wins(graph, emulator, raw, upn):
+    first = emulator.control.deliver(upn, mail_from("a@ext.test", "first"))
+    second = emulator.control.deliver(upn, mail_from("a@ext.test", "second"))
+    for i in range(3):
+        emulator.control.deliver(upn, mail_from("a@ext.test", f"filler{i}"))
+    b = delta_builder(graph, upn)
+    page = await b.get(request_configuration=cfg("odata.maxpagesize=2"))
+    assert {m.subject for m in page.value} == {"first", "second"}
+    raw.patch(f"/users/{upn}/messages/{first['id']}", json={"categories": ["Later"]})
+    raw.delete(f"/users/{upn}/messages/{second['id']}")
+    items, _, _ = await run_round(b, page.odata_next_link, "odata.maxpagesize=2")
+    seen = [
+        (i["id"], i["removed"], i["m"].categories) for i in items if i["id"] in (first["id"], second["id"])
+    ]
+    assert (first["id"], None, ["Later"]) in seen  # the same item again, later in the same round
+    assert (second["id"], {"reason": "deleted"}, None) in seen  # @removed after the earlier add
+
+
+async def test_change_type_created_only(graph, emulator, raw, upn):
+    a = emulator.control.deliver(upn, mail_from("a@ext.test", "a"))
+    b = delta_builder(graph, upn)
+    _, _, link = await run_round(b, None, change_type="created")
+    raw.patch(f"/users/{upn}/messages/{a['id']}", json={"categories": ["X"]})
+    emulator.control.deliver(upn, mail_from("a@ext.test", "new"))
+    items, _, _ = await run_round(b, link)
+    assert [i["subject"] for i in items] == ["new"]

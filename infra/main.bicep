@@ -1,0 +1,302 @@
+// Outlook <-> CRM sync: everything the service needs in one resource group.
+// `azd up` deploys this file (azure.yaml); docs/deploy.md walks through it.
+targetScope = 'subscription'
+
+metadata description = 'Flex Consumption Function App (Python) with managed identity, identity-based storage, Key Vault and Application Insights.'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters (azd maps environment values to them in main.parameters.json; defaults live here)
+// ---------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Required. Name of the azd environment. Names the resource group and seeds resourceToken.')
+param environmentName string
+
+@minLength(1)
+@description('Required. Azure region for every resource. It must offer Flex Consumption.')
+@metadata({ azd: { type: 'location' } })
+param location string
+
+@description('Optional. Object id of the person or pipeline running azd (AZURE_PRINCIPAL_ID). It may write the Key Vault secrets and edit the SyncUsers table. Empty: no such access.')
+param principalId string = ''
+
+@description('Optional. Kind of principalId.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@description('Optional. Python version of the Function App. Declared only here; CI and the README mirror it.')
+@allowed([
+  '3.11'
+])
+param runtimeVersion string = '3.11'
+
+@description('Required. Base URL of the CRM API (CRM_BASE_URL).')
+param crmBaseUrl string
+
+@description('Optional. CRM connector (CRM_CONNECTOR).')
+@allowed([
+  'reference'
+  'bottlecrm'
+])
+param crmConnector string = 'reference'
+
+@description('Optional. How the CRM credential is presented (CRM_AUTH_SCHEME).')
+@allowed([
+  'bearer'
+  'api-key'
+])
+param crmAuthScheme string = 'bearer'
+
+@description('Optional. The organisation\'s own mail domains, comma separated (ORG_DOMAINS).')
+param orgDomains string = ''
+
+@description('Optional. NCRONTAB of the safety-net sweep (SYNC_SCHEDULE).')
+param syncSchedule string = '0 */5 * * * *'
+
+@description('Optional. NCRONTAB of the Graph subscription upkeep (SUBSCRIPTION_SCHEDULE).')
+param subscriptionSchedule string = '0 */30 * * * *'
+
+@description('Optional. Longest journal body before the cut marker (JOURNAL_BODY_MAX_CHARS).')
+@minValue(200)
+param journalBodyMaxChars int = 20000
+
+@description('Optional. Create the Graph app registration, its service principal and the federated credential that trusts the managed identity in this deployment. Needs Entra rights (Cloud Application Administrator; Privileged Role Administrator too when graphPermissionScope is tenant). False: an Entra admin runs scripts/graph-app.sh and you set graphClientId.')
+param manageGraphApp bool = false
+
+@description('Conditional. Client id of an app registration created outside this deployment (scripts/graph-app.sh). Needed when manageGraphApp is false; empty on the first provision.')
+param graphClientId string = ''
+
+@description('Optional. Where the Graph application permissions apply. mailbox-group: no tenant-wide grant; Exchange Online RBAC for Applications grants them for one mail-enabled group (scripts/scope-mailboxes.ps1). tenant: admin consent for every mailbox in the tenant.')
+@allowed([
+  'mailbox-group'
+  'tenant'
+])
+param graphPermissionScope string = 'mailbox-group'
+
+@description('Optional. True when CRM-to-Outlook appointment push is enabled: asks for Calendars.ReadWrite instead of Calendars.Read.')
+param calendarWriteBack bool = false
+
+@description('Optional. Always-ready instances for the HTTP functions, so the Graph notification endpoint answers without a cold start.')
+@minValue(1)
+param alwaysReadyHttpInstances int = 1
+
+@description('Optional. Upper bound of Flex Consumption instances (the platform accepts 40 to 1000).')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+// ---------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var serviceName = 'api' // must match the service name in azure.yaml
+var functionAppName = '${abbrs.webSitesFunctions}crmsync-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(resourceToken, 20)}'
+var keyVaultName = '${abbrs.keyVaultVaults}${take(resourceToken, 21)}'
+
+// Names of the Key Vault secrets the app settings reference. The values are written outside
+// Bicep: the CRM credential by the admin (docs/deploy.md), the webhook key by the azd hook.
+var crmSecretName = 'crm-api-token'
+var webhookSecretName = 'webhook-key'
+
+// The Graph client id comes from this deployment (manageGraphApp) or from the admin. It may be
+// empty on the very first provision: the app registration's federated credential needs the managed
+// identity, which that provision creates. Until it is set, the app reports
+// 'GRAPH_CLIENT_ID is required' on startup (docs/deploy.md, step 4).
+var effectiveGraphClientId = manageGraphApp ? graphApp.outputs.appId : graphClientId
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity: one user-assigned managed identity for storage, Key Vault, App Insights and Graph
+// ---------------------------------------------------------------------------------------------
+
+module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}crmsync-${resourceToken}'
+    location: location
+    tags: tags
+    enableTelemetry: false // no AVM usage telemetry deployment
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring: Log Analytics + Application Insights, both with local (key) auth off
+// ---------------------------------------------------------------------------------------------
+
+module logAnalytics 'app/log-analytics.bicep' = {
+  name: 'logAnalytics'
+  scope: rg
+  params: {
+    name: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module appInsights 'br/public:avm/res/insights/component:0.4.1' = {
+  name: 'appInsights'
+  scope: rg
+  params: {
+    name: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    workspaceResourceId: logAnalytics.outputs.resourceId
+    disableLocalAuth: true // ingestion only with an Entra token (Monitoring Metrics Publisher)
+    enableTelemetry: false // no AVM usage telemetry deployment
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State: storage account with the state tables, the job queues and the deployment container
+// ---------------------------------------------------------------------------------------------
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets: Key Vault (RBAC, purge protection) for the CRM credential and the webhook key
+// ---------------------------------------------------------------------------------------------
+
+module keyVault 'app/key-vault.bicep' = {
+  name: 'keyVault'
+  scope: rg
+  params: {
+    name: keyVaultName
+    location: location
+    tags: tags
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compute: Flex Consumption plan + Function App
+// ---------------------------------------------------------------------------------------------
+
+module plan 'br/public:avm/res/web/serverfarm:0.1.1' = {
+  name: 'plan'
+  scope: rg
+  params: {
+    name: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    sku: {
+      name: 'FC1'
+      tier: 'FlexConsumption'
+    }
+    reserved: true // Linux
+    enableTelemetry: false // no AVM usage telemetry deployment
+  }
+}
+
+module functionApp 'app/function-app.bicep' = {
+  name: 'functionApp'
+  scope: rg
+  params: {
+    name: functionAppName
+    location: location
+    tags: union(tags, { 'azd-service-name': serviceName })
+    planId: plan.outputs.resourceId
+    runtimeVersion: runtimeVersion
+    identityId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: appInsights.outputs.connectionString
+    keyVaultName: keyVault.outputs.name
+    crmSecretName: crmSecretName
+    webhookSecretName: webhookSecretName
+    graphClientId: effectiveGraphClientId
+    crmBaseUrl: crmBaseUrl
+    crmConnector: crmConnector
+    crmAuthScheme: crmAuthScheme
+    orgDomains: orgDomains
+    syncSchedule: syncSchedule
+    subscriptionSchedule: subscriptionSchedule
+    journalBodyMaxChars: journalBodyMaxChars
+    alwaysReadyHttpInstances: alwaysReadyHttpInstances
+    maximumInstanceCount: maximumInstanceCount
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
+  }
+  dependsOn: [
+    rbac // the host needs its storage and Key Vault roles before it starts
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every Azure role assignment, in one reviewable module
+// ---------------------------------------------------------------------------------------------
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    identityPrincipalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    appInsightsName: appInsights.outputs.name
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Microsoft Graph: app registration trusting the managed identity (optional, needs Entra rights)
+// ---------------------------------------------------------------------------------------------
+
+module graphApp 'app/graph-app.bicep' = if (manageGraphApp) {
+  name: 'graphApp'
+  scope: rg
+  params: {
+    uniqueName: 'crmsync-${resourceToken}'
+    displayName: 'Outlook CRM sync (${environmentName})'
+    managedIdentityPrincipalId: identity.outputs.principalId
+    grantTenantWide: graphPermissionScope == 'tenant'
+    calendarWriteBack: calendarWriteBack
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs (azd stores UPPER_SNAKE outputs in the environment; the hooks and docs use them)
+// ---------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_URL string = functionApp.outputs.webhookBaseUrl
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_TABLES_ENDPOINT string = storage.outputs.tableEndpoint
+output AZURE_QUEUES_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
+output AZURE_CRM_SECRET_NAME string = crmSecretName
+output AZURE_WEBHOOK_SECRET_NAME string = webhookSecretName
+output AZURE_MANAGED_IDENTITY_NAME string = identity.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output GRAPH_CLIENT_ID string = effectiveGraphClientId
+output GRAPH_PERMISSION_SCOPE string = graphPermissionScope
+output APPLICATIONINSIGHTS_NAME string = appInsights.outputs.name

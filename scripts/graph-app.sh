@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The Microsoft Graph app registration, with the Azure CLI, for tenants where the person running
+# `azd up` may not create app registrations (otherwise set MANAGE_GRAPH_APP=true and Bicep does this).
+# Run by an Entra admin after the first `azd provision`, in the repository, with the azd environment
+# selected (or the AZURE_* values below exported).
+#
+#   scripts/graph-app.sh create              app registration + service principal + federated credential
+#                                            trusting the Function App's managed identity; declares the
+#                                            permissions of infra/graph-permissions.json; prints the
+#                                            client id and stores it in the azd environment (GRAPH_CLIENT_ID)
+#   scripts/graph-app.sh grant-tenant-wide   admin consent for EVERY mailbox in the tenant
+#                                            (GRAPH_PERMISSION_SCOPE=tenant). Needs Privileged Role Administrator.
+#   scripts/graph-app.sh revoke-tenant-wide  removes those grants again: required before scoping to a mailbox
+#                                            group with Exchange Online RBAC (scripts/scope-mailboxes.ps1),
+#                                            because Entra grants and Exchange scopes add up
+#   scripts/graph-app.sh show                the app, its federated credential and its tenant-wide grants
+#
+# CALENDAR_WRITE_BACK=true asks for Calendars.ReadWrite instead of Calendars.Read.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GRAPH_APP_ID=00000003-0000-0000-c000-000000000000 # Microsoft Graph, the same in every tenant
+GRAPH=https://graph.microsoft.com/v1.0
+
+if command -v azd >/dev/null 2>&1 && [ -z "${AZURE_MANAGED_IDENTITY_PRINCIPAL_ID:-}" ]; then
+  eval "$(azd env get-values)"
+fi
+: "${AZURE_ENV_NAME:?select the azd environment (azd env select NAME) or export AZURE_ENV_NAME}"
+: "${AZURE_MANAGED_IDENTITY_PRINCIPAL_ID:?run azd provision first: the managed identity must exist}"
+TENANT_ID=${AZURE_TENANT_ID:-$(az account show --query tenantId -o tsv)}
+DISPLAY_NAME="Outlook CRM sync ($AZURE_ENV_NAME)"
+
+permissions() { # the Graph application permissions to ask for, one per line
+  CALENDAR_WRITE_BACK=${CALENDAR_WRITE_BACK:-false} python3 - <<'PY'
+import json, os
+case = "calendar-write-back" if os.environ["CALENDAR_WRITE_BACK"].lower() == "true" else "calendar-read-only"
+for p in json.load(open("infra/graph-permissions.json"))["permissions"]:
+    if p["when"] in ("always", case):
+        print(p["name"])
+PY
+}
+
+role_id() { # app role id of a Graph application permission
+  az ad sp show --id "$GRAPH_APP_ID" --query "appRoles[?value=='$1' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv
+}
+
+app_id() {
+  az ad app list --display-name "$DISPLAY_NAME" --query "[0].appId" -o tsv
+}
+
+sp_id() {
+  az ad sp show --id "$1" --query id -o tsv
+}
+
+create() {
+  local app sp
+  app=$(app_id)
+  if [ -z "$app" ]; then
+    app=$(az ad app create --display-name "$DISPLAY_NAME" --sign-in-audience AzureADMyOrg --query appId -o tsv)
+    echo "created app registration $DISPLAY_NAME ($app)"
+  fi
+  sp=$(az ad sp show --id "$app" --query id -o tsv 2>/dev/null || az ad sp create --id "$app" --query id -o tsv)
+
+  # Declare the permissions (what reviewers and the consent page see); granting is a separate step.
+  local perm
+  for perm in $(permissions); do
+    az ad app permission add --id "$app" --api "$GRAPH_APP_ID" --api-permissions "$(role_id "$perm")=Role" \
+      --only-show-errors >/dev/null
+  done
+
+  # The only credential: tokens of the Function App's user-assigned managed identity.
+  if [ -z "$(az ad app federated-credential list --id "$app" --query "[?name=='function-app-identity'].name" -o tsv)" ]; then
+    local spec
+    spec=$(mktemp)
+    cat >"$spec" <<JSON
+{
+  "name": "function-app-identity",
+  "issuer": "https://login.microsoftonline.com/$TENANT_ID/v2.0",
+  "subject": "$AZURE_MANAGED_IDENTITY_PRINCIPAL_ID",
+  "audiences": ["api://AzureADTokenExchange"],
+  "description": "Tokens of the Function App's user-assigned managed identity act as this app's credential."
+}
+JSON
+    az ad app federated-credential create --id "$app" --parameters "@$spec" --output none
+    rm -f "$spec"
+    echo "federated credential trusts managed identity $AZURE_MANAGED_IDENTITY_PRINCIPAL_ID"
+  fi
+
+  echo "GRAPH_CLIENT_ID=$app  (service principal object id: $sp)"
+  if command -v azd >/dev/null 2>&1; then
+    azd env set GRAPH_CLIENT_ID "$app"
+    echo "stored in the azd environment; run: azd provision"
+  fi
+}
+
+graph_sp_id() {
+  sp_id "$GRAPH_APP_ID"
+}
+
+grant_tenant_wide() {
+  local app sp graph perm body
+  app=$(app_id)
+  sp=$(sp_id "$app")
+  graph=$(graph_sp_id)
+  for perm in $(permissions); do
+    body=$(printf '{"principalId":"%s","resourceId":"%s","appRoleId":"%s"}' "$sp" "$graph" "$(role_id "$perm")")
+    if az rest --method POST --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" --body "$body" \
+      --headers Content-Type=application/json --output none 2>/dev/null; then
+      echo "granted $perm for every mailbox in the tenant"
+    else
+      echo "$perm: already granted (or not allowed: needs Privileged Role Administrator)"
+    fi
+  done
+}
+
+revoke_tenant_wide() {
+  local app sp graph id
+  app=$(app_id)
+  sp=$(sp_id "$app")
+  graph=$(graph_sp_id)
+  for id in $(az rest --method GET --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" \
+    --query "value[?resourceId=='$graph'].id" -o tsv); do
+    az rest --method DELETE --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments/$id" --output none
+    echo "removed tenant-wide grant $id"
+  done
+  echo "no tenant-wide Graph grants left; Exchange Online RBAC decides which mailboxes the app reaches"
+}
+
+show() {
+  local app sp graph
+  app=$(app_id)
+  [ -n "$app" ] || { echo "no app registration named '$DISPLAY_NAME'"; exit 1; }
+  sp=$(sp_id "$app")
+  graph=$(graph_sp_id)
+  echo "app registration: $DISPLAY_NAME  client id: $app  service principal: $sp"
+  az ad app federated-credential list --id "$app" --query "[].{name:name, subject:subject, issuer:issuer}" -o table
+  echo "tenant-wide grants (should be empty with GRAPH_PERMISSION_SCOPE=mailbox-group):"
+  az rest --method GET --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" \
+    --query "value[?resourceId=='$graph'].appRoleId" -o tsv | while read -r role; do
+    az ad sp show --id "$GRAPH_APP_ID" --query "appRoles[?id=='$role'].value | [0]" -o tsv
+  done
+}
+
+case "${1:-}" in
+  create) create ;;
+  grant-tenant-wide) grant_tenant_wide ;;
+  revoke-tenant-wide) revoke_tenant_wide ;;
+  show) show ;;
+  *)
+    sed -n '2,18p' "$0"
+    exit 2
+    ;;
+esac

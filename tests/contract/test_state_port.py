@@ -1,0 +1,799 @@
+"""The state port contract: one suite, run against the in-memory store and the Table store on Azurite.
+
+A fake that does not pass this suite is not used anywhere (design.md, testing layers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from azure.data.tables.aio import TableServiceClient
+from azure.storage.queue.aio import QueueClient
+from hypothesis import given
+from hypothesis import strategies as st
+
+from emulators.azurite import AzuriteStack, azurite
+from emulators.process import free_port
+from shared.errors import ConcurrencyError, StateError
+from shared.model import Job
+from shared.state.entities import EntityTables
+from shared.state.keys import MAX_KEY_UNITS, SEPARATOR, decode_key, encode_key, join_key, prefix_range
+from shared.state.memory import InMemoryJobQueue, InMemoryStateStore, MemoryTables
+from shared.state.port import Cursor, Decision, Issue, KeyRecord, Link, StateStore, SubscriptionRecord
+from shared.state.queue import JOBS_QUEUE, POISON_QUEUE, StorageJobQueue
+from shared.state.store import TABLES, EntityStateStore
+from shared.state.tables import AzureTables, TableStateStore
+from tests.contract.state_fixtures import HOSTILE, ManualClock, table_prefix, unique
+
+# -------------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="session")
+def state_azurite() -> Iterator[AzuriteStack]:
+    with azurite() as stack:
+        yield stack
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+class Backend:
+    """The store under test plus raw access to the same rows (what an admin or another job sees)."""
+
+    def __init__(self, kind: str, store: EntityStateStore, raw: EntityTables, prefix: str) -> None:
+        self.kind = kind
+        self.store = store
+        self.raw = raw
+        self.prefix = prefix
+
+    def table(self, name: str) -> str:
+        return self.prefix + name
+
+
+@pytest.fixture(params=["memory", "tables"])
+async def backend(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        rows = MemoryTables()
+        yield Backend("memory", InMemoryStateStore(clock=clock, tables=rows), rows, "")
+        return
+    stack: AzuriteStack = request.getfixturevalue("state_azurite")
+    prefix = table_prefix()
+    store = TableStateStore.from_connection_string(stack.connection_string, clock=clock, table_prefix=prefix)
+    raw = AzureTables(TableServiceClient.from_connection_string(stack.connection_string))
+    await store.ensure_tables()
+    try:
+        yield Backend("tables", store, raw, prefix)
+    finally:
+        await store.aclose()
+        await raw.aclose()
+
+
+@pytest.fixture
+def store(backend: Backend) -> StateStore:
+    return backend.store
+
+
+@pytest.mark.parametrize("implementation", [InMemoryStateStore, TableStateStore])
+def test_both_stores_implement_every_port_method_with_its_signature(implementation: type) -> None:
+    port_methods = {
+        name: member
+        for cls in StateStore.__mro__
+        if cls.__module__ == "shared.state.port"
+        for name, member in vars(cls).items()
+        if inspect.isfunction(member) and not name.startswith("_")
+    }
+    assert len(port_methods) > 30
+    for name, declared in port_methods.items():
+        actual = getattr(implementation, name)
+        assert inspect.iscoroutinefunction(actual), name
+        assert list(inspect.signature(actual).parameters) == list(inspect.signature(declared).parameters), (
+            name
+        )
+
+
+# -------------------------------------------------------------------------------------------------
+# Key encoding (pure)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_encoded_keys_are_legal_and_reversible(value: str) -> None:
+    key = encode_key(value)
+    assert not any(ch in key for ch in "/\\#?" + SEPARATOR)
+    assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in key)
+    assert len(key.encode("utf-16-le")) // 2 <= MAX_KEY_UNITS
+    if "%~" not in key:
+        assert decode_key(key) == value
+
+
+@given(st.text(max_size=80))
+def test_any_short_text_round_trips_through_a_key(value: str) -> None:
+    key = encode_key(value)
+    assert decode_key(key) == value
+    assert SEPARATOR not in key
+
+
+@given(st.text(min_size=1, max_size=400), st.text(min_size=1, max_size=400))
+def test_distinct_values_get_distinct_keys(a: str, b: str) -> None:
+    if a != b:
+        assert encode_key(a) != encode_key(b)
+
+
+def test_plain_upns_are_their_own_keys() -> None:
+    for upn in [
+        "alice@contoso.com",
+        "o'brien@contoso.com",
+        "first.last-x_y@sub.contoso.co.uk",
+        "a~b!c^d@x.io",
+    ]:
+        assert encode_key(upn) == upn
+
+
+def test_prefix_range_spans_one_stream_only() -> None:
+    low, high = prefix_range("mail:a")
+    assert low <= join_key("mail:a", "anything") < high
+    for other in ["mail:ab", "mail:a|x", "mail:", "mail:a%7C"]:
+        assert not low <= join_key(other, "anything") < high
+
+
+# -------------------------------------------------------------------------------------------------
+# Users
+
+
+async def test_user_config_round_trips_every_column_as_stored(store: StateStore) -> None:
+    upn = unique() + "@contoso.com"
+    when = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+    await store.put_config(
+        upn,
+        {
+            "Enabled": True,
+            "MailFolders": ["inbox", "sentitems"],
+            "Policy": {"b": 2, "a": 1},
+            "WindowDays": 30,
+            "Big": 2**40,
+            "Ratio": 0.5,
+            "Since": when,
+            "Note": "",
+        },
+    )
+    row = await store.get_user(upn)
+    assert row is not None and row.upn == upn and row.etag
+    assert dict(row.columns) == {
+        "Enabled": True,
+        "MailFolders": '["inbox","sentitems"]',
+        "Policy": '{"a":1,"b":2}',
+        "WindowDays": 30,
+        "Big": 2**40,
+        "Ratio": 0.5,
+        "Since": datetime(2030, 5, 6, 5, 8, 9, 123456, tzinfo=UTC),
+        "Note": "",
+    }
+    assert upn in [u.upn for u in await store.list_users()]
+
+
+async def test_status_merges_into_config_and_none_removes_a_column(store: StateStore) -> None:
+    upn = unique() + "@contoso.com"
+    await store.put_config(upn, {"Enabled": True, "Folders": "inbox"})
+    first = await store.get_user(upn)
+    await store.update_status(upn, {"State": "error", "LastError": "boom"})
+    await store.update_status(upn, {"State": "ok", "LastError": None})
+    await store.put_config(upn, {"Folders": "inbox,archive"})
+    row = await store.get_user(upn)
+    assert row is not None and first is not None
+    assert dict(row.columns) == {"Enabled": True, "Folders": "inbox,archive", "State": "ok"}
+    assert row.etag != first.etag
+
+
+async def test_status_for_a_user_without_a_row_creates_it(store: StateStore) -> None:
+    upn = unique() + "@contoso.com"
+    await store.update_status(upn, {"State": "ok", "LastError": None})
+    row = await store.get_user(upn)
+    assert row is not None and dict(row.columns) == {"State": "ok"}
+
+
+async def test_deleted_and_unknown_users_read_as_none(store: StateStore) -> None:
+    upn = unique() + "@contoso.com"
+    await store.put_config(upn, {"Enabled": True})
+    await store.delete_user(upn)
+    await store.delete_user(upn)  # deleting twice is harmless
+    assert await store.get_user(upn) is None
+    assert upn not in [u.upn for u in await store.list_users()]
+
+
+async def test_a_row_an_admin_typed_by_hand_is_found_by_its_upn(backend: Backend) -> None:
+    upn = unique("o'hand") + "@contoso.com"
+    await backend.raw.upsert(
+        backend.table("SyncUsers"),
+        {"PartitionKey": "user", "RowKey": upn, "Enabled": True, "Streams": "mail,contacts"},
+        merge=False,
+    )
+    row = await backend.store.get_user(upn)
+    assert row is not None and dict(row.columns) == {"Enabled": True, "Streams": "mail,contacts"}
+
+
+async def test_a_column_value_a_table_cannot_hold_is_refused(store: StateStore) -> None:
+    with pytest.raises(StateError):
+        await store.put_config(unique() + "@contoso.com", {"Bad": object()})
+
+
+# -------------------------------------------------------------------------------------------------
+# Cursors
+
+
+async def test_a_missing_cursor_is_empty(store: StateStore) -> None:
+    assert await store.get_cursor(unique(), "mail:inbox") == Cursor()
+
+
+async def test_cursor_round_trips_with_utc_times(store: StateStore) -> None:
+    user, stream = unique(), "mail:AAMk/abc=="
+    plus2 = timezone(timedelta(hours=2))
+    saved = await store.save_cursor(
+        user,
+        stream,
+        Cursor(
+            link="https://graph/v1.0/delta?$deltatoken=abc&x=1",
+            link_kind="delta",
+            round_started=datetime(2030, 1, 1, 10, 0, tzinfo=plus2),
+            window_start=datetime(2029, 12, 1, tzinfo=UTC),
+            window_end=datetime(2030, 3, 1, tzinfo=UTC),
+            extra={"feed": "c-17", "n": [1, 2]},
+        ),
+    )
+    assert saved.etag
+    read = await store.get_cursor(user, stream)
+    assert read == saved
+    assert read.round_started == datetime(2030, 1, 1, 8, 0, tzinfo=UTC)
+    assert read.round_started is not None and read.round_started.utcoffset() == timedelta(0)
+    assert dict(read.extra) == {"feed": "c-17", "n": [1, 2]}
+    assert await store.list_cursors(user) == {stream: read}
+
+
+async def test_cursor_saves_are_conditional_so_a_cursor_never_goes_backwards(store: StateStore) -> None:
+    user, stream = unique(), "contacts"
+    first = await store.save_cursor(user, stream, Cursor(link="page-1", link_kind="next"))
+    with pytest.raises(ConcurrencyError):  # "" means "must not exist yet"
+        await store.save_cursor(user, stream, Cursor(link="page-0", link_kind="next"))
+    second = await store.save_cursor(user, stream, Cursor(link="page-2", link_kind="next", etag=first.etag))
+    assert second.etag != first.etag
+    with pytest.raises(ConcurrencyError):  # a stale writer (old etag) loses
+        await store.save_cursor(user, stream, Cursor(link="page-1b", link_kind="next", etag=first.etag))
+    assert (await store.get_cursor(user, stream)).link == "page-2"
+
+
+async def test_two_writers_racing_on_one_cursor_one_wins(store: StateStore) -> None:
+    user, stream = unique(), "calendar"
+    base = await store.save_cursor(user, stream, Cursor(link="start"))
+    results = await asyncio.gather(
+        store.save_cursor(user, stream, Cursor(link="a", etag=base.etag)),
+        store.save_cursor(user, stream, Cursor(link="b", etag=base.etag)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, Cursor)]
+    assert len(winners) == 1
+    assert sum(isinstance(r, ConcurrencyError) for r in results) == 1
+    assert (await store.get_cursor(user, stream)).link == winners[0].link
+
+
+async def test_deleted_cursor_starts_over(store: StateStore) -> None:
+    user = unique()
+    saved = await store.save_cursor(user, "mail:x", Cursor(link="l"))
+    await store.delete_cursor(user, "mail:x")
+    await store.delete_cursor(user, "mail:x")
+    assert await store.get_cursor(user, "mail:x") == Cursor()
+    with pytest.raises(ConcurrencyError):  # a writer holding the deleted row's etag
+        await store.save_cursor(user, "mail:x", Cursor(link="stale", etag=saved.etag))
+    assert (await store.save_cursor(user, "mail:x", Cursor(link="again"))).etag
+
+
+# -------------------------------------------------------------------------------------------------
+# Leases
+
+
+async def test_a_free_lease_is_taken_and_released(store: StateStore, clock: ManualClock) -> None:
+    user = unique()
+    lease = await store.acquire(user, "mail:inbox", "job-1", 60)
+    assert lease is not None
+    assert (lease.user, lease.stream, lease.owner) == (user, "mail:inbox", "job-1")
+    assert lease.expires == clock.now + timedelta(seconds=60)
+    assert await store.release(lease) is True
+    again = await store.acquire(user, "mail:inbox", "job-2", 60)
+    assert again is not None and again.owner == "job-2"
+
+
+async def test_a_job_that_finds_the_lease_held_makes_the_holder_run_again(store: StateStore) -> None:
+    user = unique()
+    lease = await store.acquire(user, "contacts", "holder", 60)
+    assert lease is not None
+    assert await store.acquire(user, "contacts", "late-1", 60) is None
+    assert await store.acquire(user, "contacts", "late-2", 60) is None
+    assert await store.release(lease) is False  # pending: run again before letting go
+    assert await store.acquire(user, "contacts", "late-3", 60) is None  # still held for that run
+    assert await store.release(lease) is False
+    assert await store.release(lease) is True
+    assert await store.acquire(user, "contacts", "next", 60) is not None
+
+
+async def test_racing_acquirers_get_exactly_one_lease(store: StateStore) -> None:
+    user = unique()
+    results = await asyncio.gather(*(store.acquire(user, "calendar", f"job-{i}", 60) for i in range(6)))
+    held = [r for r in results if r is not None]
+    assert len(held) == 1
+    assert await store.release(held[0]) is False  # the losers left the pending flag
+    assert await store.release(held[0]) is True
+
+
+async def test_release_racing_a_new_acquirer_never_loses_the_wake_up(store: StateStore) -> None:
+    user = unique()
+    for i in range(12):
+        lease = await store.acquire(user, "mail:inbox", f"holder-{i}", 60)
+        assert lease is not None
+        released, other = await asyncio.gather(
+            store.release(lease), store.acquire(user, "mail:inbox", f"other-{i}", 60)
+        )
+        # Either the newcomer got the lease, or the holder was told to run again: never neither.
+        assert (released, other is None) in {(True, False), (False, True)}
+        if other is not None:
+            assert await store.release(other) is True
+        else:
+            assert await store.release(lease) is True
+
+
+async def test_many_jobs_one_runner_at_a_time_and_no_lost_wake_up(store: StateStore) -> None:
+    """Jobs arrive concurrently; each either runs (until release says done) or leaves a wake-up.
+    At most one runs at a time, and every wake-up left is followed by a run that starts later."""
+
+    user, stream = unique(), "mail:inbox"
+    ticks = iter(range(1_000_000))
+    running: list[str] = []
+    wakeups: list[int] = []
+    run_starts: list[int] = []
+
+    async def job(name: str) -> None:
+        lease = await store.acquire(user, stream, name, 300)
+        if lease is None:
+            wakeups.append(next(ticks))
+            return
+        while True:
+            running.append(name)
+            assert running == [name]  # exclusive
+            run_starts.append(next(ticks))
+            await asyncio.sleep(0)
+            running.remove(name)
+            if await store.release(lease):
+                return
+
+    for _ in range(3):
+        await asyncio.gather(*(job(unique("job")) for _ in range(8)))
+    assert run_starts and all(any(start > w for start in run_starts) for w in wakeups)
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_renew(
+    store: StateStore, clock: ManualClock
+) -> None:
+    user = unique()
+    old = await store.acquire(user, "mail:inbox", "old", 30)
+    assert old is not None
+    clock.advance(31)
+    new = await store.acquire(user, "mail:inbox", "new", 30)
+    assert new is not None and new.owner == "new"
+    with pytest.raises(ConcurrencyError):
+        await store.renew(old, 30)
+    assert await store.release(old) is True  # harmless: it is not old's any more
+    assert await store.acquire(user, "mail:inbox", "third", 30) is None  # new still holds it
+    assert await store.release(new) is False  # third's pending reached the new holder
+
+
+async def test_an_expired_lease_nobody_took_can_still_be_renewed(
+    store: StateStore, clock: ManualClock
+) -> None:
+    user = unique()
+    lease = await store.acquire(user, "contacts", "slow", 30)
+    assert lease is not None
+    clock.advance(45)
+    renewed = await store.renew(lease, 30)
+    assert renewed.expires == clock.now + timedelta(seconds=30)
+    assert await store.acquire(user, "contacts", "other", 30) is None
+
+
+async def test_renew_extends_the_expiry(store: StateStore, clock: ManualClock) -> None:
+    user = unique()
+    lease = await store.acquire(user, "calendar", "a", 30)
+    assert lease is not None
+    clock.advance(20)
+    renewed = await store.renew(lease, 30)
+    assert renewed.expires == clock.now + timedelta(seconds=30) and renewed.etag != lease.etag
+    clock.advance(20)  # past the first expiry, within the renewed one
+    assert await store.acquire(user, "calendar", "b", 30) is None
+    clock.advance(11)
+    assert await store.acquire(user, "calendar", "b", 30) is not None
+
+
+async def test_renew_keeps_a_pending_flag(store: StateStore) -> None:
+    user = unique()
+    lease = await store.acquire(user, "calendar", "a", 30)
+    assert lease is not None
+    assert await store.acquire(user, "calendar", "b", 30) is None
+    await store.renew(lease, 30)
+    assert await store.release(lease) is False
+
+
+async def test_a_pending_release_gives_the_holder_a_fresh_expiry(
+    store: StateStore, clock: ManualClock
+) -> None:
+    user = unique()
+    lease = await store.acquire(user, "calendar", "a", 30)
+    assert lease is not None
+    clock.advance(25)
+    assert await store.acquire(user, "calendar", "b", 30) is None
+    assert await store.release(lease) is False
+    clock.advance(20)  # 45 s after acquire: the re-run still holds it
+    assert await store.acquire(user, "calendar", "c", 30) is None
+
+
+async def test_acquire_by_the_same_owner_is_idempotent(store: StateStore) -> None:
+    user = unique()
+    first = await store.acquire(user, "contacts", "job", 30)
+    second = await store.acquire(user, "contacts", "job", 30)
+    assert first is not None and second is not None and second.owner == "job"
+    assert await store.release(second) is True
+    assert await store.acquire(user, "contacts", "other", 30) is not None
+
+
+async def test_release_of_a_lease_that_was_never_taken_is_harmless(store: StateStore) -> None:
+    user = unique()
+    lease = await store.acquire(user, "contacts", "job", 30)
+    assert lease is not None
+    await store.release(lease)
+    assert await store.release(lease) is True
+    with pytest.raises(ConcurrencyError):
+        await store.renew(lease, 30)
+
+
+async def test_mark_queued_coalesces_within_the_window(store: StateStore, clock: ManualClock) -> None:
+    user = unique()
+    assert await store.mark_queued(user, "mail:inbox", 30) is True
+    assert await store.mark_queued(user, "mail:inbox", 30) is False
+    assert await store.mark_queued(user, "mail:sent", 30) is True  # per stream
+    clock.advance(29)
+    assert await store.mark_queued(user, "mail:inbox", 30) is False
+    clock.advance(2)
+    assert await store.mark_queued(user, "mail:inbox", 30) is True
+
+
+async def test_clear_queued_lets_the_next_notification_enqueue(store: StateStore) -> None:
+    user = unique()
+    await store.clear_queued(user, "contacts")  # nothing queued: harmless
+    assert await store.mark_queued(user, "contacts", 60) is True
+    await store.clear_queued(user, "contacts")
+    assert await store.mark_queued(user, "contacts", 60) is True
+    assert await store.mark_queued(user, "contacts", 60) is False
+
+
+async def test_racing_notifications_enqueue_once(store: StateStore) -> None:
+    user = unique()
+    results = await asyncio.gather(*(store.mark_queued(user, "calendar", 60) for _ in range(6)))
+    assert results.count(True) == 1
+
+
+async def test_lease_and_queued_marker_do_not_disturb_each_other(store: StateStore) -> None:
+    user = unique()
+    assert await store.mark_queued(user, "mail:inbox", 60) is True
+    lease = await store.acquire(user, "mail:inbox", "job", 30)
+    assert lease is not None
+    assert await store.mark_queued(user, "mail:inbox", 60) is False
+    await store.clear_queued(user, "mail:inbox")
+    assert await store.release(lease) is True  # clearing the marker is not a pending run
+    assert await store.mark_queued(user, "mail:inbox", 60) is True
+
+
+async def test_an_empty_owner_is_refused(store: StateStore) -> None:
+    with pytest.raises(ValueError):
+        await store.acquire(unique(), "contacts", "", 30)
+
+
+# -------------------------------------------------------------------------------------------------
+# Links
+
+
+def _link(user: str, stream: str, item_id: str, crm_key: str = "c", **extra: object) -> Link:
+    return Link(user, stream, item_id, crm_key=crm_key, change_key="ck", extra=dict(extra))
+
+
+async def test_links_round_trip_and_list_by_stream(store: StateStore) -> None:
+    user = unique()
+    streams = ["mail:a", "mail:ab", "mail:a|x", "mail:a%7C", "contacts"]
+    await store.put_links([_link(user, s, f"id-{i}", crm_key=s) for s in streams for i in range(3)])
+    await store.put_links([_link(unique(), "mail:a", "id-0")])  # another user's
+    for s in streams:
+        listed = await store.list_links(user, s)
+        assert sorted(link.item_id for link in listed) == ["id-0", "id-1", "id-2"]
+        assert {link.crm_key for link in listed} == {s}
+    one = await store.get_link(user, "mail:a", "id-1")
+    assert one is not None and one.etag
+    assert one == Link(user, "mail:a", "id-1", crm_key="mail:a", change_key="ck", etag=one.etag)
+
+
+async def test_put_links_upserts_and_delete_removes(store: StateStore) -> None:
+    user = unique()
+    await store.put_links([Link(user, "contacts", "x", crm_key="1", local_fingerprint="f1")])
+    await store.put_links([Link(user, "contacts", "x", crm_key="2", extra={"k": [1]})])
+    link = await store.get_link(user, "contacts", "x")
+    assert link is not None
+    assert (link.crm_key, link.local_fingerprint, dict(link.extra)) == ("2", "", {"k": [1]})
+    await store.delete_link(user, "contacts", "x")
+    await store.delete_link(user, "contacts", "x")
+    assert await store.get_link(user, "contacts", "x") is None
+
+
+async def test_put_links_batches_beyond_one_transaction(store: StateStore) -> None:
+    users = [unique(), unique()]
+    links = [_link(u, "mail:inbox", f"m{i:04}", crm_key=str(i)) for u in users for i in range(250)]
+    links.append(_link(users[0], "mail:inbox", "m0007", crm_key="last-wins"))
+    await store.put_links(links)
+    for u in users:
+        assert len(await store.list_links(u, "mail:inbox")) == 250
+    found = await store.get_links(users[0], "mail:inbox", ["m0007", "m0249", "missing", "m0007"])
+    assert set(found) == {"m0007", "m0249"}
+    assert found["m0007"].crm_key == "last-wins"
+
+
+async def test_put_links_splits_transactions_that_would_be_too_large(store: StateStore) -> None:
+    user = unique()
+    bulky = "ü" * 12_000  # 24 KB of UTF-8 per row: 100 rows would not fit one 4 MiB transaction
+    await store.put_links([_link(user, "contacts", f"c{i:03}", note=bulky) for i in range(180)])
+    listed = await store.list_links(user, "contacts")
+    assert len(listed) == 180 and all(link.extra == {"note": bulky} for link in listed)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+async def test_hostile_ids_work_everywhere(store: StateStore, hostile: str) -> None:
+    user = unique() + hostile
+    stream = "mail:" + hostile
+    await store.put_links([_link(user, stream, hostile)])
+    assert [link.item_id for link in await store.list_links(user, stream)] == [hostile]
+    assert (await store.get_links(user, stream, [hostile]))[hostile].user == user
+    saved = await store.save_cursor(user, stream, Cursor(link=hostile))
+    assert await store.get_cursor(user, stream) == saved
+    await store.put_config(user, {"Enabled": True})
+    row = await store.get_user(user)
+    assert row is not None and row.upn == user and dict(row.columns) == {"Enabled": True}
+    record = await store.put_key(KeyRecord(key=unique("k") + hostile, crm_ref=hostile))
+    assert await store.get_key(record.key) == record
+    await store.put_subscription(_subscription(user, hostile, hostile))
+    got = await store.get_subscription(hostile)
+    assert got is not None and (got.user, got.resource) == (user, hostile)
+    await store.record_issue(Issue(user, hostile, stream, "r"))
+    assert [i.item_key for i in await store.list_issues(user)] == [hostile]
+    await store.record_decisions([_decision(user, hostile)])
+    assert (await store.get_decision(user, hostile)) == _decision(user, hostile)
+    lease = await store.acquire(user, stream, "job", 30)
+    assert lease is not None and lease.stream == stream and await store.release(lease)
+    await store.delete_subscription(user, hostile)
+    assert await store.get_subscription(hostile) is None
+
+
+# -------------------------------------------------------------------------------------------------
+# Global keys
+
+
+async def test_keys_are_created_once_then_updated_conditionally(store: StateStore) -> None:
+    key = unique("<msg") + "@host>"
+    created = await store.put_key(KeyRecord(key, crm_ref="J-1", mailboxes=("a@x",), people=("p1",)))
+    assert created.etag and await store.get_key(key) == created
+    with pytest.raises(ConcurrencyError):
+        await store.put_key(KeyRecord(key, crm_ref="J-2"))
+    updated = await store.put_key(
+        KeyRecord(key, crm_ref="J-1", mailboxes=("a@x", "b@x"), extra={"v": 2}, etag=created.etag)
+    )
+    assert updated.mailboxes == ("a@x", "b@x") and dict(updated.extra) == {"v": 2}
+    with pytest.raises(ConcurrencyError):
+        await store.put_key(KeyRecord(key, crm_ref="stale", etag=created.etag))
+    assert await store.get_key(key) == updated
+    assert await store.get_key(unique("<none")) is None
+
+
+async def test_two_mailboxes_racing_to_create_a_key_one_wins(store: StateStore) -> None:
+    key = unique("<race") + "@host>"
+    results = await asyncio.gather(
+        store.put_key(KeyRecord(key, crm_ref="A", mailboxes=("a",))),
+        store.put_key(KeyRecord(key, crm_ref="B", mailboxes=("b",))),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, KeyRecord)]
+    assert len(winners) == 1 and sum(isinstance(r, ConcurrencyError) for r in results) == 1
+    assert await store.get_key(key) == winners[0]
+
+
+# -------------------------------------------------------------------------------------------------
+# Subscriptions
+
+
+def _subscription(user: str, resource: str, sid: str, stream: str = "mail:inbox") -> SubscriptionRecord:
+    return SubscriptionRecord(
+        user=user,
+        resource=resource,
+        stream=stream,
+        subscription_id=sid,
+        client_state="secret-" + sid[:8],
+        expires=datetime(2030, 1, 3, tzinfo=UTC),
+    )
+
+
+async def test_subscriptions_are_found_by_id_and_listed_by_user(store: StateStore) -> None:
+    a, b = unique(), unique()
+    inbox = "users/x/mailFolders('inbox')/messages"
+    await store.put_subscription(_subscription(a, inbox, sid_a := unique("sub")))
+    await store.put_subscription(_subscription(a, "users/x/contacts", unique("sub"), "contacts"))
+    await store.put_subscription(_subscription(b, inbox, unique("sub")))
+    got = await store.get_subscription(sid_a)
+    assert got is not None and got.etag
+    assert dataclasses.replace(got, etag="") == _subscription(a, inbox, sid_a)
+    assert sorted(s.resource for s in await store.list_subscriptions(a)) == sorted(
+        [inbox, "users/x/contacts"]
+    )
+    everyone = await store.list_subscriptions()
+    assert {(s.user, s.resource) for s in everyone} >= {(a, inbox), (b, inbox)}
+    assert all(s.subscription_id for s in everyone)
+    assert await store.get_subscription(unique("nope")) is None
+
+
+async def test_a_renewed_subscription_with_a_new_id_replaces_the_old_lookup(store: StateStore) -> None:
+    user, resource = unique(), "users/x/events"
+    old, new = unique("sub"), unique("sub")
+    await store.put_subscription(_subscription(user, resource, old, "calendar"))
+    await store.put_subscription(_subscription(user, resource, new, "calendar"))
+    assert await store.get_subscription(old) is None
+    found = await store.get_subscription(new)
+    assert found is not None and found.resource == resource
+    assert [s.subscription_id for s in await store.list_subscriptions(user)] == [new]
+    await store.delete_subscription(user, resource)
+    await store.delete_subscription(user, resource)
+    assert await store.get_subscription(new) is None and await store.list_subscriptions(user) == []
+
+
+# -------------------------------------------------------------------------------------------------
+# Issues and decisions
+
+
+async def test_issues_are_bumped_listed_and_resolved(store: StateStore, clock: ManualClock) -> None:
+    user = unique()
+    first = await store.record_issue(Issue(user, "<m1@x>", "mail:inbox", "CRM said 400", item_id="g1"))
+    assert (first.attempts, first.first_seen, first.last_seen) == (1, clock.now, clock.now)
+    start = clock.now
+    clock.advance(300)
+    again = await store.record_issue(Issue(user, "<m1@x>", "mail:inbox", "CRM said 422"))
+    assert (again.attempts, again.reason, again.item_id) == (2, "CRM said 422", "g1")
+    assert (again.first_seen, again.last_seen) == (start, clock.now)
+    await store.record_issue(Issue(user, "c-9", "contacts", "bad phone"))
+    assert [i.item_key for i in await store.list_issues(user)] == sorted(["<m1@x>", "c-9"])
+    assert await store.list_issues(user, "mail:inbox") == [again]
+    await store.resolve_issue(user, "<m1@x>")
+    await store.resolve_issue(user, "<m1@x>")
+    assert [i.item_key for i in await store.list_issues(user)] == ["c-9"]
+
+
+def _decision(user: str, key: str, outcome: str = "synced", n: int = 0) -> Decision:
+    return Decision(
+        user=user,
+        item_key=key,
+        stream="mail:inbox",
+        outcome=outcome,
+        reason=f"reason {n}",
+        at=datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=n),
+        crm_key=f"J-{n}",
+        details={"people": ["p1"], "n": n},
+    )
+
+
+async def test_decisions_are_batched_and_upserted(store: StateStore) -> None:
+    a, b = unique(), unique()
+    decisions = [_decision(a, f"<m{i}@x>", n=i) for i in range(230)] + [_decision(b, "<m1@x>")]
+    decisions.append(_decision(a, "<m5@x>", outcome="skipped", n=999))
+    await store.record_decisions(decisions)
+    assert await store.get_decision(a, "<m229@x>") == _decision(a, "<m229@x>", n=229)
+    assert await store.get_decision(a, "<m5@x>") == _decision(a, "<m5@x>", outcome="skipped", n=999)
+    assert await store.get_decision(b, "<m1@x>") == _decision(b, "<m1@x>")
+    assert await store.get_decision(b, "<m2@x>") is None
+    await store.record_decisions([_decision(b, "<m1@x>", outcome="removed", n=3)])
+    got = await store.get_decision(b, "<m1@x>")
+    assert got is not None and got.outcome == "removed"
+
+
+# -------------------------------------------------------------------------------------------------
+# Storage-specific behaviour
+
+
+async def test_the_table_store_without_its_tables_raises_state_error(state_azurite: AzuriteStack) -> None:
+    store = TableStateStore.from_connection_string(
+        state_azurite.connection_string, table_prefix=table_prefix()
+    )
+    try:
+        for call in (
+            lambda: store.get_user("a@b"),
+            lambda: store.save_cursor("a@b", "contacts", Cursor(link="x")),
+            lambda: store.put_key(KeyRecord("k")),
+            lambda: store.acquire("a@b", "contacts", "job", 30),
+            lambda: store.list_links("a@b", "contacts"),
+        ):
+            with pytest.raises(StateError) as caught:
+                await call()
+            assert not isinstance(caught.value, ConcurrencyError)
+        await store.ensure_tables()
+        await store.ensure_tables()  # twice is harmless
+        assert await store.get_user("a@b") is None
+    finally:
+        await store.aclose()
+
+
+async def test_an_unreachable_table_service_raises_state_error() -> None:
+    conn = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+    )
+    store = TableStateStore(TableServiceClient.from_connection_string(conn, retry_total=0))
+    try:
+        with pytest.raises(StateError):
+            await store.list_users()
+    finally:
+        await store.aclose()
+
+
+def test_the_store_knows_every_table() -> None:
+    assert set(TABLES) == {
+        "SyncUsers",
+        "SyncCursors",
+        "SyncLeases",
+        "SyncLinks",
+        "SyncKeys",
+        "SyncSubscriptions",
+        "SyncIssues",
+        "SyncDecisions",
+    }
+
+
+# -------------------------------------------------------------------------------------------------
+# Job queue
+
+
+async def test_in_memory_queue_delivers_jobs_after_their_delay(clock: ManualClock) -> None:
+    queue = InMemoryJobQueue(clock=clock)
+    await queue.enqueue(Job("a@x", "contacts", reason="notification"))
+    await queue.enqueue(Job("b@x", "mail:inbox"), delay_seconds=60)
+    assert queue.receive() == [Job("a@x", "contacts", reason="notification")]
+    assert queue.receive() == [] and len(queue) == 1
+    clock.advance(60)
+    assert queue.receive() == [Job("b@x", "mail:inbox")]
+
+
+async def test_storage_queue_carries_base64_job_json(state_azurite: AzuriteStack) -> None:
+    name = unique("jobs")
+    queue = StorageJobQueue.from_connection_string(state_azurite.connection_string, queue_name=name)
+    reader = QueueClient.from_connection_string(state_azurite.connection_string, name)
+    poison = QueueClient.from_connection_string(state_azurite.connection_string, f"{name}-poison")
+    try:
+        await queue.ensure_queue()
+        await queue.ensure_queue()
+        await poison.get_queue_properties()  # exists
+        job = Job("o'brien@contoso.com", "mail:AAMk/x==", reason="notification", fresh_round=True)
+        await queue.enqueue(job)
+        await queue.enqueue(Job("later@x", "contacts"), delay_seconds=3600)
+        messages = [m async for m in reader.receive_messages(max_messages=32)]
+        assert len(messages) == 1
+        text = base64.b64decode(messages[0].content).decode("utf-8")
+        assert text == job.to_json() and Job.from_json(text) == job
+    finally:
+        await queue.aclose()
+        await reader.close()
+        await poison.close()
+
+
+def test_queue_names_match_the_functions_host() -> None:
+    assert (JOBS_QUEUE, POISON_QUEUE) == ("sync-jobs", "sync-jobs-poison")
