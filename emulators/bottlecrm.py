@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from emulators.process import ROOT
 
 SCRIPT = ROOT / "scripts" / "bottlecrm.sh"
@@ -37,6 +39,17 @@ class BottleCrm:
     admin_email: str
     run_dir: Path
     pg_port: int
+
+    def add_user(self, email: str, role: str = "USER") -> None:
+        """Invite a user into the organisation (owners must be users; the demo adds its mailboxes)."""
+        response = httpx.post(
+            f"{self.base_url}/api/users/",
+            json={"email": email, "role": role},
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30.0,
+        )
+        if response.status_code >= 400 and "already" not in response.text:
+            response.raise_for_status()
 
     def sql(self, statement: str) -> str:
         """Run SQL in the CRM's database (tests: reset between tests, inspect end states)."""

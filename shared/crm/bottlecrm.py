@@ -16,16 +16,18 @@ How our records map onto BottleCRM, and why:
   upsert adds the owner to `assigned_to` and keeps other assignees.
 - **Journals** are e-mail interactions. An interaction has exactly one home record, so the connector
   declares `multi_person_journal=False`: the engine writes one journal per person, keyed
-  `<internetMessageId>|<contact id>`, homed on that contact. A journal nobody matched is homed on one
-  account the connector keeps for that purpose ("Outlook: e-mail with no CRM contact"). The API cannot
-  write an interaction's `external_id`, so the idempotency key rides in the body: its last line is
-  `[outlook-sync <first 24 hex of sha256(key)> <base64url(zlib(JSON of the fields BottleCRM has no
-  column for))>]`. The hash is fixed-length and has no characters an editor could mangle; a person
-  may add text after it. `upsert_journal` lists the home record's interactions (200 a page) and looks
-  for that line: O(interactions on that person) per write. A person who deletes the line makes the
-  next upsert create a second interaction. Bodies stay within BottleCRM's 10,000 characters: the
-  engine caps them at `journal_body_limit` (the rest is kept for the marker line), and the connector
-  cuts further, visibly, if a huge recipient list makes the marker longer.
+  `<internetMessageId>|<contact id>`, homed on that contact (or lead). A journal nobody matched is homed
+  on one account the connector keeps for that purpose ("Outlook: e-mail with no CRM contact"). The API
+  cannot write an interaction's `external_id`, so the idempotency key rides in the body, on a line the
+  connector appends: `[outlook-sync <first 24 hex of sha256(key)> <base64url(zlib(JSON of the fields
+  BottleCRM has no column for))>]`. The hash is fixed-length and has no characters an editor could
+  mangle; text a person adds below it does no harm. `upsert_journal` lists the home record's
+  interactions (200 a page) and looks for that line: O(interactions on that person) per write. A
+  person who deletes the line makes the next upsert create a second interaction. `get_journal` finds
+  keys of the engine's form (`...|<person id>`) and unmatched ones; another key with a person only in
+  the process that wrote it. Bodies stay within BottleCRM's 10,000 characters: the engine caps them at
+  `journal_body_limit` (the rest is room for the key line), and the connector cuts further, visibly,
+  if a huge recipient list makes that line longer.
 - **Appointments** are tasks (BottleCRM has no calendar): `due_date` is the start date, the exact
   start and end are in the custom fields `outlook_starts_at` / `outlook_ends_at` (UTC ISO text), our
   key in the filterable `outlook_event_key`, and the rest (location, organizer, attendees, ...) as JSON
