@@ -24,7 +24,7 @@ def user_tag(upn: str) -> str:
     return hashlib.sha256(upn.strip().lower().encode("utf-8")).hexdigest()[:12]
 
 
-def configure(appinsights_connection_string: str = "") -> None:
+def configure(appinsights_connection_string: str = "", managed_identity_client_id: str = "") -> None:
     global _configured
     if _configured:
         return
@@ -34,4 +34,11 @@ def configure(appinsights_connection_string: str = "") -> None:
     if appinsights_connection_string:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
-        configure_azure_monitor(connection_string=appinsights_connection_string, logger_name="shared")
+        credential = None
+        if managed_identity_client_id:  # Application Insights has local (key) auth off in Azure
+            from azure.identity import ManagedIdentityCredential
+
+            credential = ManagedIdentityCredential(client_id=managed_identity_client_id)
+        configure_azure_monitor(
+            connection_string=appinsights_connection_string, credential=credential, logger_name="shared"
+        )

@@ -70,11 +70,12 @@ def build_crm(settings: Settings) -> CrmPort:
 
 
 def _storage_credential(settings: Settings) -> Any:
-    from azure.identity.aio import ManagedIdentityCredential
+    """The app's managed identity in Azure; an admin's own sign-in (az login) when `crmsync` runs
+    on a workstation."""
+    from azure.identity.aio import DefaultAzureCredential
 
-    return ManagedIdentityCredential(
-        client_id=settings.storage_client_id or settings.managed_identity_client_id
-    )
+    client_id = settings.storage_client_id or settings.managed_identity_client_id
+    return DefaultAzureCredential(managed_identity_client_id=client_id or None)
 
 
 async def build(settings: Settings, *, table_prefix: str = "") -> Services:
@@ -87,7 +88,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     from shared.sync.mail import MailStream
     from shared.telemetry import configure
 
-    configure(settings.appinsights_connection_string)
+    configure(settings.appinsights_connection_string, settings.managed_identity_client_id)
     if settings.storage_connection_string:
         state = TableStateStore.from_connection_string(
             settings.storage_connection_string, table_prefix=table_prefix

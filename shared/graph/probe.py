@@ -34,11 +34,7 @@ class MailboxProbe:
 
     async def check(self, config: UserConfig) -> list[Check]:
         user = self._client.users.by_user_id(config.upn)
-        checks = [
-            await self._one(
-                config.upn, "user", "User.Read.All or the mailbox permissions", lambda: user.get()
-            )
-        ]
+        checks: list[Check] = []
         if config.mail:
             for folder in config.mail_folders:
                 builder = user.mail_folders.by_mail_folder_id(folder)

@@ -322,11 +322,6 @@ def test_graph_notifications_reach_the_app_through_the_host(
     assert all(n == expected for n in notes)  # Graph may send a notification twice
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Graph emulator's validation request drops the notificationUrl's query string (httpx 0.28 "
-    "`params=` replaces the query), so the ?code= key does not reach the host; real Graph keeps it",
-)
 def test_graph_validates_a_key_protected_notification_url(host: RunningHost, graph: GraphEmulator) -> None:
     graph.control.add_user("bo@contoso.test")
     url = f"{host.base_url}/graph/notify?code={host.function_key}"
