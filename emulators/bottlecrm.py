@@ -12,6 +12,7 @@ prints its URL and token until Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,10 +20,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from emulators.process import ROOT
+from shared.crm.bottlecrm import journal_record
 
 SCRIPT = ROOT / "scripts" / "bottlecrm.sh"
 UNAVAILABLE = 3  # the script's exit status for "cannot be had here"
@@ -45,11 +48,56 @@ class BottleCrm:
         response = httpx.post(
             f"{self.base_url}/api/users/",
             json={"email": email, "role": role},
-            headers={"Authorization": f"Bearer {self.token}"},
+            headers=self._auth,
             timeout=30.0,
         )
         if response.status_code >= 400 and "already" not in response.text:
             response.raise_for_status()
+
+    def add_person(self, email: str, *, name: str = "", owner: str = "") -> str:
+        """A contact, as a CRM user would add it (the owner is invited as a user first)."""
+        first, _, last = (name or email.split("@")[0]).partition(" ")
+        body: dict[str, Any] = {"first_name": first, "last_name": last or "-", "email": email}
+        if owner:
+            self.add_user(owner)
+            users = self._get("/api/users/get-teams-and-users/")["profiles"]
+            body["assigned_to"] = [p["id"] for p in users if p["user_details"]["email"] == owner.lower()]
+        response = httpx.post(f"{self.base_url}/api/contacts/", json=body, headers=self._auth, timeout=30.0)
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+    def journals(self) -> list[dict[str, Any]]:
+        """One entry per e-mail (its interactions, one per person, taken together), shaped like the
+        reference CRM's `GET /_crm/journals` rows: key, subject, direction, owner, seenBy, sender,
+        receivedAt, people."""
+        rows = json.loads(
+            self.sql(
+                "SELECT coalesce(json_agg(json_build_array(body, subject, direction)), '[]') FROM interaction"
+            )
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for body, subject, direction in rows:
+            record = journal_record(body)
+            if record is None:
+                continue
+            key = str(record["key"]).partition("|")[0]
+            entry = out.setdefault(key, {
+                "key": key, "subject": subject, "direction": direction, "owner": record.get("owner", ""),
+                "seenBy": record.get("seen", []), "receivedAt": record.get("received") or record.get("sent"),
+                "sender": {"address": (record.get("from") or ["", ""])[0]}, "people": [],
+            })  # fmt: skip
+            for pid, kind, pname, pemail in record.get("people", []):
+                entry["people"].append({"id": pid, "kind": kind, "name": pname, "email": pemail})
+        return list(out.values())
+
+    def _get(self, path: str) -> Any:
+        response = httpx.get(f"{self.base_url}{path}", headers=self._auth, timeout=30.0)
+        response.raise_for_status()
+        return response.json()
+
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     def sql(self, statement: str) -> str:
         """Run SQL in the CRM's database (tests: reset between tests, inspect end states)."""

@@ -726,13 +726,24 @@ def _find_marker(body: str) -> tuple[str, str, int] | None:
     return None
 
 
-def journal_key(body: str) -> str | None:
-    """The journal key an interaction body carries in its marker line, if it has one."""
+def journal_record(body: str) -> dict[str, Any] | None:
+    """What an interaction body's key line holds (key, from, to, cc, sent, received, conv, att, owner,
+    seen, people), if it has a valid one."""
     found = _find_marker(body)
     if found is None:
         return None
-    key = _unpack(found[1]).get("key")
-    return str(key) if isinstance(key, str) and _key_hash(key) == found[0] else None
+    try:
+        meta = _unpack(found[1])
+    except (ValueError, zlib.error):
+        return None
+    key = meta.get("key") if isinstance(meta, dict) else None
+    return meta if isinstance(key, str) and _key_hash(key) == found[0] else None
+
+
+def journal_key(body: str) -> str | None:
+    """The journal key an interaction body carries in its key line, if it has one."""
+    record = journal_record(body)
+    return None if record is None else str(record["key"])
 
 
 def _addr(a: Address | None) -> list[str] | None:
@@ -933,4 +944,4 @@ def _uuid(value: str) -> str:
         raise CrmRejectedError("not a BottleCRM id") from None
 
 
-__all__ = ["CUSTOM_FIELDS", "BottleCrmConnector", "journal_key"]
+__all__ = ["CUSTOM_FIELDS", "BottleCrmConnector", "journal_key", "journal_record"]
