@@ -189,7 +189,7 @@ class BottleCrmConnector:
             else:
                 status = response.status_code
                 if status < 400:
-                    return response.json() if response.content else None
+                    return _json(method, response)
                 if status == 404 and missing_ok:
                     return None
                 if status != 429 and status < 500:
@@ -576,6 +576,19 @@ def _rejected(method: str, response: httpx.Response) -> CrmRejectedError:
             status=401,
         )
     return CrmRejectedError(f"BottleCRM refused {method} ({status}): {reason}", status=status)
+
+
+def _json(method: str, response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise CrmRejectedError(
+            f"BottleCRM {method} answered {response.status_code} without JSON "
+            "(is CRM_BASE_URL the API's address?)",
+            status=response.status_code,
+        ) from None
 
 
 def _reason(data: Any) -> str:
