@@ -119,11 +119,16 @@ def _script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _reason(stderr: str) -> str:
+    lines = stderr.strip().splitlines() or ["(no reason given)"]
+    return lines[-1].removeprefix("bottlecrm: unavailable: ")
+
+
 def install(timeout: float = 1800.0) -> None:
     """Build the cached venv (and install PostgreSQL if needed) without starting anything."""
     done = _script("install", timeout=timeout)
     if done.returncode == UNAVAILABLE:
-        raise BottleCrmUnavailable(done.stderr.strip().splitlines()[-1])
+        raise BottleCrmUnavailable(_reason(done.stderr))
     if done.returncode != 0:
         raise RuntimeError(f"scripts/bottlecrm.sh install failed:\n{done.stderr[-2000:]}")
 
@@ -136,7 +141,7 @@ def bottlecrm(timeout: float = 1800.0) -> Iterator[BottleCrm]:
     try:
         done = _script("up", str(run_dir), str(os.getpid()), timeout=timeout)
         if done.returncode == UNAVAILABLE:
-            raise BottleCrmUnavailable(done.stderr.strip().splitlines()[-1])
+            raise BottleCrmUnavailable(_reason(done.stderr))
         if done.returncode != 0:
             raise RuntimeError(f"scripts/bottlecrm.sh up failed:\n{done.stderr[-2000:]}")
         values = dict(

@@ -33,7 +33,7 @@ find_python312() {
   local pyroot
   pyroot=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
   # newest 3.12.x first
-  while IFS= read -r c; do candidates+=("$c/bin/python"); done < <(ls -d "$pyroot"/versions/3.12* 2>/dev/null | sort -rV)
+  while IFS= read -r c; do candidates+=("$c/bin/python"); done < <(printf '%s\n' "$pyroot"/versions/3.12* | sort -rV)
   candidates+=(/usr/bin/python3.12 /usr/local/bin/python3.12)
   for c in "${candidates[@]}"; do
     [ -n "$c" ] && [ -x "$c" ] || continue
@@ -45,10 +45,12 @@ find_python312() {
   return 1
 }
 
-find_pgbin() {
-  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | while read -r d; do
-    [ -x "$d/initdb" ] && echo "$d"
-  done | tail -1
+find_pgbin() { # the newest Debian PostgreSQL server, or nothing
+  local d found=""
+  while read -r d; do
+    if [ -x "$d/initdb" ]; then found=$d; fi
+  done < <(printf '%s\n' "${BOTTLECRM_PG_ROOT:-/usr/lib/postgresql}"/*/bin | sort -V)
+  echo "$found"
 }
 
 ensure_postgres() {
@@ -150,6 +152,8 @@ cmd_install() {
   mkdir -p "$CACHE"
   exec 9>"$CACHE/.lock"
   flock 9 # two sessions never build the cache at once
+  [ -f "$VENV/.installed" ] || find_python312 >/dev/null ||
+    unavailable "Python 3.12 not found (PATH, pyenv, or set BOTTLECRM_PYTHON)"
   ensure_postgres
   ensure_venv
   ensure_cluster
@@ -196,6 +200,7 @@ BOTTLECRM_ADMIN_EMAIL=$ADMIN_EMAIL
 BOTTLECRM_PG_PORT=$pg_port
 EOT
   if [ -n "${2:-}" ]; then # the caller may die without calling `down`: then the watchdog does
+    # shellcheck disable=SC2016 # the inner script expands its own arguments
     BOTTLECRM_WATCHDOG=1 setsid nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 2; done
       exec "$0" down "$2"' "$ROOT/scripts/bottlecrm.sh" "$2" "$run" >/dev/null 2>&1 &
     echo $! >"$run/watchdog.pid"
