@@ -4,8 +4,8 @@ with bottlecrm() as crm:
     BottleCrmConnector(crm.base_url, crm.token)
 
 Runs `scripts/bottlecrm.sh up` (its own Python 3.12 venv and PostgreSQL cluster, both cached under
-`.cache/bottlecrm/`) and `down` afterwards. `BottleCrmUnavailable` means Python 3.12 or PostgreSQL
-cannot be had on this machine; tests skip on it. `python -m emulators.bottlecrm` starts one and
+`~/.cache/outlook-crm-sync/bottlecrm/`, shared by every clone on the machine) and `down` afterwards.
+`BottleCrmUnavailable` means Python 3.12 or PostgreSQL cannot be had on this machine; tests skip on it. `python -m emulators.bottlecrm` starts one and
 prints its URL and token until Ctrl-C.
 """
 

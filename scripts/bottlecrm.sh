@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # BottleCRM (PyPI django-crm, pinned) on loopback, for tests and `make demo CRM=bottlecrm`.
 #
-#   scripts/bottlecrm.sh install        venv + migrated schema cached under .cache/bottlecrm/ (idempotent)
+#   scripts/bottlecrm.sh install        venv + migrated schema cached under ~/.cache/outlook-crm-sync/bottlecrm/ (idempotent)
 #   scripts/bottlecrm.sh up RUNDIR [PID] start PostgreSQL and the CRM on free loopback ports; writes
 #                                       RUNDIR/bottlecrm.env (BOTTLECRM_BASE_URL, BOTTLECRM_TOKEN, ...);
 #                                       with PID, a watchdog runs `down` once that process is gone
@@ -11,14 +11,14 @@
 # PostgreSQL server binaries (Debian's `postgresql`, installed with apt-get when missing and we are root).
 # Exit status 3 means "cannot be had on this machine" (the tests skip); anything else non-zero is a failure.
 #
-# Cached per pinned version under .cache/bottlecrm/VERSION/ (gitignored): the 3.12 venv (~390 MB, ~50 s
+# Cached per pinned version under ~/.cache/outlook-crm-sync/bottlecrm/VERSION/ (per machine, shared by clones; BOTTLECRM_CACHE overrides): the 3.12 venv (~390 MB, ~50 s
 # to build), a pg_dump of the migrated schema (~2 min of `migrate`), and a stopped cluster made from it
 # with the organisation and its token. With the cache, `up` copies the cluster and starts in seconds.
 set -euo pipefail
 
 VERSION=1.35.0
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${BOTTLECRM_CACHE:-$ROOT/.cache/bottlecrm}/$VERSION
+CACHE=${BOTTLECRM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/outlook-crm-sync/bottlecrm}/$VERSION
 VENV=$CACHE/venv
 SECRET_KEY=local-test-secret-key-not-secret-0123456789abcdef # signs JWTs of a throwaway loopback CRM
 ADMIN_EMAIL=sync@example.com
