@@ -5,8 +5,8 @@ with bottlecrm() as crm:
 
 Runs `scripts/bottlecrm.sh up` (its own Python 3.12 venv and PostgreSQL cluster, both cached under
 `~/.cache/outlook-crm-sync/bottlecrm/`, shared by every clone on the machine) and `down` afterwards.
-`BottleCrmUnavailable` means Python 3.12 or PostgreSQL cannot be had on this machine; tests skip on it. `python -m emulators.bottlecrm` starts one and
-prints its URL and token until Ctrl-C.
+`BottleCrmUnavailable` means Python 3.12 or PostgreSQL cannot be had on this machine; tests skip on
+it. `python -m emulators.bottlecrm` starts one and prints its URL and token until Ctrl-C.
 """
 
 from __future__ import annotations
