@@ -92,14 +92,6 @@ async def test_a_job_that_keeps_failing_says_why_on_the_users_status_at_the_last
     assert app.crm.journals == {}
 
 
-async def test_the_worker_dequeue_limit_matches_host_json() -> None:
-    import json
-    from pathlib import Path
-
-    host = json.loads((Path(__file__).parents[2] / "host.json").read_text())
-    assert host["extensions"]["queues"]["maxDequeueCount"] == worker.MAX_DEQUEUE_COUNT
-
-
 async def test_graphs_notifications_reach_the_worker_as_one_job_and_become_journals(app: App) -> None:
     await app.add_user(ANN, MailFolders="inbox")
     await app.services.keeper.upkeep()
