@@ -129,7 +129,7 @@ def _show(app: LocalApp) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--crm", default="reference", choices=["reference"])
+    parser.add_argument("--crm", default="reference", choices=["reference", "bottlecrm"])
     parser.add_argument("--users", type=int, default=3)
     args = parser.parse_args()
     tenant = _tenant(args.users, 14)
@@ -137,9 +137,9 @@ def main() -> None:
         seed = Path(tmp) / "tenant.json"
         seed.write_text(json.dumps(tenant))
         _say(
-            "Starting the local stack: Azurite, Graph emulator, reference CRM, Function App (local host) ..."
+            f"Starting the local stack: Azurite, Graph emulator, {args.crm} CRM, Function App (local host) …"
         )
-        with local_app(logs=Path(tmp), seed=seed) as app:
+        with local_app(logs=Path(tmp), crm_kind=args.crm, seed=seed) as app:
             _say(f"Graph emulator {app.graph.base_url} · CRM {app.crm.base_url} · app {app.host.base_url}")
             asyncio.run(run(app, tenant))
         _say("\nStopped everything the demo started.")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emulators.azurite import AzuriteStack, azurite
+from emulators.bottlecrm import BottleCrm, bottlecrm
 from emulators.crm.launcher import ReferenceCrm, reference_crm
 from emulators.funchost.launcher import RunningHost, function_host
 from emulators.graph.launcher import GraphEmulator, graph_emulator
@@ -31,20 +32,25 @@ NEVER = "0 0 0 1 1 *"  # timers fire on demand in tests and the demo (once a yea
 class LocalApp:
     azurite: AzuriteStack
     graph: GraphEmulator
-    crm: ReferenceCrm
+    crm: ReferenceCrm | BottleCrm
     host: RunningHost
     settings: dict[str, str]
 
 
 def app_settings(
-    storage: AzuriteStack, graph: GraphEmulator, crm: ReferenceCrm, port: int, key: str, **extra: str
+    storage: AzuriteStack,
+    graph: GraphEmulator,
+    crm: ReferenceCrm | BottleCrm,
+    port: int,
+    key: str,
+    **extra: str,
 ) -> dict[str, str]:
     return {
         "GRAPH_BASE_URL": graph.base_url,
         "GRAPH_AUTH_MODE": "static-token",
         "GRAPH_STATIC_TOKEN": "local-graph-emulator",
         "AzureWebJobsStorage": storage.connection_string,
-        "CRM_CONNECTOR": "reference",
+        "CRM_CONNECTOR": "bottlecrm" if isinstance(crm, BottleCrm) else "reference",
         "CRM_BASE_URL": crm.base_url,
         "CRM_API_TOKEN": crm.token,
         "CRM_AUTH_SCHEME": "bearer",
@@ -62,14 +68,18 @@ def app_settings(
 
 
 @contextlib.contextmanager
-def local_app(logs: Path | None = None, **graph_flags: Any) -> Iterator[LocalApp]:
+def local_app(
+    logs: Path | None = None, crm_kind: str = "reference", **graph_flags: Any
+) -> Iterator[LocalApp]:
+    """`crm_kind`: "reference" (the project's reference CRM) or "bottlecrm" (BottleCRM itself)."""
+
     def log(name: str) -> Path | None:
         return logs / f"{name}.log" if logs else None
 
     with (
         azurite(log=log("azurite")) as storage,
         graph_emulator(log=log("graph"), **graph_flags) as graph,
-        reference_crm(log=log("crm")) as crm,
+        bottlecrm() if crm_kind == "bottlecrm" else reference_crm(log=log("crm")) as crm,
     ):
         port = free_port()
         key = secrets.token_urlsafe(24)

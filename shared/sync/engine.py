@@ -140,10 +140,11 @@ class Engine:
                 LastError=f"{job.stream}: Graph throttled, retry in {delay:.0f} s",
             )
             return JobOutcome("throttled", f"re-queued in {delay:.1f} s")
-        except SyncError as error:
+        except Exception as error:  # transient (CRM down, storage) or a bug: the queue retries, then poisons
             await self._let_go(lease)
+            text = str(error) if isinstance(error, SyncError) else f"unexpected {type(error).__name__}"
             await self._status(
-                config.upn, State="error", LastError=f"{job.stream}: {error}", LastErrorUtc=self._clock()
+                config.upn, State="error", LastError=f"{job.stream}: {text}", LastErrorUtc=self._clock()
             )
             raise
         stats_dict = stats.as_dict() if hasattr(stats, "as_dict") else {}
