@@ -408,7 +408,9 @@ class CalendarStream:
             record = await self._state.get_key(key)
             outcome = plan.withdraw(record, config.upn)
             cancel = outcome.cancel or cancelled_by_organizer
-            if cancel:
+            if cancel and config.calendar_delete_in_crm:
+                await self._crm.delete_appointment(key)
+            elif cancel:
                 await self._crm.cancel_appointment(key)
             elif record is not None:
                 current = await self._crm.get_appointment(key)

@@ -341,3 +341,14 @@ async def test_no_request_of_the_sync_would_notify_attendees(cal: Calendar) -> N
     ours = cal.stack.graph.control.requests()[mark:]
     assert not [r for r in ours if r["route"].endswith(NOTIFYING)]
     assert cal.appointments()[made["iCalUId"]]["cancelled"] is True
+
+
+async def test_with_calendar_delete_in_crm_a_deleted_meeting_is_deleted(cal: Calendar) -> None:
+    await cal.stack.services.state.put_config(ANN, {"CalendarDeleteInCrm": True})
+    kept = cal.create(ANN, subject="Kept", start=at(2), end=at(2, 11), attendees=[who(BOB)])
+    gone = cal.create(ANN, subject="Gone", start=at(3), end=at(3, 11), attendees=[who(BOB)])
+    await cal.sync(ANN)
+    assert sorted(cal.appointments()) == sorted([kept["iCalUId"], gone["iCalUId"]])
+    cal.delete(ANN, gone["id"])
+    await cal.sync(ANN)
+    assert list(cal.appointments()) == [kept["iCalUId"]]
