@@ -20,6 +20,7 @@ link rows → decisions → save the page's link conditionally on the cursor's E
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
@@ -67,6 +68,7 @@ class _Page:
     decisions: list[Decision] = field(default_factory=list)
     links: dict[str, Link] = field(default_factory=dict)
     consecutive_crm_failures: int = 0
+    round: str = ""  # the round that saw these items (stamped on their link rows)
 
 
 class CalendarStream:
@@ -133,6 +135,8 @@ class CalendarStream:
                 progress(stream, stats.as_dict())
             if kind == "delta":
                 break
+        if cursor.extra.get("reconciledRound") != _round_id(cursor):
+            cursor, lease = await self._reconcile(config, cursor, lease, stats)
         cursor, lease = await self._check_series(config, cursor, lease, stats)
         if config.calendar_push_from_crm and self._crm.capabilities.appointment_change_feed:
             cursor, lease = await self._push(config, cursor, lease, stats)
@@ -147,6 +151,7 @@ class CalendarStream:
             cursor,
             link="",
             link_kind="",
+            extra={**cursor.extra, "round": uuid.uuid4().hex},
             round_started=now,
             window_start=today - timedelta(days=config.calendar_past_days),
             window_end=today + timedelta(days=config.calendar_future_days),
@@ -178,7 +183,7 @@ class CalendarStream:
         masters: dict[str, OutlookEvent | None],
     ) -> _Page:
         user = config.upn
-        result = _Page()
+        result = _Page(round=_round_id(cursor))
         latest = plan.latest_by_id(changes)
         links = await self._state.get_links(user, STREAM, [c.id for c in latest])
         page_masters = [c for c in latest if isinstance(c, OutlookEvent) and c.type == "seriesMaster"]
@@ -186,7 +191,7 @@ class CalendarStream:
             masters[master.id] = master
             result.links[master.id] = Link(
                 user, STREAM, master.id, crm_key=master.ical_uid, change_key=master.change_key,
-                extra={"kind": "seriesMaster"},
+                extra={"kind": "seriesMaster", "round": result.round},
             )  # fmt: skip
         removals = [c for c in latest if isinstance(c, EventRemoved)]
         events = [c for c in latest if isinstance(c, OutlookEvent) and c.type != "seriesMaster"]
@@ -299,7 +304,7 @@ class CalendarStream:
         result.links[event.id] = Link(
             config.upn, STREAM, event.id, crm_key=key, change_key=event.change_key,
             extra={"series": master.id if master else "", "start": event.start.isoformat(),
-                   "end": event.end.isoformat()},
+                   "end": event.end.isoformat(), "round": result.round},
         )  # fmt: skip
         result.decisions.append(self._decision(config, key, event.id, "synced", reason, crm_key=key))
 
@@ -435,6 +440,33 @@ class CalendarStream:
             self._decision(config, key, link.item_id, "removed", reason, crm_key=key if cancel else "")
         )
 
+    async def _reconcile(
+        self, config: UserConfig, cursor: Cursor, lease: Lease, stats: CalendarStats
+    ) -> tuple[Cursor, Lease]:
+        """After a fresh round (a roll-over, or a 410 that lost the deletions of the gap): meetings
+        linked inside the window that the round did not report are fetched; those gone are withdrawn."""
+        window = (cursor.window_start, cursor.window_end)
+        current = _round_id(cursor)
+        result = _Page(round=current)
+        for link in await self._state.list_links(config.upn, STREAM):
+            if link.extra.get("origin") == "crm" or link.extra.get("round") == current:
+                continue
+            if window[0] is None or window[1] is None or not _within(link, (window[0], window[1])):
+                continue
+            if await self._source.get_event(config.upn, link.item_id) is not None:
+                continue
+            if link.extra.get("kind") == "seriesMaster":
+                for member in await self._members(config.upn, link.item_id):
+                    await self._withdraw(config, member, stats, result)
+                await self._state.delete_link(config.upn, STREAM, link.item_id)
+            elif link.crm_key:
+                await self._withdraw(config, link, stats, result)
+            lease = await self._state.renew(lease, LEASE_SECONDS)
+        await self._state.record_decisions(result.decisions)
+        extra = {**cursor.extra, "reconciledRound": current}
+        cursor = await self._state.save_cursor(config.upn, STREAM, replace(cursor, extra=extra))
+        return cursor, lease
+
     async def _check_series(
         self, config: UserConfig, cursor: Cursor, lease: Lease, stats: CalendarStats
     ) -> tuple[Cursor, Lease]:
@@ -558,6 +590,10 @@ class CalendarStream:
             crm_key=crm_key,
             details={"graphId": item_id},
         )
+
+
+def _round_id(cursor: Cursor) -> str:
+    return str(cursor.extra.get("round", ""))
 
 
 def _within(link: Link, window: tuple[datetime, datetime]) -> bool:

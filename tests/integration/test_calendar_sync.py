@@ -352,3 +352,15 @@ async def test_with_calendar_delete_in_crm_a_deleted_meeting_is_deleted(cal: Cal
     cal.delete(ANN, gone["id"])
     await cal.sync(ANN)
     assert list(cal.appointments()) == [kept["iCalUId"]]
+
+
+async def test_an_expired_delta_token_loses_no_deletion(cal: Calendar) -> None:
+    kept = cal.create(ANN, subject="Kept", start=at(2), end=at(2, 11), attendees=[who(BOB)])
+    gone = cal.create(ANN, subject="Gone", start=at(3), end=at(3, 11), attendees=[who(BOB)])
+    await cal.sync(ANN)
+    cal.delete(ANN, gone["id"])
+    assert cal.stack.graph.control.expire_delta_tokens(ANN) >= 1  # 410: the gap's deletions are lost
+    stats = await cal.sync(ANN)
+    assert stats["fresh_rounds"] == 1
+    found = cal.appointments()
+    assert (found[kept["iCalUId"]]["cancelled"], found[gone["iCalUId"]]["cancelled"]) == (False, True)
