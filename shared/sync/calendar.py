@@ -86,6 +86,7 @@ class CalendarStream:
         self._crm = crm
         self._source = source
         self._body_limit = min(body_limit, crm.capabilities.journal_body_limit or body_limit)
+        self._subject_limit = crm.capabilities.subject_limit
         self._series_check_every = series_check_every
         self._clock = clock
 
@@ -281,7 +282,7 @@ class CalendarStream:
     ) -> None:
         appointment = plan.build_appointment(
             event, key, master.ical_uid if master else "", owner=config.owner, people=people,
-            body_limit=self._body_limit, seen_by=(config.upn.lower(),),
+            body_limit=self._body_limit, seen_by=(config.upn.lower(),), subject_limit=self._subject_limit,
         )  # fmt: skip
         try:
             written = await self._write(appointment, config.upn)

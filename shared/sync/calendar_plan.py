@@ -164,6 +164,7 @@ def build_appointment(
     people: Sequence[PersonRef],
     body_limit: int,
     seen_by: Sequence[str],
+    subject_limit: int | None = None,
 ) -> Appointment:
     start, end = event.start, event.end
     if event.is_all_day and event.start_date is not None and event.end_date is not None:
@@ -171,7 +172,7 @@ def build_appointment(
         end = datetime.combine(event.end_date, time(), tzinfo=UTC)
     return Appointment(
         key=key,
-        subject=event.subject.strip() or "(no subject)",
+        subject=(event.subject.strip() or "(no subject)")[:subject_limit],
         start=start,
         end=end,
         is_all_day=event.is_all_day,

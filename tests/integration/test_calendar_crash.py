@@ -33,10 +33,8 @@ SINGLES = 9  # with a series of 4 and a page size of 4: several pages
 CHECKPOINTS = [
     ("graph", "read_page", 2, True),  # after a Graph page was read
     ("crm", "upsert_appointment", 3, True),  # the CRM applied it, the answer was lost
-    ("crm", "upsert_appointment", 7, False),  # before a CRM write on a later page
     ("state", "put_key", 4, True),  # after a key write
     ("state", "put_links", 1, True),  # after the page's links, before its decisions
-    ("state", "record_decisions", 2, True),  # after a page's decisions, before its cursor save
     ("state", "save_cursor", 1, False),  # before the first cursor save
     ("graph", "instances", 1, True),  # during the check of series against their instances
     ("crm", "appointment_changes", 1, True),  # the push read the CRM's feed, then the worker died

@@ -364,3 +364,13 @@ async def test_an_expired_delta_token_loses_no_deletion(cal: Calendar) -> None:
     assert stats["fresh_rounds"] == 1
     found = cal.appointments()
     assert (found[kept["iCalUId"]]["cancelled"], found[gone["iCalUId"]]["cancelled"]) == (False, True)
+
+
+async def test_the_wired_engine_runs_the_calendar_stream(stack: Stack) -> None:
+    await stack.add_user(ANN, Mail=False, Calendar=True)
+    made = stack.outlook(
+        "POST", f"/users/{ANN}/events", {"subject": "Demo", "start": at(1), "end": at(1, 11)}
+    )
+    outcomes = await stack.sync(ANN)
+    assert [o.status for o in outcomes] == ["done"]
+    assert [a["key"] for a in stack.crm.appointments()] == [made["iCalUId"]]
