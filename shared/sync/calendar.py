@@ -121,13 +121,18 @@ class CalendarStream:
                 stats.fresh_rounds += 1
                 continue
             stats.pages += 1
+            before = stats.as_dict()
             result = await self._apply(config, cursor, page.changes, stats, masters)
             await self._state.put_links(list(result.links.values()))
             await self._state.record_decisions(result.decisions)
             link, kind = (page.next_link, "next") if page.next_link else (page.delta_link, "delta")
             if not link:
                 raise GraphError("Graph returned a delta page with neither nextLink nor deltaLink")
-            extra = {**cursor.extra, "lastPageUtc": self._clock().isoformat()}
+            extra = {
+                **cursor.extra,
+                "lastPageUtc": self._clock().isoformat(),
+                "totals": _totals(cursor, before, stats),
+            }
             cursor = await self._state.save_cursor(
                 user, stream, replace(cursor, link=link, link_kind=kind, extra=extra)
             )
@@ -591,6 +596,14 @@ class CalendarStream:
             crm_key=crm_key,
             details={"graphId": item_id},
         )
+
+
+def _totals(cursor: Cursor, before: Mapping[str, int], stats: CalendarStats) -> dict[str, int]:
+    """The cursor's running totals plus what this page added (shown on the status page)."""
+    totals = {str(k): int(v) for k, v in dict(cursor.extra.get("totals", {})).items()}
+    for name in ("captured", "skipped", "failed", "cancelled"):
+        totals[name] = totals.get(name, 0) + getattr(stats, name) - before[name]
+    return totals
 
 
 def _round_id(cursor: Cursor) -> str:

@@ -172,6 +172,15 @@ async def test_a_series_becomes_one_appointment_per_occurrence_with_exceptions_a
     assert [k for k in keys if after[k]["cancelled"]] == [keys[2]]
     assert after[keys[0]]["subject"] == "Weekly sync" and not after[keys[3]]["cancelled"]
 
+    cal.patch(ANN, second, location={"displayName": "Canteen"})  # the exception follows its own changes
+    await cal.sync(ANN)
+    again = cal.appointments()[keys[1]]
+    assert (again["subject"], again["start"], again["location"]) == (
+        "Weekly sync (long one)",
+        utc(8, 13),
+        "Canteen",
+    )
+
 
 async def test_a_rescheduled_series_leaves_no_stale_occurrence(cal: Calendar) -> None:
     master = cal.create(
@@ -374,3 +383,17 @@ async def test_the_wired_engine_runs_the_calendar_stream(stack: Stack) -> None:
     outcomes = await stack.sync(ANN)
     assert [o.status for o in outcomes] == ["done"]
     assert [a["key"] for a in stack.crm.appointments()] == [made["iCalUId"]]
+
+
+@pytest.mark.parametrize(
+    ("policy", "captured"),
+    [("all", ["Internal", "Tagged", "With Bob"]), ("category", ["Tagged"]), ("crm-attendee", ["With Bob"])],
+)
+async def test_calendar_policy_selects_meetings(cal: Calendar, policy: str, captured: list[str]) -> None:
+    await cal.stack.services.state.put_config(ANN, {"CalendarPolicy": policy})
+    cal.create(ANN, subject="Internal", start=at(1), end=at(1, 11), attendees=[who("carl@contoso.com")])
+    cal.create(ANN, subject="Tagged", start=at(2), end=at(2, 11), categories=["crm"],
+               attendees=[who("nina@unknown.example")])  # fmt: skip
+    cal.create(ANN, subject="With Bob", start=at(3), end=at(3, 11), attendees=[who(BOB)])
+    await cal.sync(ANN)
+    assert sorted(a["subject"] for a in cal.appointments().values()) == captured
