@@ -12,7 +12,6 @@ from typing import Any
 
 from shared.config import Settings
 from shared.crm.port import CrmPort
-from shared.errors import ConfigError
 from shared.graph.probe import MailboxProbe
 from shared.state.port import JobQueue, StateStore
 from shared.subscriptions import SubscriptionKeeper
@@ -60,7 +59,9 @@ async def services() -> Services:
 
 def build_crm(settings: Settings) -> CrmPort:
     if settings.crm_connector == "bottlecrm":
-        raise ConfigError("CRM_CONNECTOR=bottlecrm: the BottleCRM connector is not part of this build yet")
+        from shared.crm.bottlecrm import BottleCrmConnector
+
+        return BottleCrmConnector(settings.crm_base_url, settings.crm_api_token)
     from shared.crm.reference import ReferenceCrmConnector
 
     return ReferenceCrmConnector(
