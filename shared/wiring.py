@@ -80,12 +80,14 @@ def _storage_credential(settings: Settings) -> Any:
 
 async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     """`table_prefix` isolates tests that share one storage account; deployments use none."""
+    from shared.graph.calendar import GraphCalendar
     from shared.graph.client import GraphCaller, build_graph_client
     from shared.graph.contacts import GraphContacts
     from shared.graph.mail import GraphMailReader
     from shared.graph.subscriptions import GraphSubscriptions
     from shared.state.queue import StorageJobQueue
     from shared.state.tables import TableStateStore
+    from shared.sync.calendar import CalendarStream
     from shared.sync.contacts import ContactsStream
     from shared.sync.mail import MailStream
     from shared.telemetry import configure
@@ -114,6 +116,9 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
                 state, crm, mail, org_domains=settings.org_domains, body_limit=settings.journal_body_max_chars
             ),
             "contacts": ContactsStream(state, crm, GraphContacts(client, caller)),
+            "calendar": CalendarStream(
+                state, crm, GraphCalendar(client, caller), body_limit=settings.journal_body_max_chars
+            ),
         },
     )
     keeper = SubscriptionKeeper(

@@ -542,6 +542,12 @@ class BottleCrmConnector:
             return
         await self.upsert_appointment(replace(current, cancelled=True))
 
+    async def delete_appointment(self, key: str) -> None:
+        await self._ensure_fields("Task")
+        row = await self._find_task(key)
+        if row is not None:
+            await self._call("DELETE", f"/api/tasks/{row['id']}/", missing_ok=True)
+
     async def get_appointment(self, key: str) -> Appointment | None:
         await self._ensure_fields("Task")
         row = await self._find_task(key)

@@ -84,6 +84,11 @@ class CrmPort(Protocol):
         """Mark the appointment with this key cancelled (idempotent; unknown key: nothing happens)."""
         ...
 
+    async def delete_appointment(self, key: str) -> None:
+        """Delete the appointment with this key (idempotent; unknown key: nothing happens). Used when
+        the admin chose `CalendarDeleteInCrm`; a later upsert of the key creates it anew."""
+        ...
+
     async def get_appointment(self, key: str) -> Appointment | None: ...
 
     async def appointment_changes(

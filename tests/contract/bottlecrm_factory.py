@@ -47,6 +47,7 @@ _ROUTES: dict[str, Callable[[httpx.Request], bool]] = {
     "get_journal": _writes("/api/interactions/", "GET"),
     "upsert_appointment": _writes("/api/tasks/", "POST", "PATCH"),
     "cancel_appointment": _writes("/api/tasks/", "PATCH"),
+    "delete_appointment": _writes("/api/tasks/", "DELETE"),
     "appointment_changes": lambda r: False,  # no requests: the feed is declared absent
     "upsert_contact": _writes("/api/contacts/", "POST", "PATCH"),
     "delete_contact": _writes("/api/contacts/", "DELETE"),

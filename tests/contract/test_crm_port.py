@@ -226,6 +226,20 @@ async def test_cancel_is_idempotent_and_unknown_keys_are_ignored(crm: CrmHarness
     assert await crm.connector.get_appointment(unique("never-written")) is None
 
 
+async def test_delete_is_idempotent_and_a_later_upsert_creates_it_anew(crm: CrmHarness) -> None:
+    key = unique("ical")
+    await crm.connector.upsert_appointment(appointment(key))
+
+    await crm.connector.delete_appointment(key)
+    await crm.connector.delete_appointment(key)
+    await crm.connector.delete_appointment(unique("never-written"))
+
+    assert await crm.connector.get_appointment(key) is None
+    await crm.connector.upsert_appointment(appointment(key))
+    stored = await crm.connector.get_appointment(key)
+    assert stored is not None and not stored.cancelled
+
+
 async def test_appointment_ending_before_it_starts_is_rejected(crm: CrmHarness) -> None:
     key = unique("ical")
     with pytest.raises(CrmRejectedError):
