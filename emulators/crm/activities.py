@@ -104,6 +104,11 @@ class Appointments:
             seq = self._store(conn, row["id"], key, {**doc, "cancelled": True})
         return {"id": row["id"], "version": str(seq), "created": False}
 
+    def delete(self, key: str) -> None:
+        with self.db.transaction() as conn:
+            self._find(conn, "key", key)
+            conn.execute("DELETE FROM appointments WHERE key = ?", (key,))
+
     def get(self, column: str, value: str) -> dict[str, Any]:
         with self.db.transaction() as conn:
             return _view(self._find(conn, column, value))

@@ -91,6 +91,9 @@ def api_routes(crm: Crm) -> list[Route]:
         key = request.path_params["key"]
         if request.method == "PUT":
             return _ref(crm.appointments.put(key, await _body(request)))
+        if request.method == "DELETE":
+            crm.appointments.delete(key)
+            return Response(status_code=204)
         return JSONResponse(crm.appointments.get("key", key))
 
     async def cancel(request: Request) -> Response:
@@ -134,7 +137,7 @@ def api_routes(crm: Crm) -> list[Route]:
         Route("/appointments", appointments, methods=["GET", "POST"]),
         Route("/appointments/changes", appointment_changes, methods=["GET"]),
         Route("/appointments/by-key/{key:path}/cancel", cancel, methods=["POST"]),
-        Route("/appointments/by-key/{key:path}", appointment_by_key, methods=["GET", "PUT"]),
+        Route("/appointments/by-key/{key:path}", appointment_by_key, methods=["GET", "PUT", "DELETE"]),
         Route("/appointments/{id}", appointment, methods=["GET", "PATCH"]),
         Route("/contacts", contacts, methods=["POST"]),
         Route("/contacts/changes", contact_changes, methods=["GET"]),

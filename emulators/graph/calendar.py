@@ -345,8 +345,51 @@ def list_events(ctx: Ctx) -> Response:
     return Response(200, list_page(ctx.req, rows, context(ctx.req, "events")))
 
 
+def _copies(tenant: Tenant, ev: Event) -> list[tuple[User, Event]]:
+    """The attendees' copies of a meeting in other calendars of the tenant (same iCalUId)."""
+    return [
+        (u, other)
+        for u in tenant.users.values()
+        for other in u.events.values()
+        if other is not ev and other.ical_uid == ev.ical_uid and not other.deleted
+    ]
+
+
+def _invite(tenant: Tenant, organizer: User, ev: Event) -> None:
+    """Exchange delivers a meeting to attendees inside the tenant: a copy in each attendee's calendar
+    with the same iCalUId (the real service also mails the invitation; the request log shows it)."""
+    for attendee in ev.data.get("attendees") or []:
+        address = str((attendee.get("emailAddress") or {}).get("address", "")).lower()
+        invitee = tenant.by_upn.get(address)
+        if invitee is None or invitee is organizer:
+            continue
+        copy = create_event(
+            tenant,
+            invitee,
+            {
+                **ev.data,
+                "organizer": {"emailAddress": {"name": organizer.display_name, "address": organizer.upn}},
+                "responseStatus": {"response": "notResponded", "time": "0001-01-01T00:00:00Z"},
+                "exceptions": ev.exceptions,
+                "cancelledDates": sorted(ev.cancelled),
+            },
+        )
+        copy.ical_uid = ev.ical_uid
+
+
 def post_event(ctx: Ctx) -> Response:
-    ev = create_event(ctx.emu.tenant, ctx.u, ctx.req.json())
+    body = ctx.req.json()
+    transaction = body.get("transactionId")
+    repeated = next(
+        (e for e in ctx.u.events.values() if transaction and e.data.get("transactionId") == transaction),
+        None,
+    )  # a client retry of the same create: the event it already made, not a second one
+    if repeated is not None and not repeated.deleted:
+        ctx.req.query.clear()
+        ctx.params["event"] = repeated.id
+        return get_event(ctx)
+    ev = create_event(ctx.emu.tenant, ctx.u, body)
+    _invite(ctx.emu.tenant, ctx.u, ev)
     ctx.req.query.clear()
     ctx.params["event"] = ev.id
     resp = get_event(ctx)
@@ -369,16 +412,37 @@ def patch_event(ctx: Ctx) -> Response:
         _times(new)
         ev.data = new
     touch_event(tenant, ctx.u, ev)
+    if _is_organizer(ctx.u, ev):  # the organizer's change reaches the attendees' copies
+        for invitee, copy in _copies(tenant, ev):
+            if day:
+                copy.exceptions[day] = {**copy.exceptions.get(day, {}), **body}
+                copy.exception_keys[day] = tenant.new_change_key()
+            else:
+                copy.data = {**copy.data, **body}
+            touch_event(tenant, invitee, copy)
     return get_event(ctx)
+
+
+def _is_organizer(user: User, ev: Event) -> bool:
+    organizer = (ev.data.get("organizer") or {}).get("emailAddress", {}).get("address", user.upn)
+    return str(organizer).lower() == user.upn.lower()
 
 
 def delete_event(ctx: Ctx) -> Response:
     ev, day = find(ctx.u, ctx.params["event"])
+    tenant = ctx.emu.tenant
+    copies = _copies(tenant, ev) if _is_organizer(ctx.u, ev) else []
     if day:  # a deleted occurrence: no delta entry, no notification (PR #4501)
         ev.cancelled.add(day)
         ev.exceptions.pop(day, None)
+        for _, copy in copies:
+            copy.cancelled.add(day)
+            copy.exceptions.pop(day, None)
     else:
-        remove_event(ctx.emu.tenant, ctx.u, ev)
+        remove_event(tenant, ctx.u, ev)
+        for invitee, copy in copies:  # the attendees' copies stay, marked cancelled
+            copy.data["isCancelled"] = True
+            touch_event(tenant, invitee, copy)
     return Response(204)
 
 

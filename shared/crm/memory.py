@@ -190,6 +190,14 @@ class InMemoryCrm:
 
         self._run("cancel_appointment", (key,), cancel)
 
+    async def delete_appointment(self, key: str) -> None:
+        def delete() -> None:
+            stored = self._by_key(key)
+            if stored is not None:
+                del self._appointments[stored.id]
+
+        self._run("delete_appointment", (key,), delete)
+
     async def get_appointment(self, key: str) -> Appointment | None:
         def read() -> Appointment | None:
             stored = self._by_key(key)

@@ -49,6 +49,9 @@ class Capabilities:
     appointment_times: bool = True
     # Appointments created in the CRM can be read back for the CRM → Outlook push.
     appointment_change_feed: bool = True
+    # The CRM remembers contacts deleted in it, so an upsert by key alone after such a delete is refused
+    # (False: it hard-deletes and forgets; that upsert creates the contact again. By ref it is refused).
+    contact_tombstones: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,11 @@ class CrmPort(Protocol):
 
     async def cancel_appointment(self, key: str) -> None:
         """Mark the appointment with this key cancelled (idempotent; unknown key: nothing happens)."""
+        ...
+
+    async def delete_appointment(self, key: str) -> None:
+        """Delete the appointment with this key (idempotent; unknown key: nothing happens). Used when
+        the admin chose `CalendarDeleteInCrm`; a later upsert of the key creates it anew."""
         ...
 
     async def get_appointment(self, key: str) -> Appointment | None: ...

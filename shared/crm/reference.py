@@ -215,6 +215,10 @@ class ReferenceCrmConnector:
         path = f"/appointments/by-key/{_key(key)}/cancel"
         await self._call("POST", "/appointments/by-key/{key}/cancel", path, missing_ok=True)
 
+    async def delete_appointment(self, key: str) -> None:
+        path = f"/appointments/by-key/{_key(key)}"
+        await self._call("DELETE", "/appointments/by-key/{key}", path, missing_ok=True)
+
     async def get_appointment(self, key: str) -> Appointment | None:
         path = f"/appointments/by-key/{_key(key)}"
         data = await self._json("GET", "/appointments/by-key/{key}", path, missing_ok=True)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from shared.model import MailMessage
+from shared.model import ContactFields, CrmAppointmentChange, MailMessage
 
 if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
+    from shared.graph.calendar import EventPage
+    from shared.graph.contacts import ContactPage, OutlookItem
     from shared.graph.mail import MailPage
+    from shared.sync.calendar_plan import OutlookEvent
 
 
 class MailSource(Protocol):
@@ -20,3 +23,58 @@ class MailSource(Protocol):
     async def get_message(self, user: str, message_id: str) -> MailMessage | None:
         """The message by immutable id, or None when it no longer exists."""
         ...
+
+
+class ContactsSide(Protocol):
+    """The owned Outlook contact folder (implemented by `shared/graph/contacts.py`)."""
+
+    async def owned_folder(self, user: str, name: str) -> str: ...
+
+    async def read_page(self, user: str, folder_id: str, link: str) -> ContactPage: ...
+
+    async def get(self, user: str, folder_id: str, contact_id: str) -> OutlookItem | None: ...
+
+    async def create(
+        self, user: str, folder_id: str, fields: ContactFields, *, crm_id: str, notes: bool
+    ) -> OutlookItem: ...
+
+    async def update(
+        self,
+        user: str,
+        folder_id: str,
+        contact_id: str,
+        fields: ContactFields,
+        *,
+        change_key: str,
+        notes: bool,
+    ) -> OutlookItem: ...
+
+    async def delete(self, user: str, folder_id: str, contact_id: str) -> None: ...
+
+
+class CalendarSource(Protocol):
+    """The calendar through Graph (implemented by `shared/graph/calendar.py`)."""
+
+    async def read_page(self, user: str, link: str, window: tuple[datetime, datetime] | None) -> EventPage:
+        """One calendarView delta page: from a saved link, or (link == "") a new round over `window`."""
+        ...
+
+    async def get_event(self, user: str, event_id: str) -> OutlookEvent | None:
+        """The event by immutable id, or None when it no longer exists (404)."""
+        ...
+
+    async def instances(
+        self, user: str, master_id: str, window: tuple[datetime, datetime]
+    ) -> list[OutlookEvent] | None:
+        """A series' occurrences and exceptions in the window; None when the series is gone."""
+        ...
+
+    async def create_event(self, user: str, change: CrmAppointmentChange) -> tuple[str, str]:
+        """An attendee-less event for a CRM appointment: (event id, changeKey)."""
+        ...
+
+    async def update_event(self, user: str, event_id: str, change: CrmAppointmentChange) -> str | None:
+        """Update an event the push created: its changeKey, or None when it is gone."""
+        ...
+
+    async def delete_event(self, user: str, event_id: str) -> None: ...

@@ -1,0 +1,296 @@
+"""Pure decisions for the calendar: which meetings become CRM appointments, under which key, and what
+an appointment holds.
+
+No I/O here. The Graph adapter turns events into `OutlookEvent` records; the runner hydrates skeletal
+occurrences from their series master (`hydrate`), asks the CRM who the attendees are, and these
+functions decide. Keys (design.md, the sync contract):
+
+- a single meeting: its `iCalUId` (the same in every calendar that holds the meeting);
+- an occurrence or exception of a series: the master's `iCalUId` + "|" + the occurrence's original
+  start in UTC (`2026-11-25T09:00:00Z`), so every calendar holding the series agrees on each key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from shared.model import Address, Appointment, Attendee, PersonRef, fingerprint
+from shared.state.port import KeyRecord
+from shared.sync.body import body_text
+
+CAPTURED_KINDS = ("singleInstance", "occurrence", "exception")
+
+
+@dataclass(frozen=True)
+class OutlookEvent:
+    """One calendarView entry as the engine needs it (times already in UTC)."""
+
+    id: str
+    type: str  # singleInstance | occurrence | exception | seriesMaster
+    start: datetime
+    end: datetime
+    series_master_id: str = ""
+    ical_uid: str = ""
+    change_key: str = ""
+    original_start: datetime | None = None
+    subject: str = ""
+    body: str = ""
+    body_type: str = "text"  # we ask for text; HTML (a server that ignores the Prefer) is converted
+    is_all_day: bool = False
+    start_date: date | None = None  # all-day events: the calendar dates (end exclusive)
+    end_date: date | None = None
+    location: str = ""
+    organizer: Address | None = None
+    attendees: tuple[Attendee, ...] = ()
+    online_meeting_url: str = ""
+    categories: tuple[str, ...] = ()
+    sensitivity: str = "normal"
+    is_cancelled: bool = False
+    is_draft: bool = False
+    skeletal: bool = False  # an occurrence as delta gives it: id, type, master id, start, end only
+
+
+@dataclass(frozen=True)
+class EventRemoved:
+    """A delta `@removed` entry: the event left the view (deleted, or moved out of the window)."""
+
+    id: str
+
+
+EventChange = OutlookEvent | EventRemoved
+
+
+@dataclass(frozen=True)
+class Verdict:
+    capture: bool
+    reason: str
+
+
+def utc_iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hydrate(occurrence: OutlookEvent, master: OutlookEvent | None) -> OutlookEvent | None:
+    """A skeletal occurrence filled in from its series master (None when the master is unknown:
+    free/busy-only data is never turned into an appointment with invented content)."""
+    if not occurrence.skeletal:
+        return occurrence
+    if master is None:
+        return None
+    return replace(
+        master,
+        id=occurrence.id,
+        type=occurrence.type,
+        series_master_id=occurrence.series_master_id or master.id,
+        start=occurrence.start,
+        end=occurrence.end,
+        start_date=occurrence.start_date if master.is_all_day else None,
+        end_date=occurrence.end_date if master.is_all_day else None,
+        original_start=occurrence.original_start or occurrence.start,
+        change_key=occurrence.change_key or master.change_key,
+        skeletal=False,
+    )
+
+
+def appointment_key(event: OutlookEvent, master: OutlookEvent | None) -> str:
+    """The global key of a captured event ("" when it cannot be keyed: a series member without master)."""
+    if event.type == "singleInstance":
+        return event.ical_uid
+    if master is None or not master.ical_uid:
+        return ""
+    original = event.original_start or event.start
+    if event.is_all_day and event.start_date is not None and event.original_start is None:
+        original = datetime.combine(event.start_date, time(), tzinfo=UTC)
+    return f"{master.ical_uid}|{utc_iso(original)}"
+
+
+def attendees_other_than(event: OutlookEvent, owner_address: str) -> list[Address]:
+    """Organizer and attendees except the calendar's owner, each address once (resources excluded)."""
+    seen = {owner_address.lower()}
+    found: list[Address] = []
+    people = [event.organizer] if event.organizer else []
+    people += [a.address for a in event.attendees if a.type != "resource"]
+    for address in people:
+        if address.normalized and address.normalized not in seen:
+            seen.add(address.normalized)
+            found.append(address)
+    return found
+
+
+def prefilter(event: OutlookEvent, *, policy: str, category: str) -> Verdict:
+    """Everything decidable without asking the CRM who the attendees are."""
+    if event.type not in CAPTURED_KINDS:
+        return Verdict(False, f"{event.type}: a series master is not an appointment, its occurrences are")
+    if event.sensitivity in ("private", "confidential"):
+        return Verdict(False, f"marked {event.sensitivity}: never captured")
+    if event.is_draft:
+        return Verdict(False, "draft: an unsent meeting is never captured")
+    if event.is_cancelled:
+        return Verdict(False, "cancelled by the organizer")
+    if policy == "category" and category.lower() not in {c.lower() for c in event.categories}:
+        return Verdict(False, f"policy category: the meeting does not carry the category {category!r}")
+    return Verdict(True, "")
+
+
+def people_on(
+    event: OutlookEvent, owner_address: str, matches: Mapping[str, Sequence[PersonRef]]
+) -> tuple[PersonRef, ...]:
+    found: dict[str, PersonRef] = {}
+    for address in attendees_other_than(event, owner_address):
+        for person in matches.get(address.normalized, ()):
+            found.setdefault(person.id, person)
+    return tuple(found.values())
+
+
+def select(policy: str, category: str, people: Sequence[PersonRef]) -> Verdict:
+    if policy == "crm-attendee":
+        if not people:
+            return Verdict(False, "policy crm-attendee: no attendee is a CRM person")
+        return Verdict(True, f"policy crm-attendee: {len(people)} CRM person(s) attend")
+    if policy == "category":
+        return Verdict(True, f"policy category: carries {category!r}")
+    return Verdict(True, "policy all")
+
+
+def build_appointment(
+    event: OutlookEvent,
+    key: str,
+    series_key: str,
+    *,
+    owner: str,
+    people: Sequence[PersonRef],
+    body_limit: int,
+    seen_by: Sequence[str],
+    subject_limit: int | None = None,
+) -> Appointment:
+    start, end = event.start, event.end
+    if event.is_all_day and event.start_date is not None and event.end_date is not None:
+        start = datetime.combine(event.start_date, time(), tzinfo=UTC)
+        end = datetime.combine(event.end_date, time(), tzinfo=UTC)
+    return Appointment(
+        key=key,
+        subject=(event.subject.strip() or "(no subject)")[:subject_limit],
+        start=start,
+        end=end,
+        is_all_day=event.is_all_day,
+        start_date=event.start_date if event.is_all_day else None,
+        end_date=event.end_date if event.is_all_day else None,
+        location=event.location,
+        organizer=event.organizer,
+        attendees=event.attendees,
+        online_meeting_url=event.online_meeting_url,
+        body=body_text(event.body, "html" if event.body_type == "html" else "text", body_limit),
+        owner=owner,
+        seen_by=tuple(seen_by),
+        people=tuple(people),
+        series_key=series_key,
+    )
+
+
+def content_fingerprint(appointment: Appointment) -> str:
+    """What an appointment says, without who holds it or whom it links (those merge across calendars)."""
+    a = appointment
+    return fingerprint(
+        [a.subject, a.start, a.end, a.is_all_day, a.start_date, a.end_date, a.location, a.organizer,
+         a.attendees, a.online_meeting_url, a.body, a.series_key]
+    )  # fmt: skip
+
+
+def merge(record: KeyRecord | None, appointment: Appointment, mailbox: str) -> tuple[Appointment, bool]:
+    """Combine this calendar's appointment with what other calendars already wrote under the key.
+
+    The first calendar that captured the meeting decides its owner; later calendars add themselves to
+    `seen_by` and their matches to `people`. A meeting that was cancelled and is back (restored, or
+    re-added) is live again. Returns the appointment to write and whether a write is needed.
+    """
+    mailbox = mailbox.lower()
+    if record is None or not record.mailboxes:
+        return replace(appointment, seen_by=(mailbox,)), True
+    stored: Mapping[str, Any] = record.extra.get("people", {})
+    people = {pid: PersonRef(id=pid, **stored[pid]) for pid in record.people if pid in stored}
+    for person in appointment.people:
+        people.setdefault(person.id, person)
+    merged = replace(
+        appointment,
+        seen_by=tuple(dict.fromkeys([*record.mailboxes, mailbox])),
+        people=tuple(people.values()),
+        owner=str(record.extra.get("owner", appointment.owner)),
+    )
+    unchanged = (
+        mailbox in record.mailboxes
+        and not record.extra.get("cancelled")
+        and set(record.people) >= {p.id for p in appointment.people}
+        and record.fingerprint == content_fingerprint(appointment)
+    )
+    return merged, not unchanged
+
+
+def key_record_after(
+    record: KeyRecord | None, appointment: Appointment, crm_ref: str, *, organizer_mailbox: str = ""
+) -> KeyRecord:
+    """The SyncKeys row once `appointment` (already merged) was written to the CRM."""
+    return KeyRecord(
+        key=appointment.key,
+        crm_ref=crm_ref,
+        mailboxes=tuple(m.lower() for m in appointment.seen_by),
+        people=tuple(p.id for p in appointment.people),
+        fingerprint=content_fingerprint(appointment),
+        extra={
+            "owner": appointment.owner,
+            "organizer": organizer_mailbox.lower()
+            or (appointment.organizer.normalized if appointment.organizer else ""),
+            "people": {p.id: {"kind": p.kind, "name": p.name, "email": p.email} for p in appointment.people},
+            "cancelled": appointment.cancelled,
+        },
+        etag=record.etag if record else "",
+    )
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """What confirming that a meeting is gone from one calendar means for its appointment."""
+
+    cancel: bool  # cancel (or delete) the appointment: the organizer dropped it, or nobody holds it
+    remaining: tuple[str, ...]  # calendars that still hold it
+    reason: str
+
+
+def withdraw(record: KeyRecord | None, mailbox: str) -> Withdrawal:
+    """A meeting confirmed gone (GET answered 404) from `mailbox`'s calendar.
+
+    It is cancelled when the organizer's calendar lost it (the organizer deleted or cancelled it) or
+    when no synced calendar holds it any more; an attendee removing it from their own calendar
+    (declined, tidied up) only takes them off `seen_by`, since the meeting still happens for others.
+    """
+    mailbox = mailbox.lower()
+    if record is None:
+        return Withdrawal(True, (), "deleted in Outlook")
+    remaining = tuple(m for m in record.mailboxes if m != mailbox)
+    organizer = str(record.extra.get("organizer", "")).lower()
+    if organizer == mailbox:
+        return Withdrawal(True, remaining, "deleted or cancelled by the organizer")
+    if not remaining:
+        return Withdrawal(True, (), "deleted in Outlook")
+    return Withdrawal(False, remaining, "removed from this calendar; other synced calendars still hold it")
+
+
+def stale_keys(linked: Mapping[str, str], current: Iterable[str]) -> dict[str, str]:
+    """Links (Graph id -> key) of a series whose key is not among the series' current keys."""
+    keep = set(current)
+    return {item_id: key for item_id, key in linked.items() if key not in keep}
+
+
+def in_window(event: OutlookEvent, start: datetime, end: datetime) -> bool:
+    return event.start < end and event.end > start
+
+
+def latest_by_id(changes: Sequence[EventChange]) -> list[EventChange]:
+    """Graph may repeat an item within a round; the last one wins (a removal beats an earlier add)."""
+    last: dict[str, EventChange] = {}
+    for change in changes:
+        last.pop(change.id, None)
+        last[change.id] = change
+    return list(last.values())
