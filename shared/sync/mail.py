@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared.crm.port import CrmPort
 from shared.errors import (
@@ -24,6 +25,7 @@ from shared.errors import (
     GraphError,
     GraphNotFound,
 )
+from shared.graph.mail import FILTER_CAP
 from shared.model import Journal, MailMessage, MessageChange, MessageRemoved, PersonRef
 from shared.state.port import Cursor, Decision, Issue, Lease, StateStore
 from shared.sync import mail_plan
@@ -78,8 +80,10 @@ class MailStream:
         *,
         org_domains: Sequence[str] = (),
         body_limit: int = 20000,
+        filter_cap: int = FILTER_CAP,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._filter_cap = filter_cap
         self._state = state
         self._crm = crm
         self._source = source
@@ -106,6 +110,8 @@ class MailStream:
             cursor = self._new_round(cursor)
             stats.fresh_rounds += 1
         lease = await self._retry_issues(config, stream, lease, stats)
+        if cursor.extra.get("backfill"):  # a capped first round's listing was cut short: finish it
+            cursor, lease = await self._backfill(config, stream, cursor, lease, stats, progress)
         restarts = 0
         while True:
             since = (
@@ -134,21 +140,71 @@ class MailStream:
             link, kind = (page.next_link, "next") if page.next_link else (page.delta_link, "delta")
             if not link:
                 raise GraphError("Graph returned a delta page with neither nextLink nor deltaLink")
+            extra = _counted(cursor, before, stats, self._clock())
+            if since is not None or extra.get("roundFiltered"):
+                extra["roundFiltered"] = True
+                extra["roundItems"] = int(extra.get("roundItems", 0)) + sum(
+                    isinstance(c, MailMessage) for c in page.changes
+                )
+            capped = kind == "delta" and extra.pop("roundFiltered", False)
+            if capped and int(extra.pop("roundItems", 0)) >= self._filter_cap and cursor.round_started:
+                # Graph ends a filtered round at 5,000 messages: list the rest of the window once
+                window = cursor.round_started - timedelta(days=config.days_back)
+                extra["backfill"] = {"link": "", "since": window.isoformat()}
             cursor = await self._state.save_cursor(
-                user,
-                stream,
-                replace(
-                    cursor, link=link, link_kind=kind, extra=_counted(cursor, before, stats, self._clock())
-                ),
+                user, stream, replace(cursor, link=link, link_kind=kind, extra=extra)
             )
             lease = await self._state.renew(lease, LEASE_SECONDS)
             if progress is not None:
                 progress(stream, stats.as_dict())
             if kind == "delta":
+                if cursor.extra.get("backfill"):
+                    cursor, lease = await self._backfill(config, stream, cursor, lease, stats, progress)
                 return stats, lease
 
+    async def _backfill(
+        self,
+        config: UserConfig,
+        stream: str,
+        cursor: Cursor,
+        lease: Lease,
+        stats: MailStats,
+        progress: Callable[[str, Mapping[str, int]], None] | None,
+    ) -> tuple[Cursor, Lease]:
+        """List the window page by page (checkpointed in the cursor) after a round hit the cap."""
+        folder = stream.partition(":")[2]
+        state = dict(cursor.extra["backfill"])
+        since = datetime.fromisoformat(str(state["since"]))
+        while True:
+            try:
+                page = await self._source.list_page(config.upn, folder, str(state.get("link", "")), since)
+            except (DeltaExpired, GraphNotFound):
+                if not state.get("link"):
+                    raise
+                state["link"] = ""  # the listing's link expired: list again from the start (idempotent)
+                continue
+            stats.pages += 1
+            before = stats.as_dict()
+            result = await self._apply(config, stream, page.changes, stats)
+            await self._state.record_decisions(result.decisions)
+            extra = _counted(cursor, before, stats, self._clock())
+            if page.next_link:
+                state["link"] = page.next_link
+                extra["backfill"] = dict(state)
+            else:
+                extra.pop("backfill", None)
+            cursor = await self._state.save_cursor(config.upn, stream, replace(cursor, extra=extra))
+            lease = await self._state.renew(lease, LEASE_SECONDS)
+            if progress is not None:
+                progress(stream, stats.as_dict())
+            if not page.next_link:
+                return cursor, lease
+
     def _new_round(self, cursor: Cursor) -> Cursor:
-        return replace(cursor, link="", link_kind="", round_started=self._clock())
+        extra = {
+            k: v for k, v in cursor.extra.items() if k not in {"backfill", "roundFiltered", "roundItems"}
+        }
+        return replace(cursor, link="", link_kind="", round_started=self._clock(), extra=extra)
 
     async def _apply(
         self, config: UserConfig, stream: str, changes: Sequence[MessageChange], stats: MailStats
@@ -316,7 +372,7 @@ def _one_per_person(journal: Journal) -> list[Journal]:
     return [replace(journal, key=f"{journal.key}|{p.id}", people=(p,)) for p in journal.people]
 
 
-def _counted(cursor: Cursor, before: dict[str, int], stats: MailStats, now: datetime) -> dict[str, object]:
+def _counted(cursor: Cursor, before: dict[str, int], stats: MailStats, now: datetime) -> dict[str, Any]:
     """The cursor's running totals plus what this page added (saved with the page's link)."""
     extra = dict(cursor.extra)
     totals = dict(extra.get("totals", {}))

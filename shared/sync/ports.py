@@ -24,6 +24,10 @@ class MailSource(Protocol):
         """The message by immutable id, or None when it no longer exists."""
         ...
 
+    async def list_page(self, user: str, folder: str, link: str, since: datetime) -> MailPage:
+        """One page of a plain listing of the folder's messages received since `since` (no 5,000 cap)."""
+        ...
+
 
 class ContactsSide(Protocol):
     """The owned Outlook contact folder (implemented by `shared/graph/contacts.py`)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.model import Job
 from tests.integration.stack import Stack, comparable, days_ago
 
 pytestmark = pytest.mark.integration
@@ -204,3 +205,30 @@ async def test_a_folder_that_does_not_exist_is_a_readable_error_not_a_retry_loop
     row = await stack.services.state.get_user(ANN)
     assert row is not None and row.columns["State"] == "error" and "mail:Projekte" in row.columns["LastError"]
     assert len(stack.journals()) == 1
+
+
+async def test_a_first_round_capped_by_graph_reads_the_rest_of_the_window_by_listing(stack: Stack) -> None:
+    """Graph ends a `$filter`ed message delta round at 5,000 messages; here the cap is 50 on both sides."""
+    from shared.sync.engine import Engine
+    from shared.sync.mail import MailStream
+
+    stack.graph.control.settings(filter_cap=50)
+    try:
+        await stack.add_user(ANN, MailFolders="inbox")
+        for n in range(130):
+            stack.deliver(ANN, subject=f"Window {n}", internetMessageId=f"<w-{n}@fabrikam.example>")
+        services = stack.services
+        stream = MailStream(
+            services.state, services.crm, services.mail, org_domains=["contoso.com"], filter_cap=50
+        )
+        engine = Engine(services.state, services.queue, {"mail": stream})
+        outcome = await engine.run_job(Job(ANN, "mail:inbox"))
+        assert outcome.status == "done", outcome
+        assert len(stack.journals()) == 130
+        cursor = await services.state.get_cursor(ANN, "mail:inbox")
+        assert cursor.link_kind == "delta" and "backfill" not in cursor.extra
+        stack.deliver(ANN, subject="After", internetMessageId="<after@fabrikam.example>")
+        assert (await engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
+        assert len(stack.journals()) == 131
+    finally:
+        stack.graph.control.settings(filter_cap=5000)
