@@ -18,3 +18,7 @@ class MailSource(Protocol):
     async def get_message(self, user: str, message_id: str) -> MailMessage | None:
         """The message by immutable id, or None when it no longer exists."""
         ...
+
+    async def folder_id(self, user: str, folder: str) -> str:
+        """The id of a folder named by well-known name or id (what `MailMessage.folder_id` holds)."""
+        ...
