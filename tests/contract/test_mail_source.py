@@ -294,6 +294,16 @@ async def test_moved_away_and_back_between_rounds_surfaces_only_as_a_removal(mai
     assert set(changes(pages)) == {MessageRemoved(known), MessageRemoved(fresh)}
     back = await mail.source.get_message(ANN, fresh)
     assert back is not None and back.subject == "Arrived after the round"
+    assert back.folder_id == await mail.source.folder_id(ANN, "inbox")  # how the engine sees it is back
+
+
+async def test_a_folder_named_by_well_known_name_has_the_id_its_messages_carry(mail: MailHarness) -> None:
+    filed = mail.deliver(ANN, folder="archive")
+    message = await mail.source.get_message(ANN, filed)
+    assert message is not None
+    archive, inbox = await mail.source.folder_id(ANN, "archive"), await mail.source.folder_id(ANN, "inbox")
+    assert message.folder_id == archive != inbox
+    assert await mail.source.folder_id(ANN, archive) == archive
 
 
 async def test_a_change_during_a_round_comes_in_that_round_or_the_next(mail: MailHarness) -> None:

@@ -217,6 +217,15 @@ class InMemoryMailboxes:
         except GraphNotFound:
             return None
 
+    async def folder_id(self, user: str, folder: str) -> str:
+        async def get() -> str:
+            self._gate(user.lower(), "folder_id")
+            if folder not in self._users.get(user.lower(), {}):
+                raise _api_error(404, "ErrorItemNotFound")
+            return folder
+
+        return await self._caller.call(user, get)
+
     # -- inside ------------------------------------------------------------------------------------
 
     async def _serve_page(self, user: str, folder_name: str, link: str, since: datetime | None) -> MailPage:
