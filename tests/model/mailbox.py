@@ -197,6 +197,22 @@ class InMemoryMailboxes:
         token = _decode(link)
         return str(token["s"]), int(token["p"])
 
+    def covered(self, upn: str, folder: str, link: str) -> set[str]:
+        """Ids of the messages in `folder` whose latest change a client holding `link` has been given
+        (its position is past them): what a cursor saved with that link claims to have dealt with."""
+        if not link:
+            return set()
+        position = int(_decode(link)["p"])
+        user = upn.lower()
+        return {
+            mid
+            for visit, (seq, kind, mid) in self._users[user][folder].log.items()
+            if kind == "upsert"
+            and seq <= position
+            and (m := self._messages[user].get(mid))
+            and m.visit == visit
+        }
+
     # -- the port ----------------------------------------------------------------------------------
 
     async def read_page(self, user: str, folder: str, link: str, since: datetime | None) -> MailPage:

@@ -12,16 +12,22 @@ from tests.integration.crash import SimulatedCrash
 
 
 class Tripwire:
-    def __init__(self, at: int = 0, *, after: bool = False) -> None:
-        self.at = at  # 0: never
+    """Dies at the `at`-th awaited call (0: never) of `method` ("crm.upsert_journal"), or of any
+    wrapped method when `method` is "*"."""
+
+    def __init__(self, at: int = 0, *, after: bool = False, method: str = "*") -> None:
+        self.at = at
         self.after = after
+        self.method = method
         self.calls = 0
         self.fired = ""
 
     def wrap(self, inner: Any, name: str) -> Any:
         return _Wired(inner, name, self)
 
-    def _hit(self) -> bool:
+    def _hit(self, where: str) -> bool:
+        if self.method not in ("*", where):
+            return False
         self.calls += 1
         return self.at > 0 and self.calls == self.at and not self.fired
 
@@ -40,7 +46,7 @@ class _Wired:
         where = f"{self._name}.{attribute}"
 
         async def wrapped(*args: Any, **kwargs: Any) -> Any:
-            hit = wire._hit()
+            hit = wire._hit(where)
             if hit and not wire.after:
                 wire.fired = f"before {where} (call {wire.calls})"
                 raise SimulatedCrash(wire.fired)

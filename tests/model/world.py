@@ -105,6 +105,9 @@ class World(Protocol):
     def link_position(self, link: str) -> tuple[int, int] | None:
         """(sync state, position) of a delta link when the world can read it; None otherwise."""
 
+    def covered(self, user: str, folder: str, link: str) -> set[str] | None:
+        """Message ids a cursor with `link` has been given; None when the world cannot tell."""
+
 
 class MemoryWorld:
     def __init__(self) -> None:
@@ -179,3 +182,6 @@ class MemoryWorld:
     def link_position(self, link: str) -> tuple[int, int] | None:
         state, pos = InMemoryMailboxes.position(link)
         return (int(state, 16) if state else 0, pos)
+
+    def covered(self, user: str, folder: str, link: str) -> set[str] | None:
+        return self.mail.covered(user, folder, link)
