@@ -36,10 +36,24 @@ async def force_sync(req: func.HttpRequest) -> func.HttpResponse:
     return _json({"queued": [job.stream for job in jobs]}, 202)
 
 
+@bp.route(route="manage/users/{upn}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def approve_held(req: func.HttpRequest) -> func.HttpResponse:
+    """Approve contact changes held by the mass-change brake (as `crmsync approve`)."""
+    services = await wiring.services()
+    try:
+        message = await admin.approve(services.state, services.queue, req.route_params["upn"])
+    except UserConfigError as error:
+        return _json({"error": str(error)}, 404)
+    return _json({"result": message}, 202)
+
+
 @bp.route(route="manage/users/{upn}/check", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def check_user(req: func.HttpRequest) -> func.HttpResponse:
     services = await wiring.services()
-    checks = await admin.check(services.state, services.crm, services.probe, req.route_params["upn"])
+    upn = req.route_params["upn"]
+    if await services.state.get_user(upn) is None:
+        return _json({"error": f"no SyncUsers row for {upn!r}"}, 404)
+    checks = await admin.check(services.state, services.crm, services.probe, upn)
     return _json({"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]})
 
 
@@ -49,7 +63,10 @@ async def explain_message(req: func.HttpRequest) -> func.HttpResponse:
     if not message:
         return _json({"error": "give ?message=<internetMessageId>"}, 400)
     services = await wiring.services()
-    return _json({"explanation": await admin.explain(services.state, req.route_params["upn"], message)})
+    upn = req.route_params["upn"]
+    if await services.state.get_user(upn) is None:
+        return _json({"error": f"no SyncUsers row for {upn!r}"}, 404)
+    return _json({"explanation": await admin.explain(services.state, upn, message)})
 
 
 @bp.route(route="manage/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

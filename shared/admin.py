@@ -159,3 +159,22 @@ async def check(state: StateStore, crm: CrmPort, probe: MailboxProbe | None, upn
             except UserConfigError as error:
                 checks.append(Check("user", False, str(error)))
     return checks
+
+
+async def approve(state: StateStore, queue: JobQueue, upn: str, now: datetime | None = None) -> str:
+    """Let a contacts run held by the mass-change brake apply its changes: stamps the approval on the
+    user's row (`ContactsApprovedUtc`) and queues the contacts job. The next run applies as many
+    deletes/changes as were held, plus the threshold; more than that holds it again."""
+    row = await state.get_user(upn)
+    if row is None:
+        raise UserConfigError(f"no SyncUsers row for {upn!r}")
+    held = (await state.get_cursor(row.upn, "contacts")).extra.get("held")
+    if not isinstance(held, Mapping):
+        return f"nothing of {row.upn} is waiting for approval"
+    stamp = (now or datetime.now(UTC)).astimezone(UTC)
+    await state.put_config(row.upn, {"ContactsApprovedUtc": stamp.isoformat()})
+    await queue.enqueue(Job(row.upn, "contacts", reason="manual"))
+    return (
+        f"approved {held.get('changes', '?')} held contact deletes/changes of {row.upn}; "
+        "the contacts sync runs again now"
+    )

@@ -191,6 +191,13 @@ def check(upn: str | None) -> None:
 
 @main.command()
 @click.argument("upn")
+def approve(upn: str) -> None:
+    """Approve UPN's contact changes held by the mass-change brake (State=review); they apply next run."""
+    click.echo(_run(lambda s: admin.approve(s.state, s.queue, upn)))
+
+
+@main.command()
+@click.argument("upn")
 @click.argument("message")
 def explain(upn: str, message: str) -> None:
     """Why MESSAGE (its internetMessageId) did or did not become a journal."""

@@ -1,7 +1,8 @@
 """Keeps one Graph subscription per enabled user and stream, and answers lifecycle events.
 
-- upkeep (timer): creates missing subscriptions, renews those within `RENEW_BEFORE` of expiry
-  (recreating any Graph already removed), deletes those of disabled users or dropped streams.
+- upkeep (timer): creates missing subscriptions, recreates those Graph dropped without a lifecycle
+  event (one `GET /subscriptions` lists them all), renews those within `RENEW_BEFORE` of expiry,
+  deletes those of disabled users or dropped streams.
 - lifecycle: the webhook only verifies and enqueues a `lifecycle:<event>` job; the worker then calls
   `on_lifecycle` (`reauthorizationRequired` → renew; `subscriptionRemoved` → recreate; `missed` →
   nothing to fix) and syncs the stream by delta, which covers whatever changed while notifications
@@ -106,6 +107,7 @@ class SubscriptionKeeper:
             return report
         wanted = await self._wanted()
         existing = {(r.user, r.resource): r for r in await self._state.list_subscriptions()}
+        in_graph = await self._graph.list_ids() if existing else set()
         now = self._clock()
         for (user, resource), record in existing.items():
             try:
@@ -113,6 +115,10 @@ class SubscriptionKeeper:
                     await self._graph.delete(user, record.subscription_id)
                     await self._state.delete_subscription(user, resource)
                     report.deleted += 1
+                elif record.subscription_id not in in_graph:  # Graph dropped it without telling us
+                    await self._state.delete_subscription(user, resource)
+                    await self.create(user, resource, record.stream)
+                    report.created += 1
                 elif record.expires - now < RENEW_BEFORE:
                     await self._renew_or_recreate(record)
                     report.renewed += 1

@@ -17,6 +17,10 @@ _QUIET = (
     "kiota_http",
     "uvicorn.access",
 )
+# OpenTelemetry instrumentations the Azure Monitor distro turns on by default that would record request
+# URLs as dependency telemetry: Graph delta links ($deltatoken / $skiptoken), CRM journal keys
+# (internetMessageIds) and Table Storage entity URLs (user principal names in the keys). Off.
+_URL_RECORDING_INSTRUMENTATIONS = ("azure_sdk", "httpx", "requests", "urllib", "urllib3")
 _configured = False
 
 
@@ -40,5 +44,8 @@ def configure(appinsights_connection_string: str = "", managed_identity_client_i
 
             credential = ManagedIdentityCredential(client_id=managed_identity_client_id)
         configure_azure_monitor(
-            connection_string=appinsights_connection_string, credential=credential, logger_name="shared"
+            connection_string=appinsights_connection_string,
+            credential=credential,
+            logger_name="shared",
+            instrumentation_options={name: {"enabled": False} for name in _URL_RECORDING_INSTRUMENTATIONS},
         )

@@ -12,7 +12,6 @@ from typing import Any
 
 from shared.config import Settings
 from shared.crm.port import CrmPort
-from shared.errors import ConfigError
 from shared.graph.probe import MailboxProbe
 from shared.state.port import JobQueue, StateStore
 from shared.subscriptions import SubscriptionKeeper
@@ -60,7 +59,9 @@ async def services() -> Services:
 
 def build_crm(settings: Settings) -> CrmPort:
     if settings.crm_connector == "bottlecrm":
-        raise ConfigError("CRM_CONNECTOR=bottlecrm: the BottleCRM connector is not part of this build yet")
+        from shared.crm.bottlecrm import BottleCrmConnector
+
+        return BottleCrmConnector(settings.crm_base_url, settings.crm_api_token)
     from shared.crm.reference import ReferenceCrmConnector
 
     return ReferenceCrmConnector(
@@ -80,10 +81,12 @@ def _storage_credential(settings: Settings) -> Any:
 async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     """`table_prefix` isolates tests that share one storage account; deployments use none."""
     from shared.graph.client import GraphCaller, build_graph_client
+    from shared.graph.contacts import GraphContacts
     from shared.graph.mail import GraphMailReader
     from shared.graph.subscriptions import GraphSubscriptions
     from shared.state.queue import StorageJobQueue
     from shared.state.tables import TableStateStore
+    from shared.sync.contacts import ContactsStream
     from shared.sync.mail import MailStream
     from shared.telemetry import configure
 
@@ -109,7 +112,8 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
         {
             "mail": MailStream(
                 state, crm, mail, org_domains=settings.org_domains, body_limit=settings.journal_body_max_chars
-            )
+            ),
+            "contacts": ContactsStream(state, crm, GraphContacts(client, caller)),
         },
     )
     keeper = SubscriptionKeeper(

@@ -3,11 +3,12 @@ displayName regeneration, If-Match), and their per-folder delta."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 from emulators.graph import delta
-from emulators.graph.odata import context, list_page, parse_expand, parse_select
+from emulators.graph.odata import compile_filter, context, list_page, parse_expand, parse_select
 from emulators.graph.protocol import GraphError, Request, Response, iso, utcnow
 from emulators.graph.routing import Ctx, Router
 from emulators.graph.store import Change, Contact, ContactFolder, Tenant, User
@@ -77,6 +78,9 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         if k == "singleValueExtendedProperties":
             clean[k] = [{"id": p["id"], "value": str(p.get("value", ""))} for p in v or []]
             continue
+        if k == "extensions":
+            clean[k] = {e["extensionName"]: open_extension(e) for e in v or []}
+            continue
         if k not in WRITABLE:
             raise GraphError(
                 400,
@@ -96,6 +100,23 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def open_extension(body: dict[str, Any]) -> dict[str, Any]:
+    name = body.get("extensionName") or ""
+    if not name:
+        raise GraphError(400, "ErrorInvalidParameter", "extensionName is required.")
+    if name.lower().startswith(("com.microsoft", "com.onmicrosoft")):
+        raise GraphError(400, "ErrorInvalidParameter", "The extension name uses a reserved prefix.")
+    props = {
+        k: v for k, v in body.items() if not k.startswith("@odata.") and k not in ("id", "extensionName")
+    }
+    return {
+        "@odata.type": "#microsoft.graph.openTypeExtension",
+        "id": f"Microsoft.OutlookServices.OpenTypeExtension.{name}",
+        "extensionName": name,
+        **props,
+    }
+
+
 def render_contact(c: Contact, select: frozenset[str] | None, expand: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"@odata.type": CONTACT_TYPE, "@odata.etag": f'W/"{c.change_key}"', "id": c.id}
     full = {
@@ -106,6 +127,13 @@ def render_contact(c: Contact, select: frozenset[str] | None, expand: dict[str, 
         **{k: c.data.get(k, default) for k, default in WRITABLE.items()},
     }
     out.update({k: v for k, v in full.items() if select is None or k in select})
+    if "extensions" in expand:
+        wanted_ext = {w.lower() for w in re.findall(r"'([^']*)'", expand["extensions"])}
+        out["extensions"] = [
+            e
+            for e in c.data.get("extensions", {}).values()
+            if not wanted_ext or e["id"].lower() in wanted_ext or e["extensionName"].lower() in wanted_ext
+        ]
     if "singlevalueextendedproperties" in expand:
         wanted = re.findall(r"'([^']*)'", expand["singlevalueextendedproperties"])
         props = c.data.get("singleValueExtendedProperties", [])
@@ -140,6 +168,8 @@ def create_contact(tenant: Tenant, user: User, folder: ContactFolder, body: dict
 def update_contact(tenant: Tenant, user: User, c: Contact, body: dict[str, Any]) -> None:
     patch = validate(body)
     names_changed = any(k in patch and patch[k] != c.data.get(k) for k in NAME_FIELDS)
+    if "extensions" in patch:
+        patch["extensions"] = {**c.data.get("extensions", {}), **patch["extensions"]}
     c.data.update(patch)  # collections are replaced as a whole
     if names_changed and "displayName" not in patch:
         c.data["displayName"] = generated_display_name(c.data)  # Outlook regenerates it
@@ -227,8 +257,24 @@ def delete_folder(ctx: Ctx) -> Response:
 def list_contacts(ctx: Ctx) -> Response:
     select = parse_select(ctx.req, CONTACT_PROPS, "microsoft.graph.contact")
     expand = parse_expand(ctx.req)
-    rows = [render_contact(c, select, expand) for c in _folder(ctx).contacts.values()]
-    return Response(200, list_page(ctx.req, rows, context(ctx.req, "contacts")))
+    items = list(_folder(ctx).contacts.values())
+    if ctx.req.query.get("$filter"):
+        test = compile_filter(ctx.req.query["$filter"])
+        items = [c for c in items if test(functools.partial(_contact_prop, c))]
+    page = list_page(
+        ctx.req, items, context(ctx.req, "contacts"), render=lambda c: render_contact(c, select, expand)
+    )
+    return Response(200, page)
+
+
+def _contact_prop(c: Contact, p: str) -> Any:
+    if p == "id":
+        return c.id
+    if p == "singleValueExtendedProperties":
+        return c.data.get(p, [])
+    if p == "parentFolderId":
+        return c.folder_id
+    return c.data.get(p, WRITABLE.get(p))
 
 
 def get_contact(ctx: Ctx) -> Response:
@@ -252,6 +298,34 @@ def delete(ctx: Ctx) -> Response:
     c = _contact(ctx)
     _check_if_match(ctx.req, c)
     delete_contact(ctx.emu.tenant, ctx.u, c)
+    return Response(204)
+
+
+def post_extension(ctx: Ctx) -> Response:
+    """POST …/contacts/{id}/extensions: writing an extension changes the contact (new changeKey)."""
+    c = _contact(ctx)
+    ext = open_extension(ctx.req.json())
+    if ext["extensionName"] in c.data.get("extensions", {}):
+        raise GraphError(409, "ErrorConflict", "An extension with this name already exists.")
+    update_contact(ctx.emu.tenant, ctx.u, c, {"extensions": [ctx.req.json()]})
+    return Response(201, ext)
+
+
+def get_extension(ctx: Ctx) -> Response:
+    c = _contact(ctx)
+    name = ctx.params["ext"].removeprefix("Microsoft.OutlookServices.OpenTypeExtension.")
+    ext = c.data.get("extensions", {}).get(name)
+    if ext is None:
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+    return Response(200, ext)
+
+
+def patch_extension(ctx: Ctx) -> Response:
+    c = _contact(ctx)
+    name = ctx.params["ext"].removeprefix("Microsoft.OutlookServices.OpenTypeExtension.")
+    if name not in c.data.get("extensions", {}):
+        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+    update_contact(ctx.emu.tenant, ctx.u, c, {"extensions": [{**ctx.req.json(), "extensionName": name}]})
     return Response(204)
 
 
@@ -328,3 +402,6 @@ def routes(r: Router) -> None:
         r.add("GET", base + "/contacts/{contact}", get_contact)
         r.add("PATCH", base + "/contacts/{contact}", patch_contact)
         r.add("DELETE", base + "/contacts/{contact}", delete)
+        r.add("POST", base + "/contacts/{contact}/extensions", post_extension)
+        r.add("GET", base + "/contacts/{contact}/extensions/{ext}", get_extension)
+        r.add("PATCH", base + "/contacts/{contact}/extensions/{ext}", patch_extension)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.graph import mail
+from emulators.graph import calendar, mail
 from emulators.graph.protocol import GraphError, Response
 from emulators.graph.routing import Ctx, Router
 from emulators.graph.throttling import Fault
@@ -31,6 +31,21 @@ def deliver(ctx: Ctx) -> Response:
     out = mail.render_message(m, mail.View(False, "", None, {}))
     out["immutableId"] = m.immutable_id
     return Response(201, out)
+
+
+def organizer_cancel(ctx: Ctx) -> Response:
+    """The (outside) organizer cancels a meeting: the user's copy stays, with isCancelled and a
+    "Canceled:" subject, as Outlook shows it until the user removes it."""
+    user = ctx.emu.tenant.user(ctx.params["upn"])
+    ev, day = calendar.find(user, ctx.params["id"])
+    if day:
+        over = ev.exceptions.setdefault(day, {})
+        over.update(isCancelled=True, subject="Canceled: " + over.get("subject", ev.data.get("subject", "")))
+        ev.exception_keys[day] = ctx.emu.tenant.new_change_key()
+    else:
+        ev.data.update(isCancelled=True, subject="Canceled: " + ev.data.get("subject", ""))
+    calendar.touch_event(ctx.emu.tenant, user, ev)
+    return Response(204)
 
 
 def add_fault(ctx: Ctx) -> Response:
@@ -128,6 +143,7 @@ def routes(r: Router) -> None:
     r.add("POST", "/users/{upn}/expire-delta-tokens", expire_tokens)
     r.add("POST", "/users/{upn}/deny", deny)
     r.add("POST", "/users/{upn}/allow", allow)
+    r.add("POST", "/users/{upn}/events/{id}/organizer-cancel", organizer_cancel)
     r.add("POST", "/faults", add_fault)
     r.add("DELETE", "/faults", clear_faults)
     r.add("POST", "/subscriptions/{id}/lifecycle", lifecycle)

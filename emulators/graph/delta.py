@@ -100,9 +100,11 @@ class SyncStates:
         return Cursor(sid, gen, coll, base, pos, high, sent, options, origin)
 
     def issue(self, c: Cursor) -> str:
+        """A link one generation after the one it was served from. Fetching the same link again gives
+        the same generation; links more than KEEP_GENERATIONS behind the newest answer 410."""
         st = self.states[c.state]
-        st.generation += 1
-        c.generation = st.generation
+        c.generation += 1
+        st.generation = max(st.generation, c.generation)
         return self.encode(c)
 
 
@@ -186,7 +188,15 @@ def run_page(
     if not finished:
         return Page(value, next_link=f"{link}?$skiptoken={quote(states.issue(cursor))}")
     delta = Cursor(
-        cursor.state, 0, cursor.collection, cursor.high, cursor.high, -1, 0, cursor.options, cursor.high
+        cursor.state,
+        cursor.generation,
+        cursor.collection,
+        cursor.high,
+        cursor.high,
+        -1,
+        0,
+        cursor.options,
+        cursor.high,
     )
     token = quote(states.issue(delta))
     # Classify links by property name, never by token name: every other deltaLink uses $skiptoken (DQM ex. 2).

@@ -36,6 +36,9 @@ class Control:
     def deliver(self, upn: str, message: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/users/{upn}/deliver", message)
 
+    def organizer_cancel(self, upn: str, event_id: str) -> None:
+        self._call("POST", f"/users/{upn}/events/{event_id}/organizer-cancel")
+
     def fault(self, status: int, count: int = 1, **kw: Any) -> None:
         """kw: method, pathContains, retryAfter, errorCode, message."""
         self._call("POST", "/faults", {"status": status, "count": count, **kw})
@@ -86,6 +89,33 @@ class GraphEmulator:
     @property
     def base_url(self) -> str:
         return f"{self.root}/v1.0"
+
+
+def sdk_client(base_url: str, token: str = "emulator-token") -> Any:
+    """A msgraph-sdk GraphServiceClient for the emulator (graph-behaviour.md 6.3): a static bearer token,
+    the SDK's default middleware (retry, redirect) kept."""
+    from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
+    from kiota_abstractions.authentication.base_bearer_token_authentication_provider import (
+        BaseBearerTokenAuthenticationProvider,
+    )
+    from msgraph import GraphRequestAdapter, GraphServiceClient  # type: ignore[attr-defined]
+    from msgraph_core import GraphClientFactory
+
+    class StaticToken(AccessTokenProvider):
+        async def get_authorization_token(
+            self, uri: str, additional_authentication_context: Any = None
+        ) -> str:
+            return token
+
+        def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+            return AllowedHostsValidator([])
+
+    http = GraphClientFactory.create_with_default_middleware(
+        client=httpx.AsyncClient(base_url=base_url, timeout=60)
+    )
+    adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(StaticToken()), client=http)
+    adapter.base_url = base_url
+    return GraphServiceClient(request_adapter=adapter)
 
 
 def _flag(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import re
@@ -11,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from emulators.graph import delta
-from emulators.graph.odata import context, list_page, parse_expand, parse_select
+from emulators.graph.odata import compile_filter, context, list_page, parse_expand, parse_select
 from emulators.graph.protocol import GraphError, Request, Response, iso, parse_dt, utcnow
 from emulators.graph.routing import Ctx, Router
 from emulators.graph.store import Attachment, MailFolder, Message, Tenant, User
@@ -489,9 +490,16 @@ def list_messages(ctx: Ctx) -> Response:
         msgs = list(u.folder(ctx.params["folder"]).messages.values())
     else:
         msgs = [m for f in u.folders.values() for m in f.messages.values()]
+    if req.query.get("$filter"):
+        test = compile_filter(req.query["$filter"])
+        msgs = [m for m in msgs if test(functools.partial(_filter_value, m, view))]
     msgs.sort(key=lambda m: m.received, reverse=True)
-    rows = [render_message(m, view) for m in msgs]
-    return view.applied(Response(200, list_page(req, rows, context(req, "Collection(message)"))))
+    page = list_page(req, msgs, context(req, "Collection(message)"), render=lambda m: render_message(m, view))
+    return view.applied(Response(200, page))
+
+
+def _filter_value(m: Message, view: View, prop: str) -> Any:
+    return view.id_of(m) if prop == "id" else _message_prop(m, prop, view)
 
 
 def _message(ctx: Ctx) -> Message:

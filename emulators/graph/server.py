@@ -20,7 +20,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
-from emulators.graph import batch, calendar, contacts, control, mail, subscriptions
+from emulators.graph import batch, calendar, categories, contacts, control, mail, subscriptions
 from emulators.graph.delta import SyncStates
 from emulators.graph.protocol import GraphError, Request, Response
 from emulators.graph.routing import Ctx, Router
@@ -70,7 +70,7 @@ class Emulator:
         self.config = config or Config()
         self.seed = seed
         self.router = Router()
-        for module in (batch, mail, contacts, calendar, subscriptions):
+        for module in (batch, mail, contacts, calendar, categories, subscriptions):
             module.routes(self.router)
         self.control = Router()
         control.routes(self.control)

@@ -155,6 +155,7 @@ class User:
     events: dict[str, Event] = field(default_factory=dict)
     event_log: ChangeLog = field(default_factory=ChangeLog)
     denied: bool = False
+    master_categories: list[dict[str, str]] = field(default_factory=list)
 
     def folder(self, ref: str) -> MailFolder:
         fid = self.well_known.get(ref.lower(), ref) if ref.lower() != "msgfolderroot" else self.root_folder_id

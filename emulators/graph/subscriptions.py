@@ -127,6 +127,12 @@ async def create(ctx: Ctx) -> Response:
     if state is not None and len(str(state)) > 128:
         raise GraphError(400, "InvalidRequest", "clientState must be at most 128 characters.")
     expiration = _expiry(body.get("expirationDateTime"))
+    if body.get("includeResourceData") and not body.get("encryptionCertificate"):
+        raise GraphError(
+            400,
+            "InvalidRequest",
+            "encryptionCertificate and encryptionCertificateId are required with includeResourceData.",
+        )
     user_id, kind, coll = resolve_resource(emu, str(body.get("resource", "")))
     if emu.tenant.users[user_id].denied:
         raise GraphError(
@@ -300,12 +306,16 @@ class Notifier:
                 continue
             self.enqueue(sub, change, change.change_type)
             rate = self.emu.config.duplicate_rate
-            if (
-                change.change_type in ("created", "updated")
-                and "updated" in sub.change_types
-                and self.rng.random() < rate
-            ):
-                self.enqueue(sub, change, "updated")  # Graph's spurious/duplicate "updated"
+            wants = change.change_type in ("created", "updated") and "updated" in sub.change_types
+            if wants and self.rng.random() < rate:
+                # Graph's extras: an unrequested "updated" after "created"; 2-4 "updated" for one event edit
+                extra = (
+                    self.rng.randint(1, 3)
+                    if change.kind == "event" and change.change_type == "updated"
+                    else 1
+                )
+                for _ in range(extra):
+                    self.enqueue(sub, change, "updated")
         if self.wake:
             self.wake.set()
 
@@ -363,6 +373,9 @@ class Notifier:
             by_url: dict[str, list[dict[str, Any]]] = {}
             for url, note in batch:
                 by_url.setdefault(url, []).append(note)
+            for notes in by_url.values():
+                if len(notes) > 1 and self.rng.random() < self.emu.config.duplicate_rate:
+                    self.rng.shuffle(notes)  # no ordering guarantee
             for url, notes in by_url.items():
                 task = asyncio.create_task(self.post(url, notes))
                 self.tasks.add(task)

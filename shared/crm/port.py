@@ -49,6 +49,9 @@ class Capabilities:
     appointment_times: bool = True
     # Appointments created in the CRM can be read back for the CRM → Outlook push.
     appointment_change_feed: bool = True
+    # The CRM remembers contacts deleted in it, so an upsert by key alone after such a delete is refused
+    # (False: it hard-deletes and forgets; that upsert creates the contact again. By ref it is refused).
+    contact_tombstones: bool = True
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,18 @@ class GraphSubscriptions:
         updated = await self._caller.call(mailbox, lambda: builder.patch(body))
         return (updated.expiration_date_time if updated else None) or expires
 
+    async def list_ids(self) -> set[str]:
+        """Ids of every subscription this app holds in Graph (one request per page, for all users)."""
+        ids: set[str] = set()
+        page = await self._caller.call("", lambda: self._client.subscriptions.get())
+        while page is not None:
+            ids.update(s.id for s in page.value or [] if s.id)
+            link = page.odata_next_link
+            if not link:
+                break
+            page = await self._caller.call("", self._client.subscriptions.with_url(link).get)
+        return ids
+
     async def delete(self, mailbox: str, subscription_id: str) -> None:
         builder = self._client.subscriptions.by_subscription_id(subscription_id)
         try:

@@ -22,8 +22,10 @@ from typing import Any, Protocol
 
 from shared.errors import (
     ConcurrencyError,
+    GraphNotFound,
     GraphThrottled,
     MailboxDenied,
+    MassChangeRefused,
     SyncError,
     UserConfigError,
 )
@@ -55,7 +57,9 @@ class StreamRunner(Protocol):
 
 @dataclass(frozen=True)
 class JobOutcome:
-    status: str  # done | busy | disabled | invalid | denied | throttled | superseded | unknown-stream
+    status: (
+        str  # done | busy | disabled | invalid | denied | throttled | review | superseded | unknown-stream
+    )
     detail: str = ""
     stats: Mapping[str, int] = field(default_factory=dict)
 
@@ -109,12 +113,23 @@ class Engine:
                     break
         except ConcurrencyError:
             return JobOutcome("superseded", "the lease was lost to another job; it carries on")
+        except MassChangeRefused as error:
+            await self._let_go(lease)
+            await self._status(
+                config.upn, State="review", LastError=f"{job.stream}: {error}", ReviewPending=str(error)
+            )
+            return JobOutcome("review", str(error))
         except MailboxDenied as error:
             await self._let_go(lease)
             await self._status(
                 config.upn, State="error", LastError=f"{job.stream}: {error}", LastErrorUtc=self._clock()
             )
             return JobOutcome("denied", str(error))
+        except GraphNotFound as error:  # the mailbox or folder does not exist: retrying will not help
+            await self._let_go(lease)
+            detail = f"{job.stream}: the mailbox or folder was not found in Graph ({error})"
+            await self._status(config.upn, State="error", LastError=detail, LastErrorUtc=self._clock())
+            return JobOutcome("not-found", detail)
         except GraphThrottled as error:
             await self._let_go(lease)
             delay = max(1.0, error.retry_after or 30.0)
@@ -125,13 +140,15 @@ class Engine:
                 LastError=f"{job.stream}: Graph throttled, retry in {delay:.0f} s",
             )
             return JobOutcome("throttled", f"re-queued in {delay:.1f} s")
-        except SyncError as error:
+        except Exception as error:  # transient (CRM down, storage) or a bug: the queue retries, then poisons
             await self._let_go(lease)
+            text = str(error) if isinstance(error, SyncError) else f"unexpected {type(error).__name__}"
             await self._status(
-                config.upn, State="error", LastError=f"{job.stream}: {error}", LastErrorUtc=self._clock()
+                config.upn, State="error", LastError=f"{job.stream}: {text}", LastErrorUtc=self._clock()
             )
             raise
         stats_dict = stats.as_dict() if hasattr(stats, "as_dict") else {}
+        counts = await self._counts(config.upn) if any(stats_dict.values()) else {}
         await self._status(
             config.upn,
             State="ok",
@@ -139,10 +156,21 @@ class Engine:
             LastError="",
             ErrorCount=0,
             Warnings="; ".join(config.warnings),
+            **counts,
         )
         logger.info("job done stream=%s reason=%s %s", job.stream.partition(":")[0], job.reason,
                     " ".join(f"{k}={v}" for k, v in stats_dict.items()))  # fmt: skip
         return JobOutcome("done", stats=stats_dict)
+
+    async def _counts(self, upn: str) -> dict[str, int]:
+        """Item counts over all the user's streams (`Items<Name>` columns) and open issues."""
+        totals: dict[str, int] = {}
+        for cursor in (await self._state.list_cursors(upn)).values():
+            for name, value in dict(cursor.extra.get("totals", {})).items():
+                column = "Items" + str(name).capitalize()
+                totals[column] = totals.get(column, 0) + int(value)
+        totals["OpenIssues"] = len(await self._state.list_issues(upn))
+        return totals
 
     async def _let_go(self, lease: Lease) -> None:
         try:
@@ -152,6 +180,11 @@ class Engine:
             pass
 
     async def _status(self, upn: str, **columns: Any) -> None:
+        if columns.get("State") == "ok":
+            row = await self._state.get_user(upn)
+            pending = str(row.columns.get("ReviewPending") or "") if row else ""
+            if pending:  # another stream of this user waits for an admin: keep saying so
+                columns.update(State="review", LastError=pending)
         if columns.get("State") == "error":
             row = await self._state.get_user(upn)
             count = int((row.columns.get("ErrorCount") or 0) if row else 0)

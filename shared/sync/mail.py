@@ -15,7 +15,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from shared.crm.port import CrmPort
-from shared.errors import ConcurrencyError, CrmError, CrmRetryableError, DeltaExpired, GraphError
+from shared.errors import (
+    ConcurrencyError,
+    CrmError,
+    CrmRetryableError,
+    DeltaExpired,
+    GraphError,
+    GraphNotFound,
+)
 from shared.model import Journal, MailMessage, MessageChange, MessageRemoved, PersonRef
 from shared.state.port import Cursor, Decision, Issue, Lease, StateStore
 from shared.sync import mail_plan
@@ -107,11 +114,15 @@ class MailStream:
             )
             try:
                 page = await self._source.read_page(user, folder, cursor.link, since)
-            except DeltaExpired:
+            except (DeltaExpired, GraphNotFound) as error:
+                # an expired token, or a stored link whose folder was deleted and recreated: start over
+                # by the folder's configured name; a fresh round that 404s means the folder is gone
                 restarts += 1
-                if restarts > 2:
+                if restarts > 2 or (isinstance(error, GraphNotFound) and not cursor.link):
                     raise
-                logger.info("delta link expired stream=%s: starting a fresh round", stream)
+                logger.info(
+                    "stored link unusable (%s) stream=%s: starting a fresh round", error.status, stream
+                )
                 cursor = self._new_round(cursor)
                 stats.fresh_rounds += 1
                 continue

@@ -21,6 +21,7 @@ from shared.crm.memory import InMemoryCrm
 from shared.crm.port import Capabilities, CrmPort
 from shared.crm.reference import ReferenceCrmConnector, parse_retry_after
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
+from tests.contract.bottlecrm_factory import bottlecrm_harness, bottlecrm_server  # noqa: F401 (fixture)
 
 # Port operation → (HTTP method, path fragment) of the reference API, for fault injection.
 _ROUTES = {
@@ -222,8 +223,9 @@ CRM_FACTORIES: dict[
     "memory": _memory,
     "memory-limited": _memory_limited,
     "reference": _reference,
+    "bottlecrm": bottlecrm_harness,
 }
-CRM_MARKS: dict[str, list[pytest.MarkDecorator]] = {}
+CRM_MARKS: dict[str, list[pytest.MarkDecorator]] = {"bottlecrm": [pytest.mark.bottlecrm]}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=CRM_MARKS.get(name, []), id=name) for name in CRM_FACTORIES])

@@ -27,6 +27,9 @@ async def test_first_sync_reads_the_window_and_rerunning_changes_nothing(stack: 
     assert all([p["id"] for p in j["people"]] == [bob] for j in journals.values())
     directions = {j["subject"]: j["direction"] for j in journals.values()}
     assert directions["Sent by Ann"] == "outbound" and directions["Order 3"] == "inbound"
+    row = await stack.services.state.get_user(ANN)
+    assert row is not None and row.columns["State"] == "ok" and row.columns["ItemsJournaled"] == 24
+    assert row.columns["OpenIssues"] == 0 and row.columns["LastError"] == ""
 
     before, writes = comparable(journals), stack.crm.stats()["byRoute"].get("PUT /journals/{key}", 0)
     assert [o.status for o in await stack.sync(ANN)] == ["done", "done"]
@@ -151,13 +154,13 @@ async def test_an_expired_delta_link_starts_a_fresh_round_without_duplicates(sta
 
 async def test_410_in_the_middle_of_a_round_resumes_without_duplicates(stack: Stack) -> None:
     await stack.add_user(ANN, MailFolders="inbox")
-    for n in range(230):
+    for n in range(130):  # two pages of 100
         stack.deliver(ANN, subject=f"Bulk {n}")
     stack.graph.control.fault(410, count=1, pathContains="skiptoken", errorCode="SyncStateNotFound")
     outcomes = await stack.sync(ANN)
     # the first round, then a fresh one when the nextLink answered 410
     assert [o.status for o in outcomes] == ["done"] and outcomes[0].stats["fresh_rounds"] == 2
-    assert len(stack.journals()) == 230
+    assert len(stack.journals()) == 130
 
 
 async def test_a_storm_of_429_and_503_is_ridden_out(stack: Stack) -> None:
@@ -191,3 +194,13 @@ async def test_a_crm_failure_for_one_item_does_not_block_the_others_and_is_retri
     await stack.sync(ANN)
     assert len(stack.journals()) == 6
     assert await stack.services.state.list_issues(ANN) == []
+
+
+async def test_a_folder_that_does_not_exist_is_a_readable_error_not_a_retry_loop(stack: Stack) -> None:
+    await stack.add_user(ANN, MailFolders="inbox,Projekte")
+    stack.deliver(ANN, subject="Still journaled")
+    outcomes = await stack.sync(ANN)
+    assert [o.status for o in outcomes] == ["done", "not-found"]
+    row = await stack.services.state.get_user(ANN)
+    assert row is not None and row.columns["State"] == "error" and "mail:Projekte" in row.columns["LastError"]
+    assert len(stack.journals()) == 1

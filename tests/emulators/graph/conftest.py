@@ -10,32 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
-from kiota_abstractions.authentication.base_bearer_token_authentication_provider import (
-    BaseBearerTokenAuthenticationProvider,
-)
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.headers_collection import HeadersCollection
-from msgraph import GraphRequestAdapter, GraphServiceClient
-from msgraph_core import GraphClientFactory
+from msgraph import GraphServiceClient
 
-from emulators.graph.launcher import GraphEmulator, graph_emulator
-
-
-class StaticToken(AccessTokenProvider):
-    async def get_authorization_token(self, uri: str, additional_authentication_context: Any = None) -> str:
-        return "emulator-token"
-
-    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
-        return AllowedHostsValidator([])
-
-
-def sdk_client(base_url: str) -> GraphServiceClient:
-    """msgraph-sdk pointed at the emulator, with the default middleware (retry, redirect...)."""
-    http = GraphClientFactory.create_with_default_middleware(client=httpx.AsyncClient(base_url=base_url))
-    adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(StaticToken()), client=http)
-    adapter.base_url = base_url
-    return GraphServiceClient(request_adapter=adapter)
+from emulators.graph.launcher import GraphEmulator, graph_emulator, sdk_client
 
 
 def cfg(*prefer: str, query: Any = None) -> RequestConfiguration:

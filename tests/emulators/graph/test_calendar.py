@@ -187,3 +187,14 @@ async def test_instances_via_sdk(graph, raw, upn):
     assert [i.start.date_time[:10] for i in got.value] == ["2026-03-01", "2026-03-02", "2026-03-03"]
     one = await graph.users.by_user_id(upn).events.by_event_id(got.value[1].id).get()
     assert one.type.value == "occurrence" and one.subject == "Daily"
+
+
+async def test_organizer_cancel_shows_as_cancelled_update(graph, raw, emulator, upn):
+    boss = {"emailAddress": {"address": "boss@fabrikam.example", "name": "Boss"}}
+    body = event("Their meeting", "2026-03-05T10:00:00", "2026-03-05T11:00:00", organizer=boss)
+    ev = raw.post(f"/users/{upn}/events", json=body).json()
+    assert ev["isOrganizer"] is False
+    _, link = await view_round(graph, upn)
+    emulator.control.organizer_cancel(upn, ev["id"])
+    items, _ = await view_round(graph, upn, link)
+    assert [(x.id, x.is_cancelled, x.subject) for x in items] == [(ev["id"], True, "Canceled: Their meeting")]

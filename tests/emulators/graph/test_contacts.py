@@ -120,3 +120,54 @@ async def test_extended_property_round_trip(raw, upn):
         params={"$expand": f"singleValueExtendedProperties($filter=id eq '{pid}')"},
     ).json()
     assert got["singleValueExtendedProperties"] == [{"id": pid, "value": "crm-1"}]
+
+
+async def test_list_contacts_filter_by_email_and_extended_property(raw, upn):
+    pid = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name CrmSyncId"
+    raw.post(
+        f"/users/{upn}/contacts", json={"givenName": "A", "emailAddresses": [{"address": "Ann@Ext.test"}]}
+    )
+    raw.post(
+        f"/users/{upn}/contacts",
+        json={"givenName": "B", "singleValueExtendedProperties": [{"id": pid, "value": "7"}]},
+    )
+    r = raw.get(
+        f"/users/{upn}/contacts", params={"$filter": "emailAddresses/any(a:a/address eq 'ann@ext.test')"}
+    )
+    assert [c["givenName"] for c in r.json()["value"]] == ["A"]
+    f = f"singleValueExtendedProperties/any(ep: ep/id eq '{pid}' and ep/value eq '7')"
+    r = raw.get(f"/users/{upn}/contacts", params={"$filter": f})
+    assert [c["givenName"] for c in r.json()["value"]] == ["B"]
+
+
+async def test_open_extension_on_create_and_later(raw, upn):
+    ext = {
+        "@odata.type": "microsoft.graph.openTypeExtension",
+        "extensionName": "Com.Contoso.CrmSync",
+        "crmId": "c-1",
+    }
+    c = raw.post(f"/users/{upn}/contacts", json={"givenName": "A", "extensions": [ext]}).json()
+    got = raw.get(
+        f"/users/{upn}/contacts/{c['id']}",
+        params={"$expand": "extensions($filter=id eq 'Com.Contoso.CrmSync')"},
+    )
+    assert [(e["extensionName"], e["crmId"]) for e in got.json()["extensions"]] == [
+        ("Com.Contoso.CrmSync", "c-1")
+    ]
+    other = raw.post(f"/users/{upn}/contacts", json={"givenName": "B"}).json()
+    r = raw.post(f"/users/{upn}/contacts/{other['id']}/extensions", json={**ext, "crmId": "c-2"})
+    assert r.status_code == 201
+    after = raw.get(f"/users/{upn}/contacts/{other['id']}").json()
+    assert after["changeKey"] != other["changeKey"]  # writing an extension is a change of the contact
+    assert (
+        raw.get(f"/users/{upn}/contacts/{other['id']}/extensions/Com.Contoso.CrmSync").json()["crmId"]
+        == "c-2"
+    )
+
+
+async def test_master_categories(raw, upn):
+    r = raw.post(f"/users/{upn}/outlook/masterCategories", json={"displayName": "CRM", "color": "preset9"})
+    assert r.status_code == 201 and r.json()["color"] == "preset9"
+    assert raw.post(f"/users/{upn}/outlook/masterCategories", json={"displayName": "crm"}).status_code == 409
+    names = [c["displayName"] for c in raw.get(f"/users/{upn}/outlook/masterCategories").json()["value"]]
+    assert names == ["CRM"]

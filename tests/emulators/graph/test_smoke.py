@@ -24,3 +24,12 @@ async def test_delta_round_over_sdk(graph, emulator, upn):
         break
     assert sorted(seen) == sorted(f"m{i}" for i in range(25))
     assert page.odata_delta_link.startswith(emulator.base_url)
+
+
+def test_the_product_never_imports_the_emulator():
+    from emulators.process import ROOT
+
+    for top in ("shared", "functions"):
+        for path in (ROOT / top).rglob("*.py"):
+            text = path.read_text()
+            assert "import emulators" not in text and "from emulators" not in text, path

@@ -122,7 +122,29 @@ async def test_duplicates_as_graph_sends_them(raw, emulator, upn, receiver):
         assert wait_for(lambda: len(receiver.notifications()) >= 2)
     finally:
         emulator.control.settings(duplicate_rate=0.0)
-    assert [n["changeType"] for n in receiver.notifications()] == ["created", "updated"]
+    assert sorted(n["changeType"] for n in receiver.notifications()) == ["created", "updated"]
+
+
+async def test_one_event_edit_gives_two_to_four_updates(raw, emulator, upn, receiver):
+    ev = {
+        "subject": "x",
+        "start": {"dateTime": "2026-03-01T10:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-03-01T11:00:00", "timeZone": "UTC"},
+    }
+    e = raw.post(f"/users/{upn}/events", json=ev).json()
+    emulator.control.settings(duplicate_rate=1.0)
+    try:
+        raw.post(
+            "/subscriptions",
+            json=sub_body(upn, receiver, resource=f"users/{upn}/events", changeType="updated"),
+        )
+        raw.patch(f"/users/{upn}/events/{e['id']}", json={"subject": "y"})
+        assert wait_for(lambda: len(receiver.notifications()) >= 2)
+        time.sleep(0.3)
+    finally:
+        emulator.control.settings(duplicate_rate=0.0)
+    kinds = [n["changeType"] for n in receiver.notifications()]
+    assert set(kinds) == {"updated"} and 2 <= len(kinds) <= 4
 
 
 async def test_event_changes_notify(raw, upn, receiver):

@@ -1,0 +1,107 @@
+"""`crmsync` against the real stack: the admin's view of users, syncs, status, explanations and checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner, Result
+
+from emulators.azurite import AzuriteStack
+from emulators.crm.launcher import ReferenceCrm
+from emulators.graph.launcher import GraphEmulator
+from shared.cli import main
+
+pytestmark = pytest.mark.integration
+ANN, BAD = "ann@contoso.com", "bad@contoso.com"
+
+
+@pytest.fixture
+def crmsync(
+    azurite_stack: AzuriteStack, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> Iterator[CliRunner]:
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    env = {
+        "GRAPH_BASE_URL": graph.base_url,
+        "GRAPH_AUTH_MODE": "static-token",
+        "GRAPH_STATIC_TOKEN": "cli-test",
+        "AzureWebJobsStorage": azurite_stack.connection_string,
+        "CRM_BASE_URL": crm_server.base_url,
+        "CRM_API_TOKEN": crm_server.token,
+        "ORG_DOMAINS": "contoso.com",
+    }
+    yield CliRunner(env=env)
+
+
+def mail(graph: GraphEmulator, sender: str, message_id: str) -> None:
+    graph.control.deliver(
+        ANN,
+        {
+            "from": {"address": sender},
+            "to": [{"address": ANN}],
+            "subject": "Hi",
+            "internetMessageId": message_id,
+        },
+    )
+
+
+def run(runner: CliRunner, *args: str) -> Result:
+    return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def test_an_admin_adds_syncs_inspects_and_explains(
+    crmsync: CliRunner, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    graph.control.add_user(ANN)
+    crm_server.add_person("bob@fabrikam.example", name="Bob", owner=ANN)
+    mail(graph, "bob@fabrikam.example", "<cli-1@fabrikam.example>")
+    mail(graph, "carol@contoso.com", "<cli-2@contoso.com>")
+
+    refused = crmsync.invoke(main, ["users", "add", ANN, "MailPolicy=sometimes"])
+    assert refused.exit_code != 0 and "MailPolicy must be one of" in str(refused.exception or refused.output)
+    assert "added ann@contoso.com (enabled)" in run(crmsync, "users", "add", ANN, "MailFolders=inbox").output
+    assert "updated" in run(crmsync, "users", "set", ANN, "DaysBack=30").output
+    listed = run(crmsync, "users", "list").output
+    assert ANN in listed and "enabled" in listed
+
+    synced = run(crmsync, "sync", ANN)
+    assert synced.exit_code == 0 and "mail:inbox: done" in synced.output and "journaled" in synced.output
+    assert [j["key"] for j in crm_server.journals()] == ["<cli-1@fabrikam.example>"]
+
+    status = run(crmsync, "status", ANN).output
+    assert "ann@contoso.com: ok" in status and "mail:inbox: up to date" in status
+    assert "synced" in run(crmsync, "explain", ANN, "<cli-1@fabrikam.example>").output
+    assert "internal" in run(crmsync, "explain", ANN, "<cli-2@contoso.com>").output
+    assert "No decision is recorded" in run(crmsync, "explain", ANN, "<never@seen>").output
+
+    checked = run(crmsync, "check", ANN)
+    assert checked.exit_code == 0 and "ok   crm" in checked.output and "mail folder inbox" in checked.output
+    resynced = run(crmsync, "resync", ANN)
+    assert resynced.exit_code == 0 and len(crm_server.journals()) == 1
+
+    assert "disabled" in run(crmsync, "users", "disable", ANN).output
+    after = crmsync.invoke(main, ["sync", ANN])
+    assert after.exit_code == 1 and "not enabled" in after.output
+
+
+def test_a_bad_row_gets_a_readable_error_and_other_users_go_on(
+    crmsync: CliRunner, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    from azure.data.tables import TableServiceClient
+
+    graph.control.add_user(ANN)
+    mail(graph, "bob@fabrikam.example", "<ok-1@fabrikam.example>")
+    run(crmsync, "users", "add", ANN, "MailFolders=inbox")
+    conn = crmsync.env["AzureWebJobsStorage"]  # type: ignore[index]
+    with TableServiceClient.from_connection_string(conn) as service:  # an admin's typo in Storage Explorer
+        service.get_table_client("SyncUsers").upsert_entity(
+            {"PartitionKey": "user", "RowKey": BAD, "Enabled": True, "DaysBack": "fourteen"}
+        )
+    good = run(crmsync, "sync", ANN)
+    assert good.exit_code == 0, good.output
+    bad = crmsync.invoke(main, ["sync", BAD])
+    assert bad.exit_code != 0 and "DaysBack must be a whole number" in str(bad.output) + str(bad.exception)
+    status = run(crmsync, "status").output
+    assert "DaysBack must be a whole number" in status and "ann@contoso.com: ok" in status
+    assert [j["key"] for j in crm_server.journals()] == ["<ok-1@fabrikam.example>"]
