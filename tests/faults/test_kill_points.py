@@ -11,6 +11,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -73,6 +74,7 @@ async def test_a_worker_killed_at_each_checkpoint_ends_as_a_clean_run(
     state = TableStateStore.from_connection_string(azurite_stack.connection_string, table_prefix=prefix)
     await state.ensure_tables()
     queues: dict[str, QueueClient] = {}
+    start = datetime.now(UTC).replace(microsecond=0)  # the same times in every mailbox
     crm_server.add_person("bob@fabrikam.example", name="Bob", owner=users[0])
     try:
         for n, user in enumerate(users):
@@ -84,7 +86,9 @@ async def test_a_worker_killed_at_each_checkpoint_ends_as_a_clean_run(
                     user,
                     {"from": {"address": "bob@fabrikam.example"}, "to": [{"address": user}],
                      "subject": f"Order {m}", "internetMessageId": f"<order-{m}-{tag}@fabrikam.example>",
-                     "bodyHtml": f"<p>Order {m}</p>", "conversationId": f"conv-{m}"},
+                     "bodyHtml": f"<p>Order {m}</p>", "conversationId": f"conv-{m}",
+                     "receivedDateTime": (start - timedelta(minutes=m)).isoformat(),
+                     "sentDateTime": (start - timedelta(minutes=m, seconds=5)).isoformat()},
                 )  # fmt: skip
             queue = QueueClient.from_connection_string(azurite_stack.connection_string, f"{queue_base}-{n}")
             queue.create_queue()
