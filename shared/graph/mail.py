@@ -19,6 +19,9 @@ from kiota_abstractions.headers_collection import HeadersCollection
 from msgraph.generated.models.message import Message
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.recipient import Recipient
+from msgraph.generated.users.item.mail_folders.item.mail_folder_item_request_builder import (
+    MailFolderItemRequestBuilder,
+)
 from msgraph.generated.users.item.mail_folders.item.messages.delta.delta_request_builder import (
     DeltaRequestBuilder,
 )
@@ -151,6 +154,15 @@ class GraphMailReader:
         except GraphNotFound:
             return None
         return _to_message(message) if message is not None else None
+
+    async def folder_id(self, user: str, folder: str) -> str:
+        """The folder's id (a well-known name such as "inbox" resolves to the opaque id Graph uses in
+        `parentFolderId`)."""
+        params = MailFolderItemRequestBuilder.MailFolderItemRequestBuilderGetQueryParameters(select=["id"])
+        config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=params)
+        builder = self._client.users.by_user_id(user).mail_folders.by_mail_folder_id(folder)
+        found = await self._caller.call(user, lambda: builder.get(request_configuration=config))
+        return (found.id or folder) if found is not None else folder
 
 
 def _change_from_json(item: dict[str, Any]) -> MessageChange:

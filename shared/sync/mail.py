@@ -92,6 +92,7 @@ class MailStream:
         self._body_limit = min(body_limit, caps.journal_body_limit or body_limit)
         self._subject_limit = caps.subject_limit
         self._clock = clock
+        self._folder_ids: dict[tuple[str, str], str] = {}  # (user, folder name) -> folder id
 
     async def run(
         self,
@@ -211,11 +212,14 @@ class MailStream:
     ) -> _PageResult:
         result = _PageResult()
         messages: list[MailMessage] = []
+        removed: list[str] = []
         for change in latest_by_id(changes):
             if isinstance(change, MessageRemoved):
                 stats.removed += 1  # left this folder (moved or deleted): the journal stays, as evidence
+                removed.append(change.id)
             else:
                 messages.append(change)
+        messages += await self._still_here(config.upn, stream.partition(":")[2], removed)
         candidates: list[MailMessage] = []
         for message in messages:
             verdict = mail_plan.prefilter(message, config, self._org_domains)
@@ -280,6 +284,22 @@ class MailStream:
             stats.unchanged += 1
         result.decisions.append(self._decision(config, stream, message, "synced", reason, crm_key=key))
         return True
+
+    async def _still_here(self, user: str, folder: str, removed: Sequence[str]) -> list[MailMessage]:
+        """The removed messages that are in this folder after all. With immutable ids, a message moved
+        A→B→A between two rounds surfaces in A only as `@removed` (graph-behaviour.md 1.2), so an
+        `@removed` is checked at mailbox level: one GET by id, and the message is taken when it is back."""
+        if not removed:
+            return []
+        here = self._folder_ids.get((user.lower(), folder))
+        if here is None:
+            here = self._folder_ids[(user.lower(), folder)] = await self._source.folder_id(user, folder)
+        back: list[MailMessage] = []
+        for message_id in removed:
+            message = await self._source.get_message(user, message_id)
+            if message is not None and message.folder_id == here:
+                back.append(message)
+        return back
 
     async def _lookup(
         self, config: UserConfig, messages: Sequence[MailMessage]

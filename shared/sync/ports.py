@@ -28,6 +28,10 @@ class MailSource(Protocol):
         """One page of a plain listing of the folder's messages received since `since` (no 5,000 cap)."""
         ...
 
+    async def folder_id(self, user: str, folder: str) -> str:
+        """The id of a folder named by well-known name or id (what `MailMessage.folder_id` holds)."""
+        ...
+
 
 class ContactsSide(Protocol):
     """The owned Outlook contact folder (implemented by `shared/graph/contacts.py`)."""
