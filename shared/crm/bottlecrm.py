@@ -62,7 +62,6 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -84,6 +83,7 @@ from shared.model import (
     PersonRef,
     PostalAddress,
 )
+from shared.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -610,18 +610,7 @@ def _reason(data: Any) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,12 +10,10 @@ flight from this process (Graph allows 4 per app and mailbox).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -31,6 +29,7 @@ from msgraph_core import GraphClientFactory
 
 from shared.config import GraphAuthMode, Settings
 from shared.errors import DeltaExpired, GraphError, GraphNotFound, GraphThrottled, MailboxDenied
+from shared.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -107,24 +106,6 @@ def build_graph_client(settings: Settings) -> GraphServiceClient:
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = settings.graph_base_url
     return GraphServiceClient(request_adapter=adapter)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: integer, fractional, or HTTP-date; None if absent/bad."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def translate(exc: BaseException) -> GraphError:

@@ -35,8 +35,8 @@ from dataclasses import dataclass, replace
 
 from shared.errors import ConcurrencyError, GraphError, GraphThrottled, StateError
 from shared.graph.batch import MAX_BATCH, GraphBatch, SubRequest
-from shared.graph.client import parse_retry_after
 from shared.model import Job
+from shared.retry_after import parse_retry_after
 from shared.state.port import Cursor, JobQueue, StateStore
 from shared.users import UserConfig
 

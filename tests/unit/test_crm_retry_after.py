@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.crm.reference import parse_retry_after
+from shared.retry_after import parse_retry_after
 
 NOW = datetime(2024, 5, 6, 9, 30, 0, tzinfo=UTC)
 
