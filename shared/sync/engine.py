@@ -60,9 +60,8 @@ class StreamRunner(Protocol):
 
 @dataclass(frozen=True)
 class JobOutcome:
-    status: (
-        str  # done | busy | disabled | invalid | denied | throttled | review | superseded | unknown-stream
-    )
+    # done | busy | disabled | invalid | denied | not-found | throttled | review | superseded | unknown-stream
+    status: str
     detail: str = ""
     stats: Mapping[str, int] = field(default_factory=dict)
 
