@@ -31,6 +31,7 @@ from shared.model import Appointment, CrmAppointmentChange, PersonRef, fingerpri
 from shared.state.port import Cursor, Decision, Issue, Lease, Link, StateStore
 from shared.sync import calendar_plan as plan
 from shared.sync.calendar_plan import EventChange, EventRemoved, OutlookEvent
+from shared.sync.keyed_write import write_keyed
 from shared.sync.ports import CalendarSource
 from shared.users import UserConfig
 
@@ -315,18 +316,10 @@ class CalendarStream:
         result.decisions.append(self._decision(config, key, event.id, "synced", reason, crm_key=key))
 
     async def _write(self, appointment: Appointment, mailbox: str) -> bool:
-        for _ in range(8):
-            record = await self._state.get_key(appointment.key)
-            merged, needed = plan.merge(record, appointment, mailbox)
-            if not needed:
-                return False
-            ref = await self._crm.upsert_appointment(merged)
-            try:
-                await self._state.put_key(plan.key_record_after(record, merged, ref.id))
-                return True
-            except ConcurrencyError:
-                continue  # another calendar wrote this key meanwhile: merge again with what it wrote
-        raise ConcurrencyError(f"key kept changing under concurrent writers: {appointment.key[:40]}")
+        return await write_keyed(
+            self._state, appointment, mailbox, merge=plan.merge, upsert=self._crm.upsert_appointment,
+            key_record_after=plan.key_record_after,
+        )  # fmt: skip
 
     async def _lookup(self, config: UserConfig, events: Sequence[OutlookEvent]) -> dict[str, list[PersonRef]]:
         addresses = sorted({a.normalized for e in events for a in plan.attendees_other_than(e, config.upn)})

@@ -18,7 +18,6 @@ from typing import Any
 
 from shared.crm.port import CrmPort
 from shared.errors import (
-    ConcurrencyError,
     CrmError,
     CrmRetryableError,
     DeltaExpired,
@@ -29,6 +28,7 @@ from shared.graph.mail import FILTER_CAP
 from shared.model import Journal, MailMessage, MessageChange, MessageRemoved, PersonRef
 from shared.state.port import Cursor, Decision, Issue, Lease, StateStore
 from shared.sync import mail_plan
+from shared.sync.keyed_write import write_keyed
 from shared.sync.ports import MailSource
 from shared.users import UserConfig
 
@@ -323,18 +323,10 @@ class MailStream:
         return wrote
 
     async def _write_unit(self, journal: Journal, mailbox: str) -> bool:
-        for _ in range(8):
-            record = await self._state.get_key(journal.key)
-            merged, needed = mail_plan.merge(record, journal, mailbox)
-            if not needed:
-                return False
-            ref = await self._crm.upsert_journal(merged)
-            try:
-                await self._state.put_key(mail_plan.key_record_after(record, merged, ref.id))
-                return True
-            except ConcurrencyError:
-                continue  # another mailbox wrote this key meanwhile: merge again with what it wrote
-        raise ConcurrencyError(f"key kept changing under concurrent writers: {journal.key[:40]}")
+        return await write_keyed(
+            self._state, journal, mailbox, merge=mail_plan.merge, upsert=self._crm.upsert_journal,
+            key_record_after=mail_plan.key_record_after,
+        )  # fmt: skip
 
     async def _retry_issues(self, config: UserConfig, stream: str, lease: Lease, stats: MailStats) -> Lease:
         issues = (await self._state.list_issues(config.upn, stream))[:MAX_ISSUE_RETRIES_PER_RUN]
