@@ -1,0 +1,106 @@
+"""Contacts both ways with BottleCRM (a snapshot-only contact feed): msgraph-sdk → Graph emulator,
+Azurite, BottleCRM over HTTP. Overlapping address books end with no duplicate on either side, and a
+second run writes nothing."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import httpx
+import pytest
+
+from emulators.azurite import AzuriteStack
+from emulators.bottlecrm import BottleCrm
+from emulators.graph.launcher import GraphEmulator
+from shared.crm.bottlecrm import BottleCrmConnector
+from shared.graph.client import GraphCaller, build_graph_client
+from shared.graph.contacts import GraphContacts
+from shared.model import ContactFields, CrmContact, CrmContactRemoved, Job
+from shared.state.memory import InMemoryJobQueue
+from shared.state.tables import TableStateStore
+from shared.sync.contacts import ContactsStream
+from shared.sync.engine import Engine
+from tests.integration.bottlecrm.test_mail_sync import Clock, settings
+from tests.integration.stack import unique_prefix
+
+pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
+
+
+class ContactWrites:
+    """Counts contact writes BottleCRM receives (an httpx event hook)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, request: httpx.Request) -> None:
+        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith(
+            "/api/contacts"
+        ):
+            self.count += 1
+
+
+def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
+    response = httpx.request(
+        method, f"{graph.base_url}{path}", json=body, headers={"Authorization": "Bearer outlook"}, timeout=30
+    )
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+async def crm_contacts(crm: BottleCrmConnector, owner: str) -> dict[str, CrmContact]:
+    page = await crm.contact_changes(owner, None)
+    found = [c for c in page.changes if not isinstance(c, CrmContactRemoved)]
+    return {c.fields.emails[0].lower(): c for c in found if c.fields.emails}
+
+
+async def test_overlapping_address_books_meet_without_duplicates_and_a_rerun_writes_nothing(
+    bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
+) -> None:
+    tag = secrets.token_hex(3)
+    owner = f"ann-{tag}@contoso.com"
+    alice, bert, carl = (f"{n}-{tag}@fabrikam.example" for n in ("alice", "bert", "carl"))
+    graph.control.add_user(owner)
+    seed = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, provision_owners=True)
+    for address, name in ((alice, "Alice"), (bert, "Bert")):
+        fields = ContactFields(given_name=name, surname="Crm", emails=(address,), job_title="Buyer")
+        await seed.upsert_contact(CrmContact(ref=None, owner=owner, fields=fields, key=f"seed-{address}"))
+    folder = outlook(graph, "POST", f"/users/{owner}/contactFolders", {"displayName": "CRM Contacts"})
+    for address, name in ((alice, "Alice"), (carl, "Carl")):
+        contact = {"givenName": name, "surname": "Outlook", "emailAddresses": [{"address": address.upper()}]}
+        outlook(graph, "POST", f"/users/{owner}/contactFolders/{folder['id']}/contacts", contact)
+
+    config = settings(azurite_stack, graph, bottlecrm_server)
+    state = TableStateStore.from_connection_string(
+        config.storage_connection_string, clock=Clock(), table_prefix=unique_prefix()
+    )
+    await state.ensure_tables()
+    await state.put_config(owner, {"Enabled": True, "Mail": False, "Contacts": True})
+    writes = ContactWrites()
+    client = httpx.AsyncClient(timeout=30.0, event_hooks={"request": [writes]})
+    crm = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, client=client)
+    stream = ContactsStream(state, crm, GraphContacts(build_graph_client(config), GraphCaller()))
+    engine = Engine(state, InMemoryJobQueue(), {"contacts": stream})
+    try:
+        assert (await engine.run_job(Job(owner, "contacts"))).status == "done"
+        in_crm = await crm_contacts(crm, owner)
+        assert sorted(in_crm) == sorted([alice, bert, carl])  # Alice linked, not duplicated
+        in_outlook = outlook(graph, "GET", f"/users/{owner}/contactFolders/{folder['id']}/contacts")["value"]
+        addresses = sorted(a["address"].lower() for c in in_outlook for a in c["emailAddresses"])
+        assert addresses == sorted([alice, bert, carl])
+
+        assert writes.count > 0  # Carl was created in BottleCRM: the counter sees writes
+        writes.count = 0
+        graph_before = graph.control.stats()["byRoute"]
+        assert (await engine.run_job(Job(owner, "contacts"))).status == "done"
+        assert writes.count == 0
+        graph_writes = {
+            route: n - graph_before.get(route, 0)
+            for route, n in graph.control.stats()["byRoute"].items()
+            if route.split()[0] in {"POST", "PATCH", "DELETE"} and "contact" in route.lower()
+        }
+        assert not any(graph_writes.values()), graph_writes
+    finally:
+        await client.aclose()
+        await seed.aclose()
+        await state.aclose()
