@@ -1,0 +1,94 @@
+"""Meetings → BottleCRM tasks (it keeps dates only, times in custom fields): msgraph-sdk → Graph
+emulator, Azurite, BottleCRM over HTTP. A meeting is one task linked to its CRM attendee; a re-run
+writes nothing; a meeting deleted in Outlook is cancelled in the CRM."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from emulators.azurite import AzuriteStack
+from emulators.bottlecrm import BottleCrm
+from emulators.graph.launcher import GraphEmulator
+from shared.crm.bottlecrm import BottleCrmConnector
+from shared.graph.calendar import GraphCalendar
+from shared.graph.client import GraphCaller, build_graph_client
+from shared.model import ContactFields, CrmContact, Job
+from shared.state.memory import InMemoryJobQueue
+from shared.state.tables import TableStateStore
+from shared.sync.calendar import CalendarStream
+from shared.sync.engine import Engine
+from tests.integration.bottlecrm.test_mail_sync import Clock, settings
+from tests.integration.stack import unique_prefix
+
+pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
+
+
+class TaskWrites:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, request: httpx.Request) -> None:
+        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith("/api/tasks"):
+            self.count += 1
+
+
+def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": "Bearer outlook", "Prefer": 'IdType="ImmutableId"'}
+    response = httpx.request(method, f"{graph.base_url}{path}", json=body, headers=headers, timeout=30)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+async def test_a_meeting_is_one_task_a_rerun_writes_nothing_and_a_delete_cancels_it(
+    bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
+) -> None:
+    tag = secrets.token_hex(3)
+    owner, guest = f"ann-{tag}@contoso.com", f"dora-{tag}@fabrikam.example"
+    graph.control.add_user(owner)
+    seed = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, provision_owners=True)
+    fields = ContactFields(given_name="Dora", surname="Guest", emails=(guest,))
+    await seed.upsert_contact(CrmContact(ref=None, owner=owner, fields=fields, key=f"seed-{guest}"))
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)
+    event = outlook(graph, "POST", f"/users/{owner}/events", {
+        "subject": f"Kickoff {tag}",
+        "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+        "end": {"dateTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+        "attendees": [{"emailAddress": {"address": guest, "name": "Dora"}, "type": "required"}],
+    })  # fmt: skip
+    key = outlook(graph, "GET", f"/users/{owner}/events/{event['id']}")["iCalUId"]
+
+    config = settings(azurite_stack, graph, bottlecrm_server)
+    state = TableStateStore.from_connection_string(
+        config.storage_connection_string, clock=Clock(), table_prefix=unique_prefix()
+    )
+    await state.ensure_tables()
+    await state.put_config(owner, {"Enabled": True, "Mail": False, "Calendar": True})
+    writes = TaskWrites()
+    client = httpx.AsyncClient(timeout=30.0, event_hooks={"request": [writes]})
+    crm = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, client=client)
+    stream = CalendarStream(state, crm, GraphCalendar(build_graph_client(config), GraphCaller()))
+    engine = Engine(state, InMemoryJobQueue(), {"calendar": stream})
+    try:
+        assert (await engine.run_job(Job(owner, "calendar"))).status == "done"
+        stored = await crm.get_appointment(key)
+        assert stored is not None and not stored.cancelled
+        assert stored.subject == f"Kickoff {tag}" and [p.email for p in stored.people] == [guest]
+        assert writes.count > 0
+
+        writes.count = 0
+        assert (await engine.run_job(Job(owner, "calendar"))).status == "done"
+        assert writes.count == 0
+
+        outlook(graph, "DELETE", f"/users/{owner}/events/{event['id']}")
+        assert (await engine.run_job(Job(owner, "calendar"))).status == "done"
+        cancelled = await crm.get_appointment(key)
+        assert cancelled is not None and cancelled.cancelled
+    finally:
+        await client.aclose()
+        await seed.aclose()
+        await state.aclose()
