@@ -23,6 +23,7 @@ from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.engine import Engine
 from tests.integration.bottlecrm.test_mail_sync import Clock, settings
+from tests.integration.crash import CrashAt, SimulatedCrash
 from tests.integration.stack import unique_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
@@ -44,8 +45,29 @@ def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> A
     return response.json() if response.content else None
 
 
+def tasks_with_key(server: BottleCrm, key: str) -> int:
+    response = httpx.get(
+        f"{server.base_url}/api/tasks/",
+        params={"cf_outlook_event_key": key, "limit": 50},
+        headers={"Authorization": f"Bearer {server.token}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return len(response.json()["tasks"])
+
+
+# a crash right after BottleCRM applied the task, and right before the first cursor save
+CRASHES = [None, ("crm", "upsert_appointment", 1, True), ("state", "save_cursor", 1, False)]
+
+
+@pytest.mark.parametrize(
+    "crash", CRASHES, ids=["clean", "crm.upsert_appointment#1-after", "state.save_cursor#1"]
+)
 async def test_a_meeting_is_one_task_a_rerun_writes_nothing_and_a_delete_cancels_it(
-    bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
+    crash: tuple[str, str, int, bool] | None,
+    bottlecrm_server: BottleCrm,
+    azurite_stack: AzuriteStack,
+    graph: GraphEmulator,
 ) -> None:
     tag = secrets.token_hex(3)
     owner, guest = f"ann-{tag}@contoso.com", f"dora-{tag}@fabrikam.example"
@@ -63,22 +85,32 @@ async def test_a_meeting_is_one_task_a_rerun_writes_nothing_and_a_delete_cancels
     key = outlook(graph, "GET", f"/users/{owner}/events/{event['id']}")["iCalUId"]
 
     config = settings(azurite_stack, graph, bottlecrm_server)
+    clock = Clock()
     state = TableStateStore.from_connection_string(
-        config.storage_connection_string, clock=Clock(), table_prefix=unique_prefix()
+        config.storage_connection_string, clock=clock, table_prefix=unique_prefix()
     )
     await state.ensure_tables()
     await state.put_config(owner, {"Enabled": True, "Mail": False, "Calendar": True})
     writes = TaskWrites()
     client = httpx.AsyncClient(timeout=30.0, event_hooks={"request": [writes]})
     crm = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, client=client)
-    stream = CalendarStream(state, crm, GraphCalendar(build_graph_client(config), GraphCaller()))
-    engine = Engine(state, InMemoryJobQueue(), {"calendar": stream})
+    source = GraphCalendar(build_graph_client(config), GraphCaller())
+    engine = Engine(state, InMemoryJobQueue(), {"calendar": CalendarStream(state, crm, source)})
     try:
+        if crash is not None:
+            target, method, nth, after = crash
+            parts: dict[str, Any] = {"crm": crm, "state": state}
+            parts[target] = CrashAt(parts[target], method, nth, after=after)
+            streams = {"calendar": CalendarStream(parts["state"], parts["crm"], source)}
+            with pytest.raises(SimulatedCrash):
+                await Engine(parts["state"], InMemoryJobQueue(), streams).run_job(Job(owner, "calendar"))
+            clock.now += timedelta(minutes=10)  # the dead worker's lease expires
         assert (await engine.run_job(Job(owner, "calendar"))).status == "done"
+        assert tasks_with_key(bottlecrm_server, key) == 1
         stored = await crm.get_appointment(key)
         assert stored is not None and not stored.cancelled
         assert stored.subject == f"Kickoff {tag}" and [p.email for p in stored.people] == [guest]
-        assert writes.count > 0
+        assert writes.count > 0 or crash is not None
 
         writes.count = 0
         assert (await engine.run_job(Job(owner, "calendar"))).status == "done"
