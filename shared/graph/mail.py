@@ -49,7 +49,6 @@ EXPAND = [
 
 
 _ERRORS: dict[str, Any] = {"XXX": ODataError}
-FILTER_CAP = 5000  # a message delta round with $filter returns at most this many messages (Graph docs)
 
 
 @dataclass(frozen=True)

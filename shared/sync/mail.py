@@ -24,7 +24,6 @@ from shared.errors import (
     GraphError,
     GraphNotFound,
 )
-from shared.graph.mail import FILTER_CAP
 from shared.model import Journal, MailMessage, MessageChange, MessageRemoved, PersonRef
 from shared.state.port import Cursor, Decision, Issue, Lease, StateStore
 from shared.sync import mail_plan
@@ -35,6 +34,7 @@ from shared.users import UserConfig
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300.0
+FILTER_CAP = 5000  # Graph ends a message delta round with $filter after this many messages
 MAX_ISSUE_RETRIES_PER_RUN = 50
 MAX_CONSECUTIVE_CRM_FAILURES = 3  # then the CRM is down, not one item bad: stop without checkpointing
 LOOKUP_CHUNK = 200
