@@ -16,7 +16,7 @@ from shared.errors import StateError, SyncError, UserConfigError
 from shared.graph.probe import Check, MailboxProbe
 from shared.model import Job
 from shared.state.port import Cursor, JobQueue, StateStore
-from shared.users import parse_user
+from shared.users import is_enabled, parse_user
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserS
         statuses.append(
             UserStatus(
                 upn=row.upn,
-                enabled=str(columns.get("Enabled", "")).lower() in {"true", "yes", "1", "on"},
+                enabled=is_enabled(columns),
                 state=str(columns.get("State", "") or ("error" if config_error else "new")),
                 last_sync_utc=_when(columns.get("LastSyncUtc")),
                 last_error=str(columns.get("LastError", "") or config_error),

@@ -21,7 +21,7 @@ from shared import admin, wiring
 from shared.config import Settings
 from shared.errors import SyncError
 from shared.model import Job
-from shared.users import COLUMNS, parse_user
+from shared.users import COLUMNS, is_enabled, parse_user
 
 T = TypeVar("T")
 
@@ -64,9 +64,7 @@ def users() -> None:
 def users_list() -> None:
     rows = _run(lambda s: s.state.list_users())
     for row in rows:
-        enabled = (
-            "enabled " if str(row.columns.get("Enabled", "")).lower() in {"true", "1", "yes"} else "disabled"
-        )
+        enabled = "enabled " if is_enabled(row.columns) else "disabled"
         click.echo(f"{row.upn:40} {enabled} {row.columns.get('State', '')}")
 
 

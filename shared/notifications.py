@@ -133,16 +133,13 @@ async def handle_lifecycle(
     """Verify lifecycle events and enqueue a `lifecycle:<event>` job per user+stream (never coalesced:
     a removed subscription must be recreated even while a sync job is waiting)."""
     verified = await verify(parse(body), subscriptions)
-    targets = {
-        (record.user, record.stream): f"lifecycle:{entry.lifecycle_event}"
-        for record, entry in verified.accepted
-        if entry.lifecycle_event in LIFECYCLE_EVENTS
-    }
+    known = [
+        (record, entry) for record, entry in verified.accepted if entry.lifecycle_event in LIFECYCLE_EVENTS
+    ]
+    targets = {(record.user, record.stream): f"lifecycle:{entry.lifecycle_event}" for record, entry in known}
     for (user, stream), reason in targets.items():
         await queue.enqueue(Job(user=user, stream=stream, reason=reason))
     ignored = (
-        verified.ignored
-        + len(verified.accepted)
-        - sum(1 for _, entry in verified.accepted if entry.lifecycle_event in LIFECYCLE_EVENTS)
-    )
+        verified.ignored + len(verified.accepted) - len(known)
+    )  # forged, unknown, or not a lifecycle event
     return NotificationResult(len(verified.accepted), ignored, len(targets), 0)

@@ -93,6 +93,23 @@ class UserConfig:
         return found
 
 
+def truth(value: Any) -> bool | None:
+    """A boolean column as admins type it (`true`, `yes`, `1`, `on` …); None when blank or unreadable."""
+    if isinstance(value, bool):
+        return value
+    lowered = "" if value is None else str(value).strip().lower()
+    if lowered in {"true", "yes", "1", "on"}:
+        return True
+    if lowered in {"false", "no", "0", "off"}:
+        return False
+    return None
+
+
+def is_enabled(columns: Mapping[str, Any]) -> bool:
+    """Whether a SyncUsers row is switched on (a blank or unreadable Enabled means off)."""
+    return truth(columns.get("Enabled")) is True
+
+
 def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
     problems: list[str] = []
     warnings: list[str] = []
@@ -105,15 +122,11 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
         value = columns.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
             return default
-        if isinstance(value, bool):
-            return value
-        lowered = str(value).strip().lower()
-        if lowered in {"true", "yes", "1", "on"}:
-            return True
-        if lowered in {"false", "no", "0", "off"}:
-            return False
-        problems.append(f"{name} must be true or false, got {value!r}")
-        return default
+        parsed = truth(value)
+        if parsed is None:
+            problems.append(f"{name} must be true or false, got {value!r}")
+            return default
+        return parsed
 
     def integer(name: str, default: int, low: int, high: int) -> int:
         value = columns.get(name)

@@ -51,3 +51,11 @@ def test_large_days_back_is_a_warning_not_an_error() -> None:
 def test_calendar_window_respects_graph_limit() -> None:
     with pytest.raises(UserConfigError, match="1825"):
         parse_user("ann@contoso.com", {"CalendarPastDays": 1000, "CalendarFutureDays": 1000})
+
+
+def test_enabled_reads_every_spelling_the_parser_accepts() -> None:
+    from shared.users import is_enabled
+
+    assert [is_enabled({"Enabled": v}) for v in (True, "on", "Yes", "1", "off", "", None, "maybe")] == [
+        True, True, True, True, False, False, False, False,
+    ]  # fmt: skip
