@@ -22,19 +22,21 @@ from shared.sync.engine import JobOutcome
 TENANT_DOMAIN = "contoso.com"
 
 
+def local_env(azurite: AzuriteStack, graph: GraphEmulator, crm: ReferenceCrm) -> dict[str, str]:
+    """App settings pointing the product at the local stack (as environment variables)."""
+    return {
+        "GRAPH_BASE_URL": graph.base_url,
+        "GRAPH_AUTH_MODE": "static-token",
+        "GRAPH_STATIC_TOKEN": "local-test-token",
+        "AzureWebJobsStorage": azurite.connection_string,
+        "CRM_BASE_URL": crm.base_url,
+        "CRM_API_TOKEN": crm.token,
+        "ORG_DOMAINS": TENANT_DOMAIN,
+    }
+
+
 def settings_for(azurite: AzuriteStack, graph: GraphEmulator, crm: ReferenceCrm, **extra: str) -> Settings:
-    return Settings.from_env(
-        {
-            "GRAPH_BASE_URL": graph.base_url,
-            "GRAPH_AUTH_MODE": "static-token",
-            "GRAPH_STATIC_TOKEN": "local-test-token",
-            "AzureWebJobsStorage": azurite.connection_string,
-            "CRM_BASE_URL": crm.base_url,
-            "CRM_API_TOKEN": crm.token,
-            "ORG_DOMAINS": TENANT_DOMAIN,
-            **extra,
-        }
-    )
+    return Settings.from_env({**local_env(azurite, graph, crm), **extra})
 
 
 @dataclass

@@ -11,6 +11,7 @@ from emulators.azurite import AzuriteStack
 from emulators.crm.launcher import ReferenceCrm
 from emulators.graph.launcher import GraphEmulator
 from shared.cli import main
+from tests.integration.stack import local_env
 
 pytestmark = pytest.mark.integration
 ANN, BAD = "ann@contoso.com", "bad@contoso.com"
@@ -22,15 +23,7 @@ def crmsync(
 ) -> Iterator[CliRunner]:
     graph.control.reset(empty=True)
     crm_server.reset()
-    env = {
-        "GRAPH_BASE_URL": graph.base_url,
-        "GRAPH_AUTH_MODE": "static-token",
-        "GRAPH_STATIC_TOKEN": "cli-test",
-        "AzureWebJobsStorage": azurite_stack.connection_string,
-        "CRM_BASE_URL": crm_server.base_url,
-        "CRM_API_TOKEN": crm_server.token,
-        "ORG_DOMAINS": "contoso.com",
-    }
+    env = local_env(azurite_stack, graph, crm_server)
     yield CliRunner(env=env)
 
 
