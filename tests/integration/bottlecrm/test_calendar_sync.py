@@ -22,20 +22,11 @@ from shared.state.memory import InMemoryJobQueue
 from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.engine import Engine
-from tests.integration.bottlecrm.test_mail_sync import Clock, settings
+from tests.integration.bottlecrm.test_mail_sync import Clock, Writes, settings
 from tests.integration.crash import CrashAt, SimulatedCrash
 from tests.integration.stack import unique_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
-
-
-class TaskWrites:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def __call__(self, request: httpx.Request) -> None:
-        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith("/api/tasks"):
-            self.count += 1
 
 
 def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
@@ -91,7 +82,7 @@ async def test_a_meeting_is_one_task_a_rerun_writes_nothing_and_a_delete_cancels
     )
     await state.ensure_tables()
     await state.put_config(owner, {"Enabled": True, "Mail": False, "Calendar": True})
-    writes = TaskWrites()
+    writes = Writes("/api/tasks")
     client = httpx.AsyncClient(timeout=30.0, event_hooks={"request": [writes]})
     crm = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, client=client)
     source = GraphCalendar(build_graph_client(config), GraphCaller())

@@ -22,24 +22,11 @@ from shared.state.memory import InMemoryJobQueue
 from shared.state.tables import TableStateStore
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
-from tests.integration.bottlecrm.test_mail_sync import Clock, settings
+from tests.integration.bottlecrm.test_mail_sync import Clock, Writes, settings
 from tests.integration.crash import CrashAt, SimulatedCrash
 from tests.integration.stack import unique_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
-
-
-class ContactWrites:
-    """Counts contact writes BottleCRM receives (an httpx event hook)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def __call__(self, request: httpx.Request) -> None:
-        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith(
-            "/api/contacts"
-        ):
-            self.count += 1
 
 
 def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
@@ -89,7 +76,7 @@ async def test_overlapping_address_books_meet_without_duplicates_and_a_rerun_wri
     )
     await state.ensure_tables()
     await state.put_config(owner, {"Enabled": True, "Mail": False, "Contacts": True})
-    writes = ContactWrites()
+    writes = Writes("/api/contacts")
     client = httpx.AsyncClient(timeout=30.0, event_hooks={"request": [writes]})
     crm = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, client=client)
     side = GraphContacts(build_graph_client(config), GraphCaller())

@@ -50,13 +50,14 @@ class Clock:
 
 
 class Writes:
-    """Counts the interaction writes BottleCRM receives (an httpx event hook, not a stand-in)."""
+    """Counts the writes BottleCRM receives under one API path (an httpx event hook, not a stand-in)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str = "/api/interactions/") -> None:
+        self.path = path
         self.count = 0
 
     async def __call__(self, request: httpx.Request) -> None:
-        if request.method in ("POST", "PATCH") and request.url.path.startswith("/api/interactions/"):
+        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith(self.path):
             self.count += 1
 
 
