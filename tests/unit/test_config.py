@@ -67,4 +67,6 @@ def test_identity_based_storage_is_enough() -> None:
 
 
 def test_setting_names_are_unique() -> None:
-    assert "CRM_BASE_URL" in SETTING_NAMES
+    from shared.config import SETTINGS
+
+    assert len(SETTING_NAMES) == len(SETTINGS)
