@@ -158,11 +158,15 @@ def run_page(
     link: str,
     emit: Emit,
     cap: int = 0,
+    value: list[dict[str, Any]] | None = None,
 ) -> Page:
     """Serve one page of a round. `emit(seq, key, kind, cursor)` turns a live entry into zero or more
     items (None/[] to skip). `cap` > 0 ends the round once that many items were sent (the 5,000 cap of a
-    filtered message delta, and `$top`); the rest of the round is then never delivered, as Graph does."""
-    value: list[dict[str, Any]] = []
+    filtered message delta, and `$top`); the rest of the round's initial contents is then never
+    delivered, as Graph does. Changes made while a capped first round ran come in the next round (its
+    deltaLink resumes from where the round began), so a capped round loses nothing new. `value`: items
+    already on this page (served by `run_ordered_page`)."""
+    value = [] if value is None else value
     scanned = 0
     pos = cursor.pos
     finished = True
@@ -187,21 +191,52 @@ def run_page(
     cursor.pos = pos
     if not finished:
         return Page(value, next_link=f"{link}?$skiptoken={quote(states.issue(cursor))}")
-    delta = Cursor(
-        cursor.state,
-        cursor.generation,
-        cursor.collection,
-        cursor.high,
-        cursor.high,
-        -1,
-        0,
-        cursor.options,
-        cursor.high,
-    )
+    # a first round ended by its cap did not deliver the changes made while it ran: the next round does
+    base = cursor.origin if cap and cursor.sent >= cap and cursor.base == 0 else cursor.high
+    options = {k: v for k, v in cursor.options.items() if k != "after"}
+    delta = Cursor(cursor.state, cursor.generation, cursor.collection, base, base, -1, 0, options, base)
     token = quote(states.issue(delta))
     # Classify links by property name, never by token name: every other deltaLink uses $skiptoken (DQM ex. 2).
     name = "$skiptoken" if delta.generation % 2 == 0 else "$deltatoken"
     return Page(value, delta_link=f"{link}?{name}={token}")
+
+
+def run_ordered_page(
+    states: SyncStates,
+    log: ChangeLog,
+    cursor: Cursor,
+    *,
+    ordered: list[tuple[str, str, int]],
+    limit: int,
+    link: str,
+    emit: Emit,
+    cap: int = 0,
+) -> Page:
+    """A page of a first round with `$orderby`: the initial contents in the order of `ordered`
+    ((sort key, key, seq), sorted descending), resuming after the last one served (kept in the token as
+    `options["after"]`), then the changes made while the round ran, in log order (`run_page`). The cap
+    counts items in that order, so a capped round returns the first `cap` of them."""
+    after = cursor.options.get("after")
+    if cursor.base != 0 or after == "done":
+        return run_page(states, log, cursor, limit=limit, link=link, emit=emit, cap=cap)
+    value: list[dict[str, Any]] = []
+    scanned = 0
+    for sort_key, key, seq in ordered:
+        if after is not None and (sort_key, key) >= (after[0], after[1]):
+            continue
+        if cap and cursor.sent >= cap:
+            break
+        if len(value) >= limit or scanned >= limit + SCAN_LIMIT:
+            return Page(value, next_link=f"{link}?$skiptoken={quote(states.issue(cursor))}")
+        scanned += 1
+        cursor.options["after"] = [sort_key, key]
+        items = emit(seq, key, "upsert", cursor)
+        if items:
+            value.extend(items)
+            cursor.sent += len(items)
+    cursor.options["after"] = "done"
+    cursor.pos = max(cursor.pos, cursor.origin)  # the initial contents are done: changes since the start
+    return run_page(states, log, cursor, limit=limit, link=link, emit=emit, cap=cap, value=value)
 
 
 def begin(states: SyncStates, user_id: str, collection: str, high: int, options: dict[str, Any]) -> Cursor:

@@ -105,7 +105,7 @@ _COMPARE = re.compile(r"^([\w/]+)\s+(eq|ne|ge|gt|le|lt)\s+(.+)$", re.S)
 Getter = Callable[[str], Any]
 
 
-def _split_and(raw: str) -> list[str]:
+def split_and(raw: str) -> list[str]:
     parts, depth, cur, quoted, i = [], 0, "", False, 0
     while i < len(raw):
         ch = raw[i]
@@ -167,7 +167,7 @@ def compile_filter(raw: str) -> Callable[[Getter], bool]:
     `emailAddresses/any(a: a/address eq 'x@y')`,
     `singleValueExtendedProperties/any(ep: ep/id eq '…' and ep/value eq '…')` -> a predicate over a getter."""
     tests: list[Callable[[Getter], bool]] = []
-    for clause in _split_and(raw.strip()):
+    for clause in split_and(raw.strip()):
         while clause.startswith("(") and clause.endswith(")"):
             clause = clause[1:-1].strip()
         lam = _LAMBDA.match(clause)

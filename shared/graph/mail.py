@@ -91,27 +91,38 @@ class GraphMailReader:
             info = builder.with_url(link).to_get_request_information(config)
         else:
             params = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(select=SELECT, expand=EXPAND)
-            if since is not None:
-                params.filter = f"receivedDateTime ge {since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            if since is not None:  # newest first: a round Graph caps at 5,000 holds the newest 5,000
+                params.filter = f"receivedDateTime ge {_instant_literal(since)}"
+                params.orderby = ["receivedDateTime desc"]
             config = RequestConfiguration(headers=prefer_headers(self._page_size), query_parameters=params)
             info = builder.to_get_request_information(config)
         return await self._fetch(user, info)
 
-    async def list_page(self, user: str, folder: str, link: str, since: datetime) -> MailPage:
-        """One page of a plain (non-delta) listing of the folder's messages received since `since`.
+    async def list_page(
+        self, user: str, folder: str, link: str, since: datetime, until: datetime | None = None
+    ) -> MailPage:
+        """One page of a plain (non-delta) listing of the folder's messages received since `since`
+        and, with `until`, at or before `until` (in that whole second), newest first.
 
-        Used once after a filtered first round that hit Graph's 5,000-message cap: a listing has no
-        such cap, so the rest of the window is read this way (its pages carry only nextLinks)."""
+        Used after a filtered first round that hit Graph's 5,000-message cap: that round holds the
+        newest messages of the window (it is ordered newest first), so only the messages received at
+        or before the oldest of them are listed (`le`: those sharing its timestamp are listed again
+        rather than lost). A listing has no cap; its pages carry only nextLinks. `$orderby` names the
+        property the filter starts with, as Exchange requires (else 400 InefficientFilter)."""
         builder = self._client.users.by_user_id(user).mail_folders.by_mail_folder_id(folder).messages
         config: RequestConfiguration[Any] = RequestConfiguration(headers=prefer_headers(self._page_size))
         if link:
             info = builder.with_url(link).to_get_request_information(config)
         else:
+            window = f"receivedDateTime ge {_instant_literal(since)}"
+            if until is not None:
+                window += f" and receivedDateTime le {_instant_literal(until, upper=True)}"
             config.query_parameters = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
                 select=SELECT,
                 expand=EXPAND,
                 top=self._page_size,
-                filter=f"receivedDateTime ge {since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}",
+                filter=window,
+                orderby=["receivedDateTime desc"],
             )
             info = builder.to_get_request_information(config)
         return await self._fetch(user, info)
@@ -162,6 +173,13 @@ class GraphMailReader:
         builder = self._client.users.by_user_id(user).mail_folders.by_mail_folder_id(folder)
         found = await self._caller.call(user, lambda: builder.get(request_configuration=config))
         return (found.id or folder) if found is not None else folder
+
+
+def _instant_literal(when: datetime, *, upper: bool = False) -> str:
+    """An OData DateTimeOffset literal in UTC, to the second (as Graph renders receivedDateTime). An
+    upper bound stands for its whole second, so it takes that second's last tick."""
+    text = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (".9999999Z" if upper else "Z")
 
 
 def _change_from_json(item: dict[str, Any]) -> MessageChange:

@@ -144,14 +144,20 @@ class MailStream:
             extra = _counted(cursor, before, stats, self._clock())
             if since is not None or extra.get("roundFiltered"):
                 extra["roundFiltered"] = True
-                extra["roundItems"] = int(extra.get("roundItems", 0)) + sum(
-                    isinstance(c, MailMessage) for c in page.changes
-                )
+                received = [c for c in page.changes if isinstance(c, MailMessage)]
+                extra["roundItems"] = int(extra.get("roundItems", 0)) + len(received)
+                if found := _oldest(received, extra.get("roundOldest")):
+                    extra["roundOldest"] = found
             capped = kind == "delta" and extra.pop("roundFiltered", False)
+            oldest = str(extra.pop("roundOldest", "")) if kind == "delta" else ""
             if capped and int(extra.pop("roundItems", 0)) >= self._filter_cap and cursor.round_started:
-                # Graph ends a filtered round at 5,000 messages: list the rest of the window once
+                # Graph ends a filtered round at 5,000 messages. The round is ordered newest first, so
+                # it holds the newest 5,000: list only the messages received at or before the oldest
+                # of them (the rest of the window); newer arrivals come through the deltaLink.
                 window = cursor.round_started - timedelta(days=config.days_back)
                 extra["backfill"] = {"link": "", "since": window.isoformat()}
+                if oldest:
+                    extra["backfill"]["until"] = oldest
             cursor = await self._state.save_cursor(
                 user, stream, replace(cursor, link=link, link_kind=kind, extra=extra)
             )
@@ -172,13 +178,19 @@ class MailStream:
         stats: MailStats,
         progress: Callable[[str, Mapping[str, int]], None] | None,
     ) -> tuple[Cursor, Lease]:
-        """List the window page by page (checkpointed in the cursor) after a round hit the cap."""
+        """List the part of the window a capped round did not return, page by page: the messages
+        received since the window's start and at or before the oldest message of the round (`until`;
+        the whole window when the cursor has none). The listing's link is checkpointed in the cursor
+        with each page, so a crash resumes the listing where it stopped."""
         folder = stream.partition(":")[2]
         state = dict(cursor.extra["backfill"])
         since = datetime.fromisoformat(str(state["since"]))
+        until = datetime.fromisoformat(str(state["until"])) if state.get("until") else None
         while True:
             try:
-                page = await self._source.list_page(config.upn, folder, str(state.get("link", "")), since)
+                page = await self._source.list_page(
+                    config.upn, folder, str(state.get("link", "")), since, until
+                )
             except (DeltaExpired, GraphNotFound):
                 if not state.get("link"):
                     raise
@@ -203,7 +215,9 @@ class MailStream:
 
     def _new_round(self, cursor: Cursor) -> Cursor:
         extra = {
-            k: v for k, v in cursor.extra.items() if k not in {"backfill", "roundFiltered", "roundItems"}
+            k: v
+            for k, v in cursor.extra.items()
+            if k not in {"backfill", "roundFiltered", "roundItems", "roundOldest"}
         }
         return replace(cursor, link="", link_kind="", round_started=self._clock(), extra=extra)
 
@@ -382,6 +396,14 @@ def _one_per_person(journal: Journal) -> list[Journal]:
     if not journal.people:
         return [journal]
     return [replace(journal, key=f"{journal.key}|{p.id}", people=(p,)) for p in journal.people]
+
+
+def _oldest(messages: Sequence[MailMessage], known: Any) -> str:
+    """The earliest receivedDateTime among `messages` and `known` (ISO text), as ISO text ("" if none)."""
+    times = [m.received_at for m in messages if m.received_at is not None]
+    if isinstance(known, str) and known:
+        times.append(datetime.fromisoformat(known))
+    return min(times).isoformat() if times else ""
 
 
 def _counted(cursor: Cursor, before: dict[str, int], stats: MailStats, now: datetime) -> dict[str, Any]:

@@ -24,8 +24,11 @@ class MailSource(Protocol):
         """The message by immutable id, or None when it no longer exists."""
         ...
 
-    async def list_page(self, user: str, folder: str, link: str, since: datetime) -> MailPage:
-        """One page of a plain listing of the folder's messages received since `since` (no 5,000 cap)."""
+    async def list_page(
+        self, user: str, folder: str, link: str, since: datetime, until: datetime | None = None
+    ) -> MailPage:
+        """One page of a plain listing of the folder's messages received since `since` and, when given,
+        at or before `until` (no 5,000 cap)."""
         ...
 
     async def folder_id(self, user: str, folder: str) -> str:

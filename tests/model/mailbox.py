@@ -233,8 +233,12 @@ class InMemoryMailboxes:
         except GraphNotFound:
             return None
 
-    async def list_page(self, user: str, folder: str, link: str, since: datetime) -> MailPage:
-        """A plain listing of the folder's messages received since `since`, oldest first, paged."""
+    async def list_page(
+        self, user: str, folder: str, link: str, since: datetime, until: datetime | None = None
+    ) -> MailPage:
+        """A plain listing of the folder's messages received since `since` and at or before `until`
+        (its whole second, as Graph's second-precision times), oldest first, paged."""
+        last = until.replace(microsecond=999999) if until is not None else None
 
         async def get() -> MailPage:
             self._gate(user.lower(), "list_page")
@@ -243,7 +247,12 @@ class InMemoryMailboxes:
                 (m.value for m in self._messages[user.lower()].values() if m.folder == folder),
                 key=lambda m: (m.received_at or since, m.id),
             )
-            window = [m for m in found if m.received_at is None or m.received_at >= since]
+            window = [
+                m
+                for m in found
+                if m.received_at is None
+                or (m.received_at >= since and (last is None or m.received_at <= last))
+            ]
             page = window[offset : offset + self.page_size]
             more = offset + self.page_size < len(window)
             self.requests += 1
