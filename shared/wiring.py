@@ -122,7 +122,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
                 state, crm, GraphCalendar(client, caller), body_limit=settings.journal_body_max_chars
             ),
         },
-        sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller))),
+        sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller), crm)),
     )
     keeper = SubscriptionKeeper(
         state,

@@ -41,6 +41,7 @@ STREAM = "calendar"
 PUSH_STREAM = "calendar:push"  # link rows of the push, by CRM appointment id
 LEASE_SECONDS = 300.0
 ROLL_OVER_AFTER = timedelta(days=1)
+SERIES_CHECK_EVERY = timedelta(hours=1)
 MAX_ISSUE_RETRIES_PER_RUN = 50
 MAX_CONSECUTIVE_CRM_FAILURES = 3
 LOOKUP_CHUNK = 200
@@ -80,7 +81,7 @@ class CalendarStream:
         source: CalendarSource,
         *,
         body_limit: int = 20000,
-        series_check_every: timedelta = timedelta(hours=1),
+        series_check_every: timedelta = SERIES_CHECK_EVERY,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._state = state
@@ -166,11 +167,7 @@ class CalendarStream:
 
     def _roll_over_due(self, cursor: Cursor) -> bool:
         """A finished round older than a day: start a new one so the window moves forward."""
-        return (
-            cursor.link_kind == "delta"
-            and cursor.round_started is not None
-            and self._clock() - cursor.round_started >= ROLL_OVER_AFTER
-        )
+        return roll_over_due(cursor, self._clock())
 
     # -- Outlook → CRM -----------------------------------------------------------------------------
 
@@ -480,10 +477,12 @@ class CalendarStream:
         window = (cursor.window_start, cursor.window_end)
         links = await self._state.list_links(config.upn, STREAM)
         result = _Page()
+        checked = 0
         for series in (link for link in links if link.extra.get("kind") == "seriesMaster"):
             members = [m for m in links if m.extra.get("series") == series.item_id and m.crm_key]
             if not members:
                 continue
+            checked += 1
             found = await self._source.instances(config.upn, series.item_id, window)
             present = {e.id for e in found or []}
             for member in members:
@@ -495,7 +494,8 @@ class CalendarStream:
                 await self._state.delete_link(config.upn, STREAM, series.item_id)
             lease = await self._state.renew(lease, LEASE_SECONDS)
         await self._state.record_decisions(result.decisions)
-        extra = {**cursor.extra, "seriesCheckedUtc": now.isoformat()}
+        # how many series were checked: the sweep skips this hourly check for users without any
+        extra = {**cursor.extra, "seriesCheckedUtc": now.isoformat(), "seriesLinked": checked}
         cursor = await self._state.save_cursor(config.upn, STREAM, replace(cursor, extra=extra))
         return cursor, lease
 
@@ -589,6 +589,30 @@ class CalendarStream:
             crm_key=crm_key,
             details={"graphId": item_id},
         )
+
+
+def roll_over_due(cursor: Cursor, now: datetime) -> bool:
+    """A finished round older than a day: the next run starts a new one so the window moves forward."""
+    return (
+        cursor.link_kind == "delta"
+        and cursor.round_started is not None
+        and now - cursor.round_started >= ROLL_OVER_AFTER
+    )
+
+
+def series_check_due(cursor: Cursor, now: datetime, every: timedelta = SERIES_CHECK_EVERY) -> bool:
+    """The next run compares series occurrences with their masters (`_check_series`): never checked, or
+    checked over `every` ago while the user had series, or had pages since (new series may have come)."""
+    last = cursor.extra.get("seriesCheckedUtc")
+    if not last:
+        return True
+    checked = datetime.fromisoformat(str(last))
+    if now - checked < every:
+        return False
+    page = cursor.extra.get("lastPageUtc")
+    return int(cursor.extra.get("seriesLinked", 1)) > 0 or bool(
+        page and datetime.fromisoformat(str(page)) > checked
+    )
 
 
 def _totals(cursor: Cursor, before: Mapping[str, int], stats: CalendarStats) -> dict[str, int]:

@@ -1,15 +1,28 @@
-"""The safety-net sweep at the price of at most one Graph request per idle user.
+"""The safety-net sweep at the price of at most one Graph request per idle user (fewer: users are packed).
 
 Without a probe the sweep enqueues a job per enabled user and stream, and each job reads its delta
 link: one Graph request per stream, plus a dozen table transactions, for every user every few minutes,
-even when nothing changed. With `DeltaProbe`, the sweep instead reads each user's saved mail delta links
-in one `POST /$batch` (≤ 20 sub-requests), with `odata.maxpagesize=1`, and enqueues jobs only for the
-streams that need one:
+even when nothing changed. With `DeltaProbe`, the sweep instead reads the saved delta links of every
+stream (mail folders, the owned contact folder, the calendarView) with `odata.maxpagesize=1`, packed
+into `POST /$batch` requests of ≤ 20 sub-requests (a user's streams stay in one batch; several users
+share one), and enqueues jobs only for the streams that need one:
 
 - no saved link, or a saved nextLink (a round in progress), or open issues to retry → job;
+- contacts held by the mass-change brake, or without their folder id yet → job;
+- calendar: the window is due to move forward (a round a day old), or the hourly series check is due
+  for a user with recurring meetings → job;
 - the probe answered with items or a nextLink (changes), or failed (429, 410, 5xx …) → job;
+- the CRM side has changes (below) → job;
 - the probe answered an empty page with a deltaLink (nothing new) → no job; the new deltaLink is saved
   under the stream's lease, conditionally on the cursor's ETag.
+
+The CRM side. Contacts (and the calendar's push, with `CalendarPushFromCrm`) also change in the CRM,
+which a Graph probe cannot see. For those streams the sweep peeks at the CRM's change feed from the
+cursor the stream saved (`contact_changes` / `appointment_changes`): one CRM request per user and
+stream per sweep when nothing changed. The peek only reads; the job reads the same changes again
+from the same cursor. A connector without a change feed (`contact_change_feed=False`: it can only
+return every contact) cannot be peeked cheaply, so its contacts streams get a job on every sweep, as
+before; likewise when the peek fails.
 
 Correctness. The probe only reads: a probe that finds changes never saves anything, so the job re-reads
 from the stored link and gets the same changes (a delta link can be read again; the stored one stays
@@ -20,9 +33,6 @@ answer's deltaLink is what a job would have done (a page with no changes, then i
 happens under the lease, so it cannot overwrite a running job's cursor; if a job holds the lease, the
 acquire sets its pending flag and the job runs again before it lets go; if the cursor changed since it
 was read, the save loses the ETag race and the newer cursor stays.
-
-Streams whose changes also come from the CRM (contacts, calendar pushes) always get a job: a Graph
-probe cannot see the CRM side.
 """
 
 from __future__ import annotations
@@ -30,22 +40,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from shared.errors import ConcurrencyError, GraphError, GraphThrottled, StateError
+from shared.errors import ConcurrencyError, CrmError, GraphError, GraphThrottled, StateError
 from shared.graph.batch import MAX_BATCH, GraphBatch, SubRequest
 from shared.model import Job
 from shared.retry_after import parse_retry_after
 from shared.state.port import Cursor, JobQueue, StateStore
+from shared.sync.calendar import roll_over_due, series_check_due
+from shared.sync.contacts import RETRY_PREFIX as CONTACTS_RETRY
+from shared.sync.contacts import STREAM as CONTACTS
 from shared.users import UserConfig
+
+if TYPE_CHECKING:
+    from shared.crm.port import CrmPort
 
 logger = logging.getLogger(__name__)
 
-PROBED_KINDS = ("mail",)  # streams whose only source of change is Graph
+PROBED_KINDS = ("mail", "contacts", "calendar")  # streams whose Graph side is probed
 PROBE_PREFER = "odata.maxpagesize=1"
-SWEEP_CONCURRENCY = 16  # users probed at once (each probe is one request for one mailbox)
+SWEEP_CONCURRENCY = 16  # users planned, and batches sent, at once
 PROBE_LEASE_SECONDS = 30.0
+
+Due = tuple[str, str, float]  # (user, stream, delay seconds)
 
 
 @dataclass
@@ -56,76 +76,145 @@ class SweepStats:
     advanced: int = 0  # idle streams whose new deltaLink was saved
     jobs: int = 0
     batches: int = 0
+    crm_peeks: int = 0  # reads of a CRM change feed
 
 
 @dataclass(frozen=True)
 class _Probe:
+    user: str
     stream: str
     cursor: Cursor
     url: str
 
 
 class DeltaProbe:
-    """Decides, per user, which streams need a job, with one `$batch` of delta reads."""
+    """Decides, per user, which streams need a job: state and CRM first, then Graph in `$batch`es."""
 
-    def __init__(self, state: StateStore, batch: GraphBatch) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        batch: GraphBatch,
+        crm: CrmPort | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._state = state
         self._batch = batch
+        self._crm = crm
+        self._clock = clock
 
-    async def due(self, config: UserConfig, stats: SweepStats) -> list[tuple[str, float]]:
-        """(stream, delay seconds) for each stream that needs a job now."""
+    async def plan(self, config: UserConfig, stats: SweepStats) -> tuple[list[Due], list[_Probe]]:
+        """The streams that need a job whatever Graph says, and the Graph probes for the others."""
         streams = config.streams()
-        probed = [s for s in streams if s.partition(":")[0] in PROBED_KINDS]
-        due: list[tuple[str, float]] = [(s, 0.0) for s in streams if s not in probed]
-        if not probed:
-            return due
-        cursors = await self._state.list_cursors(config.upn)
-        with_issues = {i.stream for i in await self._state.list_issues(config.upn)}
+        user = config.upn
+        due: list[Due] = [(user, s, 0.0) for s in streams if s.partition(":")[0] not in PROBED_KINDS]
+        cursors = await self._state.list_cursors(user)
+        # streams with items to retry (a contact that does not fit Outlook is an issue until it changes
+        # in the CRM, which the peek sees; only the contacts' `retry:` issues are retried by a job)
+        issues = {
+            i.stream
+            for i in await self._state.list_issues(user)
+            if i.stream != CONTACTS or i.item_key.startswith(CONTACTS_RETRY)
+        }
         probes: list[_Probe] = []
-        for stream in probed:
+        for stream in streams:
+            if stream.partition(":")[0] not in PROBED_KINDS:
+                continue
             cursor = cursors.get(stream)
             url = self._batch.relative_url(cursor.link) if cursor and cursor.link else None
-            if cursor is None or cursor.link_kind != "delta" or url is None or stream in with_issues:
-                due.append((stream, 0.0))
+            if cursor is None or url is None or await self._job_anyway(config, stream, cursor, issues, stats):
+                due.append((user, stream, 0.0))
             else:
-                probes.append(_Probe(stream, cursor, url))
-        for start in range(0, len(probes), MAX_BATCH):
-            due.extend(await self._probe(config, probes[start : start + MAX_BATCH], stats))
-        return due
+                probes.append(_Probe(user, stream, cursor, url))
+        return due, probes
 
-    async def _probe(
-        self, config: UserConfig, probes: Sequence[_Probe], stats: SweepStats
-    ) -> list[tuple[str, float]]:
+    async def _job_anyway(
+        self, config: UserConfig, stream: str, cursor: Cursor, issues: set[str], stats: SweepStats
+    ) -> bool:
+        """Does the stream need a job whatever its Graph delta says?"""
+        kind, now = stream.partition(":")[0], self._clock()
+        if cursor.link_kind != "delta" or stream in issues:
+            return True  # a round in progress, or items to retry
+        if kind == "contacts" and (cursor.extra.get("held") or not cursor.extra.get("folderId")):
+            return True  # held by the brake (an approval applies in the job), or the folder is unknown
+        if kind == "calendar" and (roll_over_due(cursor, now) or series_check_due(cursor, now)):
+            return True  # the window moves forward, or the series check is due
+        return await self._crm_changed(config, kind, cursor, stats)
+
+    async def _crm_changed(self, config: UserConfig, kind: str, cursor: Cursor, stats: SweepStats) -> bool:
+        """Has the CRM side of this stream changed since the cursor (True when it cannot tell)?"""
+        crm_cursor = cursor.extra.get("crmCursor")
+        if kind == "contacts":
+            if self._crm is None or not self._crm.capabilities.contact_change_feed or not crm_cursor:
+                return True
+            try:
+                stats.crm_peeks += 1
+                feed = await self._crm.contact_changes(config.owner, str(crm_cursor))
+            except CrmError as error:
+                logger.info(
+                    "sweep CRM peek failed (%s): the contacts stream gets a job", type(error).__name__
+                )
+                return True
+            return bool(feed.changes) or feed.snapshot
+        if kind == "calendar" and config.calendar_push_from_crm:
+            if self._crm is None:
+                return True
+            if not self._crm.capabilities.appointment_change_feed:
+                return False  # the push is off for this CRM: the stream reads Graph only
+            if not crm_cursor:
+                return True
+            try:
+                stats.crm_peeks += 1
+                changes, _ = await self._crm.appointment_changes(config.owner, str(crm_cursor))
+            except CrmError as error:
+                logger.info(
+                    "sweep CRM peek failed (%s): the calendar stream gets a job", type(error).__name__
+                )
+                return True
+            return bool(changes)
+        return False
+
+    async def due(self, config: UserConfig, stats: SweepStats) -> list[tuple[str, float]]:
+        """(stream, delay seconds) for each stream of one user that needs a job now."""
+        due, probes = await self.plan(config, stats)
+        for start in range(0, len(probes), MAX_BATCH):
+            due.extend(await self.probe(probes[start : start + MAX_BATCH], stats))
+        return [(stream, delay) for _, stream, delay in due]
+
+    async def probe(self, probes: Sequence[_Probe], stats: SweepStats) -> list[Due]:
+        """One `$batch` (≤ 20 probes, of one user or several); the streams that need a job."""
+        if not probes:
+            return []
         stats.batches += 1
         stats.probed += len(probes)
         requests = [SubRequest(str(i), p.url, headers={"Prefer": PROBE_PREFER}) for i, p in enumerate(probes)]
         try:
-            answers = await self._batch.send(config.upn, requests)
+            answers = await self._batch.send(probes[0].user, requests)
         except GraphThrottled as error:
-            return [(p.stream, max(0.0, error.retry_after or 0.0)) for p in probes]
+            return [(p.user, p.stream, max(0.0, error.retry_after or 0.0)) for p in probes]
         except GraphError as error:  # denied, expired, unreachable: the jobs report it on the user's row
             logger.info("sweep probe failed status=%s: every probed stream gets a job", error.status)
-            return [(p.stream, 0.0) for p in probes]
-        due: list[tuple[str, float]] = []
+            return [(p.user, p.stream, 0.0) for p in probes]
+        due: list[Due] = []
         for i, probe in enumerate(probes):
             answer = answers.get(str(i))
             body = answer.body if answer is not None and isinstance(answer.body, dict) else {}
             new_link = body.get("@odata.deltaLink")
             if answer is None or not answer.ok:
                 wait = parse_retry_after(answer.header("Retry-After")) if answer is not None else None
-                due.append(
-                    (probe.stream, wait if answer is not None and answer.status == 429 and wait else 0.0)
-                )
+                delay = wait if answer is not None and answer.status == 429 and wait else 0.0
+                due.append((probe.user, probe.stream, delay))
             elif body.get("value") or body.get("@odata.nextLink") or not isinstance(new_link, str):
-                due.append((probe.stream, 0.0))  # changes: the job re-reads them from the stored link
+                due.append((probe.user, probe.stream, 0.0))  # changes: the job re-reads them
             else:
                 stats.idle += 1
-                if not await self._advance(config.upn, probe, new_link, stats):
-                    due.append((probe.stream, 0.0))
+                if not await self._advance(probe, new_link, stats):
+                    due.append((probe.user, probe.stream, 0.0))
         return due
 
-    async def _advance(self, user: str, probe: _Probe, link: str, stats: SweepStats) -> bool:
+    async def _advance(self, probe: _Probe, link: str, stats: SweepStats) -> bool:
         """Save the idle answer's deltaLink under the lease. False when a job must run after all."""
+        user = probe.user
         lease = await self._state.acquire(
             user, probe.stream, "sweep-" + uuid.uuid4().hex, PROBE_LEASE_SECONDS
         )
@@ -149,8 +238,27 @@ class DeltaProbe:
         return not run_again
 
 
+def pack(groups: Sequence[Sequence[_Probe]], size: int = MAX_BATCH) -> list[list[_Probe]]:
+    """Batches of ≤ `size` probes, in order: a user's probes stay together unless they alone exceed a
+    batch (then they fill batches of their own); several users share a batch."""
+    batches: list[list[_Probe]] = []
+    current: list[_Probe] = []
+    for group in groups:
+        if len(group) > size:
+            for start in range(0, len(group), size):
+                batches.append(list(group[start : start + size]))
+            continue
+        if len(current) + len(group) > size:
+            batches.append(current)
+            current = []
+        current.extend(group)
+    if current:
+        batches.append(current)
+    return batches
+
+
 class Sweeper:
-    """Plans the sweep for the enabled users, probing several users at once, and enqueues the jobs."""
+    """Plans the sweep for the enabled users, probes their streams in packed `$batch`es, enqueues jobs."""
 
     def __init__(self, queue: JobQueue, probe: DeltaProbe, *, concurrency: int = SWEEP_CONCURRENCY) -> None:
         self._queue = queue
@@ -160,24 +268,38 @@ class Sweeper:
 
     async def sweep(self, configs: Sequence[UserConfig]) -> list[Job]:
         stats = SweepStats(users=len(configs))
-        jobs: list[Job] = []
         slots = asyncio.Semaphore(self._concurrency)
+        due: list[Due] = []
 
-        async def one(config: UserConfig) -> None:
+        async def plan(config: UserConfig) -> list[_Probe]:
             async with slots:
                 try:
-                    due = await self._probe.due(config, stats)
+                    now, probes = await self._probe.plan(config, stats)
                 except (StateError, GraphError) as error:
                     logger.info(
-                        "sweep probe failed (%s): every stream of the user gets a job", type(error).__name__
+                        "sweep plan failed (%s): every stream of the user gets a job", type(error).__name__
                     )
-                    due = [(s, 0.0) for s in config.streams()]
-                for stream, delay in due:
-                    job = Job(user=config.upn, stream=stream, reason="sweep")
-                    await self._queue.enqueue(job, delay_seconds=delay)
-                    jobs.append(job)
+                    now, probes = [(config.upn, s, 0.0) for s in config.streams()], []
+                due.extend(now)
+                return probes
 
-        await asyncio.gather(*(one(c) for c in configs))
+        async def probe(batch: list[_Probe]) -> None:
+            async with slots:
+                try:
+                    due.extend(await self._probe.probe(batch, stats))
+                except (StateError, GraphError) as error:
+                    logger.info("sweep probe failed (%s): its streams get a job", type(error).__name__)
+                    due.extend((p.user, p.stream, 0.0) for p in batch)
+
+        groups = await asyncio.gather(*(plan(c) for c in configs))
+        await asyncio.gather(*(probe(b) for b in pack(groups)))
+        jobs = [Job(user=user, stream=stream, reason="sweep") for user, stream, _ in due]
+
+        async def enqueue(job: Job, delay: float) -> None:
+            async with slots:
+                await self._queue.enqueue(job, delay_seconds=delay)
+
+        await asyncio.gather(*(enqueue(job, d[2]) for job, d in zip(jobs, due, strict=True)))
         stats.jobs = len(jobs)
         self.last = stats
         return jobs
