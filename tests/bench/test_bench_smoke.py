@@ -29,7 +29,7 @@ def test_every_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
 
     sweep = results["idle_sweep"]
     assert sweep["per_stream_jobs"]["graph_requests_per_user"] == 2.0
-    assert sweep["batch_probe"]["graph_requests_per_user"] == 1.0
+    assert sweep["batch_probe"]["graph_requests_per_user"] <= 1.0  # users share $batches of 20
     assert sweep["batch_probe"]["jobs"] == sweep["batch_probe_again"]["jobs"] == 0
     assert sweep["after_one_new_message"]["jobs"] == ["user00000@contoso.test|mail:inbox"]
     assert sweep["after_one_new_message"]["journals_in_crm"] == 1
