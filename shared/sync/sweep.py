@@ -174,13 +174,6 @@ class DeltaProbe:
             return bool(changes)
         return False
 
-    async def due(self, config: UserConfig, stats: SweepStats) -> list[tuple[str, float]]:
-        """(stream, delay seconds) for each stream of one user that needs a job now."""
-        due, probes = await self.plan(config, stats)
-        for start in range(0, len(probes), MAX_BATCH):
-            due.extend(await self.probe(probes[start : start + MAX_BATCH], stats))
-        return [(stream, delay) for _, stream, delay in due]
-
     async def probe(self, probes: Sequence[_Probe], stats: SweepStats) -> list[Due]:
         """One `$batch` (≤ 20 probes, of one user or several); the streams that need a job."""
         if not probes:
