@@ -26,6 +26,8 @@ Entity = dict[str, Any]
 KEY_COLUMNS = ("PartitionKey", "RowKey")
 MAX_STRING_CHARS = 32 * 1024  # 64 KiB of UTF-16
 MAX_BATCH = 100  # operations per entity-group transaction (Azure's limit)
+# Row keys per point-read query: Azure allows at most 15 comparisons in a $filter, one is the partition's.
+MAX_ROWS_PER_QUERY = 14
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,18 @@ class EntityTables(Protocol):
 
     async def upsert_batch(self, table: str, entities: Sequence[Entity]) -> None:
         """Replace-upsert up to MAX_BATCH rows of one partition in one entity-group transaction."""
+        ...
+
+    async def get_many(self, table: str, partition_key: str, row_keys: Sequence[str]) -> list[Row]:
+        """The rows of one partition with these row keys (those that exist): one query per
+        MAX_ROWS_PER_QUERY keys."""
+        ...
+
+    async def transact(self, table: str, writes: Sequence[tuple[Entity, str]]) -> list[str]:
+        """Up to MAX_BATCH conditional writes to distinct rows of one partition, all or nothing, in one
+        entity-group transaction: `(entity, "")` inserts a row that must not exist, `(entity, etag)`
+        replaces a row whose ETag is still `etag`. Returns the new ETags in order; raises
+        ConcurrencyError (and writes nothing) when any condition fails."""
         ...
 
     async def aclose(self) -> None: ...

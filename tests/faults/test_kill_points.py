@@ -29,8 +29,8 @@ MESSAGES = 12
 PAGE_SIZE = 5  # three pages
 KILL_POINTS = [
     "graph.read_page:1:after",  # after a Graph page
-    "crm.upsert_journal:3:after",  # after a CRM write (applied, the answer never used)
-    "state.put_key:3:after",  # after a key (link) write
+    "crm.upsert_journals:2:after",  # after a page's CRM write (applied, the answer never used)
+    "state.put_keys:2:after",  # after a page's key rows were written
     "state.save_cursor:2:before",  # before the cursor save of the second page
     "queue.delete:1:before",  # the job is done, its queue message not yet deleted
 ]
