@@ -154,6 +154,7 @@ class BottleCrmConnector:
         self._unmatched_name = unmatched_account_name
         self._gate = asyncio.Semaphore(concurrency)
         self._setup_lock = asyncio.Lock()
+        self._account_lock = asyncio.Lock()  # journals written side by side make the account once
         self._fields_ready: set[str] = set()
         self._profiles: dict[str, str] = {}  # lower-cased e-mail -> profile id
         self._unmatched_account = ""
@@ -307,7 +308,10 @@ class BottleCrmConnector:
                 self._unmatched_account = str(made["id"])
             return self._unmatched_account
 
-        return await self._steps(step)
+        async with self._account_lock:
+            if self._unmatched_account:
+                return self._unmatched_account
+            return await self._steps(step)
 
     # -----------------------------------------------------------------------------------------
     # People and contacts
