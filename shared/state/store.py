@@ -8,7 +8,7 @@ Rows and columns (keys are made by `shared/state/keys.py`; every row also keeps 
 | SyncCursors       | user            | stream                 | Link, LinkKind, RoundStarted, Window*  |
 | SyncLeases        | user            | stream                 | Owner, Expires, Ttl, Pending, QueuedAt |
 | SyncLinks         | user            | stream + "|" + item id | CrmKey, ChangeKey, *Fingerprint, Extra |
-| SyncKeys          | sha256(key)[:1] | key                    | CrmRef, Mailboxes, People, Fingerprint |
+| SyncKeys          | sha256(key) % 4 | key                    | CrmRef, Mailboxes, People, Fingerprint |
 | SyncSubscriptions | user            | resource               | Stream, SubscriptionId, ClientState    |
 |                   | "%id"           | subscription id        | the same record (notification lookup)  |
 | SyncIssues        | user            | item key               | Stream, Reason, Attempts, First/LastSeen |
