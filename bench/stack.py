@@ -25,7 +25,7 @@ from emulators.crm.launcher import ReferenceCrm, reference_crm
 from emulators.graph.launcher import GraphEmulator, graph_emulator
 from emulators.graph.sample import COMPANIES, generate
 from shared.config import Settings
-from shared.state.entities import MAX_ROWS_PER_QUERY, Entity, Row
+from shared.state.entities import Entity, Row
 from shared.state.store import EntityStateStore
 from shared.state.tables import AzureTables
 
@@ -171,7 +171,7 @@ class CountingTables:
         await self._inner.upsert_batch(table, entities)
 
     async def get_many(self, table: str, partition_key: str, row_keys: Sequence[str]) -> list[Row]:
-        self._count("query", max(1, math.ceil(len(set(row_keys)) / MAX_ROWS_PER_QUERY)))
+        self._count("get", len(set(row_keys)))
         return await self._inner.get_many(table, partition_key, row_keys)
 
     async def transact(self, table: str, writes: Sequence[tuple[Entity, str]]) -> list[str]:

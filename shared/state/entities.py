@@ -26,8 +26,6 @@ Entity = dict[str, Any]
 KEY_COLUMNS = ("PartitionKey", "RowKey")
 MAX_STRING_CHARS = 32 * 1024  # 64 KiB of UTF-16
 MAX_BATCH = 100  # operations per entity-group transaction (Azure's limit)
-# Row keys per point-read query: Azure allows at most 15 comparisons in a $filter, one is the partition's.
-MAX_ROWS_PER_QUERY = 14
 
 
 @dataclass(frozen=True)
@@ -91,8 +89,7 @@ class EntityTables(Protocol):
         ...
 
     async def get_many(self, table: str, partition_key: str, row_keys: Sequence[str]) -> list[Row]:
-        """The rows of one partition with these row keys (those that exist): one query per
-        MAX_ROWS_PER_QUERY keys."""
+        """The rows of one partition with these row keys (those that exist), read side by side."""
         ...
 
     async def transact(self, table: str, writes: Sequence[tuple[Entity, str]]) -> list[str]:

@@ -19,7 +19,6 @@ from shared.model import Job
 from shared.state.entities import (
     KEY_COLUMNS,
     MAX_BATCH,
-    MAX_ROWS_PER_QUERY,
     MAX_STRING_CHARS,
     Entity,
     Row,
@@ -138,13 +137,11 @@ class MemoryTables:
     async def get_many(self, table: str, partition_key: str, row_keys: Sequence[str]) -> list[Row]:
         rows = self._table(table)
         found: list[Row] = []
-        wanted = list(dict.fromkeys(row_keys))
-        for start in range(0, len(wanted), MAX_ROWS_PER_QUERY):
-            await _io()  # one query per chunk, as Azure's filter limit makes it
-            for row_key in wanted[start : start + MAX_ROWS_PER_QUERY]:
-                hit = rows.get((partition_key, row_key))
-                if hit is not None:
-                    found.append(Row(dict(hit[0]), hit[1]))
+        for row_key in dict.fromkeys(row_keys):
+            await _io()  # a point read each, as the Table adapter makes them
+            hit = rows.get((partition_key, row_key))
+            if hit is not None:
+                found.append(Row(dict(hit[0]), hit[1]))
         return found
 
     async def transact(self, table: str, writes: Sequence[tuple[Entity, str]]) -> list[str]:

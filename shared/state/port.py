@@ -213,7 +213,7 @@ class KeyStore(Protocol):
     async def get_key(self, key: str) -> KeyRecord | None: ...
 
     async def get_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
-        """The rows of these keys that exist, by key: `get_key` for many, in a few queries per partition."""
+        """The rows of these keys that exist, by key: `get_key` for many, read side by side."""
         ...
 
     async def put_key(self, record: KeyRecord) -> KeyRecord:

@@ -69,7 +69,7 @@ INDEX_PARTITION = "%id"  # SyncSubscriptions rows keyed by subscription id (neve
 MAX_ATTEMPTS = 10  # optimistic-concurrency retries before a ConcurrencyError
 MAX_BATCH_BYTES = 3_500_000  # a transaction's body must stay under 4 MiB
 POINT_READS = 16  # concurrent point reads in get_links
-KEY_REQUESTS = 8  # concurrent SyncKeys queries / transactions in get_keys and put_keys
+KEY_REQUESTS = 8  # partitions read / transactions written at once in get_keys and put_keys
 
 _T = TypeVar("_T")
 
