@@ -6,11 +6,8 @@ run per mailbox, so the killed runs go side by side."""
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +19,7 @@ from emulators.crm.launcher import ReferenceCrm
 from emulators.graph.launcher import GraphEmulator
 from shared.model import Job
 from shared.state.tables import TableStateStore
+from tests.faults.killing import Matrix, Outlook, env_for, spawn, untag
 from tests.integration.stack import TENANT_DOMAIN, comparable, unique_prefix
 
 pytestmark = pytest.mark.integration
@@ -36,16 +34,6 @@ KILL_POINTS = [
 ]
 
 
-def env_for(azurite: AzuriteStack, graph: GraphEmulator, crm: ReferenceCrm, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "GRAPH_BASE_URL": graph.base_url, "GRAPH_AUTH_MODE": "static-token",
-        "GRAPH_STATIC_TOKEN": "kill-test", "AzureWebJobsStorage": azurite.connection_string,
-        "CRM_BASE_URL": crm.base_url, "CRM_API_TOKEN": crm.token, "ORG_DOMAINS": TENANT_DOMAIN,
-        "PAGE_SIZE": str(PAGE_SIZE), **extra,
-    }  # fmt: skip
-
-
 def normalised(journals: list[dict[str, Any]], user: str) -> dict[str, Any]:
     tag = user.split("@")[0]
     out = {}
@@ -53,15 +41,6 @@ def normalised(journals: list[dict[str, Any]], user: str) -> dict[str, Any]:
         value = {**value, "key": key.replace(tag, "USER"), "owner": "", "seenBy": [], "to": []}
         out[key.replace(tag, "USER")] = value
     return out
-
-
-def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.faults.worker_main"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 async def test_a_worker_killed_at_each_checkpoint_ends_as_a_clean_run(
@@ -95,7 +74,7 @@ async def test_a_worker_killed_at_each_checkpoint_ends_as_a_clean_run(
             queue.send_message(base64.b64encode(Job(user, "mail:inbox", "sweep").to_json().encode()).decode())
             queues[user] = queue
 
-        base = env_for(azurite_stack, graph, crm_server, TABLE_PREFIX=prefix)
+        base = env_for(azurite_stack, graph, crm_server, TABLE_PREFIX=prefix, PAGE_SIZE=str(PAGE_SIZE))
         first = {
             user: spawn({**base, "JOB_QUEUE": f"{queue_base}-{n}", "KILL_AT": ([""] + KILL_POINTS)[n]})
             for n, user in enumerate(users)
@@ -125,3 +104,118 @@ async def test_a_worker_killed_at_each_checkpoint_ends_as_a_clean_run(
             queue.delete_queue()
             queue.close()
         await state.aclose()
+
+
+# -- contacts, both ways ---------------------------------------------------------------------------
+
+CONTACT_KILLS = [  # (in the first sync, in the second); the first sync links, the second edits both sides
+    ("graph.read_page:1:after", "graph.update:1:after"),  # after a Graph page / an Outlook update
+    ("crm.upsert_contact:2:after", "crm.upsert_contact:1:after"),  # a CRM write applied, answer lost
+    ("graph.create:2:after", "graph.delete:1:after"),  # Outlook written, the link row not
+    ("state.put_links:3:after", "state.delete_link:1:before"),  # after a link write / before unlinking
+    ("state.save_cursor:2:before", "state.save_cursor:1:before"),  # every effect applied, no cursor
+    ("queue.delete:1:before", "graph.create:1:after"),  # the job done, its message not deleted
+]
+
+
+def contacts_seed(outlook: Outlook, crm: ReferenceCrm, user: str) -> None:
+    """CRM contacts p0..p3 of the user, Outlook-only o0 and o1, and p0 on both sides already."""
+    tag = user.split("@")[0]
+    folder = outlook("POST", f"/users/{user}/contactFolders", {"displayName": "CRM Contacts"})["id"]
+    crm.add_people(
+        [{"kind": "contact", "owner": user, "displayName": f"Person {n}", "givenName": "Person",
+          "surname": str(n), "emails": [f"p{n}-{tag}@fabrikam.example"]} for n in range(4)]
+    )  # fmt: skip
+    made = [(f"Outlook {n}", f"o{n}-{tag}@northwind.example", {}) for n in range(2)]
+    made.append(("Person 0", f"P0-{tag}@fabrikam.example", {"jobTitle": "Buyer", "surname": "0"}))
+    for name, address, more in made:
+        contact = {"displayName": name, "emailAddresses": [{"address": address}], **more}
+        outlook("POST", f"/users/{user}/contactFolders/{folder}/contacts", contact)
+
+
+def contacts_folder(outlook: Outlook, user: str) -> list[dict[str, Any]]:
+    folders = outlook("GET", f"/users/{user}/contactFolders?$top=100")["value"]
+    folder = next(f["id"] for f in folders if f["displayName"] == "CRM Contacts")
+    return list(outlook("GET", f"/users/{user}/contactFolders/{folder}/contacts?$top=500")["value"])
+
+
+def contacts_edit(outlook: Outlook, crm: ReferenceCrm, user: str) -> None:
+    """Both sides change between the syncs: an Outlook edit and delete, CRM edits, a delete, an add."""
+    tag = user.split("@")[0]
+    mine = {c["emailAddresses"][0]["address"].lower(): c["id"] for c in contacts_folder(outlook, user)}
+    people = {p["emails"][0].lower(): p["id"] for p in crm.contacts(user)}
+    outlook("PATCH", f"/users/{user}/contacts/{mine[f'p1-{tag}@fabrikam.example']}", {"department": "Sales"})
+    outlook("DELETE", f"/users/{user}/contacts/{mine[f'o0-{tag}@northwind.example']}")
+    crm.update_person(people[f"p2-{tag}@fabrikam.example"], jobTitle="Manager")
+    crm.update_person(people[f"p1-{tag}@fabrikam.example"], mobilePhone="+1 555 0101")
+    crm.delete_person(people[f"p3-{tag}@fabrikam.example"])
+    crm.add_person(f"late-{tag}@fabrikam.example", name="Late Comer", owner=user)
+
+
+async def contacts_end(
+    outlook: Outlook, crm: ReferenceCrm, state: TableStateStore, user: str
+) -> dict[str, Any]:
+    """Both sides, the link rows (which contact is linked to which, and whether the row knows each
+    side's current version) and the cursor, with the user's own name taken out."""
+    fields = ("displayName", "givenName", "surname", "jobTitle", "department", "mobilePhone")
+    folder = {c["id"]: c for c in contacts_folder(outlook, user)}
+    people = {p["id"]: p for p in crm.contacts(user)}
+
+    def address(record: dict[str, Any] | None, emails: list[str]) -> str:
+        return emails[0].lower() if record is not None and emails else "MISSING"
+
+    links = []
+    for link in await state.list_links(user, "contacts"):
+        contact, person = folder.get(link.item_id), people.get(link.crm_key)
+        links.append((
+            address(contact, [a["address"] for a in (contact or {}).get("emailAddresses", [])]),
+            address(person, (person or {}).get("emails", [])),
+            contact is not None and link.change_key == contact["changeKey"],
+            person is not None and link.extra.get("crmVersion") == str(person["seq"]),
+        ))  # fmt: skip
+    dropped = [address(people.get(d.item_id), people.get(d.item_id, {}).get("emails", []))
+               for d in await state.list_links(user, "contacts-dropped")]  # fmt: skip
+    cursor = await state.get_cursor(user, "contacts")
+    return untag({
+        "outlook": sorted((sorted(a["address"].lower() for a in c["emailAddresses"]),
+                           *(c.get(f) or "" for f in fields)) for c in folder.values()),
+        "crm": sorted((sorted(e.lower() for e in p["emails"]), *(p.get(f) or "" for f in fields))
+                      for p in people.values()),
+        "links": sorted(links), "dropped": sorted(dropped),
+        "cursor": (cursor.link_kind, bool(cursor.link), bool(cursor.extra.get("crmCursor")),
+                   next(iter(folder.values()), {}).get("parentFolderId") == cursor.extra.get("folderId")),
+    }, user)  # fmt: skip
+
+
+async def test_a_contacts_worker_killed_at_each_checkpoint_ends_as_a_clean_run(
+    azurite_stack: AzuriteStack, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    users = [f"contacts-kill-{n}@{TENANT_DOMAIN}" for n in range(len(CONTACT_KILLS) + 1)]
+    matrix = await Matrix.open(azurite_stack, graph, crm_server, users, page_size=3)
+    outlook = Outlook(graph)
+    try:
+        for user in users:
+            graph.control.add_user(user)
+            await matrix.state.put_config(user, {"Enabled": True, "Mail": False, "Contacts": True})
+            contacts_seed(outlook, crm_server, user)
+        ends: list[dict[str, Any]] = []
+        for phase, kills in enumerate(zip(*CONTACT_KILLS, strict=True)):
+            if phase == 1:
+                for user in users:
+                    contacts_edit(outlook, crm_server, user)
+            matrix.phase([Job("", "contacts")], kills, offset=7200.0 * phase)
+            ends = [await contacts_end(outlook, crm_server, matrix.state, user) for user in users]
+            for point, end in zip(kills, ends[1:], strict=True):
+                assert end == ends[0], f"sync {phase + 1} killed at {point}"
+        clean = ends[0]
+        assert (
+            len(clean["outlook"]) == 5 and len(clean["crm"]) == 6
+        )  # o0 unlinked in Outlook, kept in the CRM
+        assert len(clean["links"]) == 5 and all(all(link[2:]) for link in clean["links"])
+        assert clean["dropped"] == ["o0-USER@northwind.example"]
+        assert clean["cursor"] == ("delta", True, True, True)
+    finally:
+        outlook.close()
+        await matrix.close()
