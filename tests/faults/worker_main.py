@@ -138,5 +138,27 @@ async def drain(queue: QueueClient, engine: Engine, kill: KillAt, outcomes: list
         queue.delete_message(message)
 
 
+def warm() -> None:
+    """Import what a worker imports on its first Graph answer (kiota's models, about 2 s of CPU): done
+    once in the fork server (tests/faults/worker_preload.py), not in every killed worker."""
+    from msgraph.generated.models.contact import Contact
+    from msgraph.generated.models.contact_folder import ContactFolder
+    from msgraph.generated.models.event import Event
+
+    for model in (Contact(), ContactFolder(), Event()):
+        model.get_field_deserializers()
+
+
+def child(env: dict[str, str], log: str) -> None:
+    """A worker forked from the fork server (tests/faults/killing.py): its own process, its output in
+    `log`, killed by SIGKILL like any other."""
+    with open(log, "ab") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.exit(asyncio.run(main()))
+
+
 if __name__ == "__main__":
     sys.exit(asyncio.run(main()))
