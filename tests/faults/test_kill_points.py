@@ -182,9 +182,12 @@ async def test_a_contacts_worker_killed_at_each_checkpoint_ends_as_a_clean_run(
                      for point, end in zip(kills, ends[1:], strict=True) if end != ends[0]]  # fmt: skip
             assert not wrong, "\n".join(wrong)
         clean = ends[0]
-        assert (
-            len(clean["outlook"]) == 5 and len(clean["crm"]) == 6
-        )  # o0 unlinked in Outlook, kept in the CRM
+        outlook_side = {c[0][0].split("-")[0]: c for c in clean["outlook"]}
+        assert sorted(outlook_side) == ["late", "o1", "p0", "p1", "p2"]
+        assert outlook_side["p1"][5:7] == ("Sales", "+1 555 0101")  # merged from both sides
+        assert (outlook_side["p0"][4], outlook_side["p2"][4]) == ("Buyer", "Manager")
+        # o0, deleted in Outlook, is unlinked and kept in the CRM; p3, deleted in the CRM, left Outlook
+        assert sorted(c[0][0].split("-")[0] for c in clean["crm"]) == ["late", "o0", "o1", "p0", "p1", "p2"]
         assert len(clean["links"]) == 5 and all(all(link[2:]) for link in clean["links"])
         assert clean["dropped"] == ["o0-USER@northwind.example"]
         assert clean["cursor"] == ("delta", True, True, True)
