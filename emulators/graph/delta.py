@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -206,30 +206,34 @@ def run_ordered_page(
     log: ChangeLog,
     cursor: Cursor,
     *,
-    ordered: list[tuple[str, str, int]],
+    ordered: Sequence[tuple[Any, str, int]],
     limit: int,
     link: str,
     emit: Emit,
     cap: int = 0,
+    encode: Callable[[Any], str] = str,
+    decode: Callable[[str], Any] = str,
 ) -> Page:
     """A page of a first round with `$orderby`: the initial contents in the order of `ordered`
-    ((sort key, key, seq), sorted descending), resuming after the last one served (kept in the token as
-    `options["after"]`), then the changes made while the round ran, in log order (`run_page`). The cap
-    counts items in that order, so a capped round returns the first `cap` of them."""
+    ((sort key, key, seq), sorted descending), resuming after the last one served (kept in the token
+    as `options["after"]`, the sort key as `encode` writes it), then the changes made while the round
+    ran, in log order (`run_page`). The cap counts items in that order, so a capped round returns the
+    first `cap` of them."""
     after = cursor.options.get("after")
     if cursor.base != 0 or after == "done":
         return run_page(states, log, cursor, limit=limit, link=link, emit=emit, cap=cap)
     value: list[dict[str, Any]] = []
     scanned = 0
+    resume = (decode(after[0]), after[1]) if after is not None else None
     for sort_key, key, seq in ordered:
-        if after is not None and (sort_key, key) >= (after[0], after[1]):
+        if resume is not None and (sort_key, key) >= resume:
             continue
         if cap and cursor.sent >= cap:
             break
         if len(value) >= limit or scanned >= limit + SCAN_LIMIT:
             return Page(value, next_link=f"{link}?$skiptoken={quote(states.issue(cursor))}")
         scanned += 1
-        cursor.options["after"] = [sort_key, key]
+        cursor.options["after"] = [encode(sort_key), key]
         items = emit(seq, key, "upsert", cursor)
         if items:
             value.extend(items)

@@ -8,7 +8,7 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from emulators.graph import delta
@@ -468,7 +468,7 @@ def message_delta(ctx: Ctx) -> Response:
         # capped round returns the newest messages (graph-behaviour.md 1.2, `$orderby`)
         ordered = sorted(
             (
-                (_sort_key(m.received), key, m.created_seq)  # in the initial contents: seq ≤ origin
+                (m.received, key, m.created_seq)  # in the initial contents: seq ≤ origin
                 for key, m in folder.messages.items()
                 if m.created_seq <= cursor.origin
             ),
@@ -476,17 +476,13 @@ def message_delta(ctx: Ctx) -> Response:
         )
         page = delta.run_ordered_page(
             emu.states, folder.log, cursor, ordered=ordered, limit=delta.page_size(req), link=link,
-            emit=emit, cap=cap,
+            emit=emit, cap=cap, encode=datetime.isoformat, decode=datetime.fromisoformat,
         )  # fmt: skip
     else:
         page = delta.run_page(
             emu.states, folder.log, cursor, limit=delta.page_size(req), link=link, emit=emit, cap=cap
         )
     return view.applied(Response(200, page.body(context(req, "Collection(message)"))))
-
-
-def _sort_key(received: datetime) -> str:
-    return received.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 _FILTER = re.compile(r"^\s*receivedDateTime\s+(ge|gt)\s+'?([0-9T:\-.+Z]+)'?\s*$", re.I)
@@ -561,13 +557,17 @@ def _list_order(req: Request) -> list[tuple[str, bool]]:
 
 
 def _order_value(m: Message, view: View, prop: str) -> tuple[bool, Any]:
-    if prop == "receivedDateTime":
-        return (True, m.received)
     value = _filter_value(m, view, prop)
     return (value is not None, value if not isinstance(value, dict | list) else str(value))
 
 
+_INSTANTS = {"receivedDateTime": "received", "sentDateTime": "sent", "createdDateTime": "created",
+             "lastModifiedDateTime": "modified"}  # fmt: skip
+
+
 def _filter_value(m: Message, view: View, prop: str) -> Any:
+    if prop in _INSTANTS:  # compared as instants (not rendered and parsed back for every message)
+        return getattr(m, _INSTANTS[prop])
     return view.id_of(m) if prop == "id" else _message_prop(m, prop, view)
 
 

@@ -147,6 +147,11 @@ def _literal(raw: str) -> Any:
 def _compare(left: Any, op: str, right: Any) -> bool:
     if isinstance(left, str) and isinstance(right, datetime):
         left = parse_dt(left)
+    if isinstance(left, datetime) and isinstance(right, str):
+        try:
+            right = parse_dt(right)
+        except GraphError:
+            left = left.isoformat()
     if isinstance(left, str) and isinstance(right, str):
         left, right = left.casefold(), right.casefold()
     if op == "eq":
