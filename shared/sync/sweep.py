@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from shared.errors import ConcurrencyError, CrmError, GraphError, GraphThrottled, StateError
+from shared.errors import ConcurrencyError, GraphError, GraphThrottled, StateError
 from shared.graph.batch import MAX_BATCH, GraphBatch, SubRequest
 from shared.model import Job
 from shared.retry_after import parse_retry_after
@@ -150,7 +150,7 @@ class DeltaProbe:
             try:
                 stats.crm_peeks += 1
                 feed = await self._crm.contact_changes(config.owner, str(crm_cursor))
-            except CrmError as error:
+            except Exception as error:  # CRM down or refusing, or a transport error: the job tells
                 logger.info(
                     "sweep CRM peek failed (%s): the contacts stream gets a job", type(error).__name__
                 )
@@ -166,7 +166,7 @@ class DeltaProbe:
             try:
                 stats.crm_peeks += 1
                 changes, _ = await self._crm.appointment_changes(config.owner, str(crm_cursor))
-            except CrmError as error:
+            except Exception as error:  # CRM down or refusing, or a transport error: the job tells
                 logger.info(
                     "sweep CRM peek failed (%s): the calendar stream gets a job", type(error).__name__
                 )
