@@ -266,6 +266,7 @@ class CalendarStream:
                 stats.skipped += 1
                 result.decisions.append(self._decision(config, key, event.id, "skipped", verdict.reason))
         matches = await self._lookup(config, [e for e, _, _ in candidates])
+        chosen: list[tuple[OutlookEvent, str, OutlookEvent | None, tuple[PersonRef, ...], str]] = []
         for event, key, master in candidates:
             people = plan.people_on(event, config.upn, matches)
             verdict = plan.select(config.calendar_policy, config.calendar_category, people)
@@ -273,7 +274,15 @@ class CalendarStream:
                 stats.skipped += 1
                 result.decisions.append(self._decision(config, key, event.id, "skipped", verdict.reason))
                 continue
-            await self._capture(config, event, key, master, people, verdict.reason, stats, result)
+            chosen.append((event, key, master, people, verdict.reason))
+        # A meeting seen for the first time is linked before its appointment is written: a worker that
+        # dies between the CRM write and the page's links would otherwise leave an appointment no link
+        # leads to, which the meeting's later deletion (or a fresh round's reconciliation) never finds.
+        first = [self._link(config, e, k, m, result.round) for e, k, m, _, _ in chosen if e.id not in links]
+        if first:
+            await self._state.put_links(first)
+        for event, key, master, people, reason in chosen:
+            await self._capture(config, event, key, master, people, reason, stats, result)
 
     async def _capture(
         self,
@@ -308,12 +317,18 @@ class CalendarStream:
         result.consecutive_crm_failures = 0
         stats.captured += int(written)
         stats.unchanged += int(not written)
-        result.links[event.id] = Link(
+        result.links[event.id] = self._link(config, event, key, master, result.round)
+        result.decisions.append(self._decision(config, key, event.id, "synced", reason, crm_key=key))
+
+    @staticmethod
+    def _link(
+        config: UserConfig, event: OutlookEvent, key: str, master: OutlookEvent | None, round_id: str
+    ) -> Link:
+        return Link(
             config.upn, STREAM, event.id, crm_key=key, change_key=event.change_key,
             extra={"series": master.id if master else "", "start": event.start.isoformat(),
-                   "end": event.end.isoformat(), "round": result.round},
+                   "end": event.end.isoformat(), "round": round_id},
         )  # fmt: skip
-        result.decisions.append(self._decision(config, key, event.id, "synced", reason, crm_key=key))
 
     async def _write(self, appointment: Appointment, mailbox: str) -> bool:
         return await write_keyed(
