@@ -37,7 +37,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from shared.errors import GraphNotFound
 from shared.graph.client import GraphCaller
 from shared.model import Address, Attendee, CrmAppointmentChange
-from shared.sync.calendar_plan import EventChange, EventRemoved, OutlookEvent
+from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX, EventChange, EventRemoved, OutlookEvent
 
 _ERRORS: dict[str, Any] = {"XXX": ODataError}
 
@@ -141,7 +141,7 @@ class GraphCalendar:
         """Create the event for a CRM appointment. `transactionId` makes a retried POST idempotent
         in Exchange. Returns (event id, changeKey)."""
         event = _event_body(change)
-        event.transaction_id = f"crm-{change.ref.id}"[:100]
+        event.transaction_id = f"{PUSH_TRANSACTION_PREFIX}{change.ref.id}"[:100]
         builder = self._client.users.by_user_id(user).events
         config = self._config()
         created = await self._caller.call(user, lambda: builder.post(event, request_configuration=config))
@@ -292,4 +292,5 @@ def _to_event(item: Json) -> OutlookEvent:
         is_cancelled=bool(item.get("isCancelled")),
         is_draft=bool(item.get("isDraft")),
         skeletal=skeletal,
+        transaction_id=str(item.get("transactionId") or ""),
     )
