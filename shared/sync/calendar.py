@@ -566,7 +566,12 @@ class CalendarStream:
         if link is not None and link.crm_fingerprint == wanted:
             return
         event_id = link.extra.get("eventId", "") if link is not None else ""
+        # A create was started and its outcome never recorded (the worker died): Graph answers the same
+        # transactionId with the event it may have made, which then needs this change too.
+        unsure = link is not None and bool(link.extra.get("pending"))
         if change.cancelled:
+            if not event_id and unsure:
+                event_id, _ = await self._source.create_event(user, change)
             if event_id:
                 await self._source.delete_event(user, event_id)
                 await self._state.delete_link(user, STREAM, event_id)
@@ -580,7 +585,13 @@ class CalendarStream:
                 await self._state.put_links([replace(link, crm_fingerprint=wanted)])
                 return
         else:
+            if not unsure:
+                await self._state.put_links(
+                    [Link(user, PUSH_STREAM, change.ref.id, extra={"eventId": "", "pending": True})]
+                )
             event_id, change_key = await self._source.create_event(user, change)
+            if unsure:
+                change_key = await self._source.update_event(user, event_id, change) or change_key
         stats.pushed += 1
         await self._state.put_links(
             [
