@@ -318,6 +318,8 @@ async def test_the_push_creates_once_updates_and_deletes(cal: CalendarHarness) -
     assert again == made and change_key
     pages, delta = await round_of(cal.source, delta)
     pushed = event(by_id(pages)[made])
+    assert pushed.transaction_id == "crm-a-000007"  # how the stream knows its own events (no echo)
+    assert (await cal.source.get_event(ANN, made)) == pushed
     assert (pushed.subject, pushed.start, pushed.attendees, pushed.location) == (
         "Site visit",
         at(2, 13),

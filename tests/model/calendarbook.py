@@ -30,7 +30,7 @@ from shared.errors import GraphNotFound
 from shared.graph.calendar import EventPage
 from shared.graph.client import GraphCaller
 from shared.model import Address, Attendee, CrmAppointmentChange
-from shared.sync.calendar_plan import EventChange, EventRemoved, OutlookEvent
+from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX, EventChange, EventRemoved, OutlookEvent
 from tests.model.faults import Faults, api_error, decode, encode
 
 T = TypeVar("T")
@@ -262,7 +262,7 @@ class InMemoryCalendar:
         def write() -> tuple[str, str]:
             self.faults.gate(user, "create_event")
             upn = user.lower()
-            transaction = f"crm-{change.ref.id}"[:100]
+            transaction = f"{PUSH_TRANSACTION_PREFIX}{change.ref.id}"[:100]
             for event in self._events[upn].values():  # a retried create: the event it already made
                 if event.transaction_id == transaction and not event.deleted:
                     return event.id, event.change_key
@@ -364,6 +364,7 @@ class InMemoryCalendar:
             "organizer": Address(event.organizer, ""),
             "attendees": tuple(Attendee(Address(a, a)) for a in event.attendees),
             "is_cancelled": event.is_cancelled,
+            "transaction_id": event.transaction_id,
         }
 
     def _master(self, event: _Event) -> OutlookEvent:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.model.machine import Crash, with_world
+from tests.model.pim import PHONES
+from tests.model.pim import with_world as pim_world
 from tests.model.world import ANN, DAN, TEMPLATES, MemoryWorld
 
 Model = with_world(MemoryWorld)
@@ -101,3 +103,146 @@ def test_throttling_requeues_and_the_queued_job_finishes() -> None:
         ("graph_fault", ("429-fractional", 1)),
         ("two_workers_one_job", (ANN, "mail:inbox")),
     ])  # fmt: skip
+
+
+# -- contacts and calendar (tests/model/pim.py) -------------------------------------------------------
+
+Pim = pim_world(MemoryWorld)
+CAL_GAPS: list[Crash] = [
+    ("graph.read_page", 1, True),
+    ("crm.find_people", 1, True),
+    ("state.get_key", 1, False),
+    ("crm.upsert_appointment", 1, False),
+    ("crm.upsert_appointment", 1, True),  # the CRM applied it, the answer was lost
+    ("state.put_key", 1, False),  # found by the model: the appointment had no link yet
+    ("state.put_key", 1, True),
+    ("state.put_links", 1, True),
+    ("state.put_links", 2, False),
+    ("state.record_decisions", 1, True),
+    ("state.save_cursor", 1, False),
+    ("state.save_cursor", 1, True),
+    ("crm.appointment_changes", 1, True),
+    ("graph.create_event", 1, False),
+    ("graph.create_event", 1, True),  # the push made the event, its links were never written
+] + [("*", n, after) for n in range(1, 30, 2) for after in (False, True)]
+CONTACT_GAPS: list[Crash] = [
+    ("graph.read_page", 1, True),
+    ("crm.contact_changes", 1, True),
+    ("crm.upsert_contact", 1, False),
+    ("crm.upsert_contact", 1, True),  # the CRM created it, the answer was lost
+    ("graph.create", 1, False),
+    ("graph.create", 1, True),  # Outlook created it, the link was never written
+    ("graph.update", 1, True),
+    ("graph.delete", 1, True),
+    ("state.put_links", 1, False),
+    ("state.put_links", 2, True),
+    ("state.delete_link", 1, False),
+    ("state.save_cursor", 1, False),
+    ("state.save_cursor", 2, True),
+] + [("*", n, after) for n in range(1, 30, 2) for after in (False, True)]
+
+
+def run_pim(steps: list[tuple[str, tuple]], meetings: list[tuple] = (), contacts: list[tuple] = ()) -> None:  # type: ignore[assignment]
+    model = Pim()
+    try:
+        model.setup(list(meetings), list(contacts))
+        for name, args in steps:
+            getattr(model, name)(*args)
+            model.contacts_are_never_lost_or_duplicated()
+            model.appointments_are_never_deleted_or_duplicated()
+            model.cursors_never_go_backwards()
+    except BaseException:
+        model.loop.close()
+        raise
+    model.teardown()
+
+
+def ids(gaps: list[Crash]) -> list[str]:
+    return [f"{c[0]}#{c[1]}{'-after' if c[2] else ''}" for c in gaps if c]
+
+
+@pytest.mark.parametrize("crash", CAL_GAPS, ids=ids(CAL_GAPS))
+def test_a_calendar_worker_killed_anywhere_then_the_meetings_change_leaves_nothing_stale(
+    crash: Crash,
+) -> None:
+    run_pim(
+        [
+            ("crm_makes_appointment", (2, 9)),
+            ("worker_runs", (ANN, "calendar", False, crash)),
+            ("worker_runs", (DAN, "calendar", False, crash)),
+            ("organizer_deletes_meeting", (0,)),  # the single meeting
+            ("organizer_moves_one_occurrence", (0, 1, 15)),
+            ("organizer_deletes_one_occurrence", (0, 2)),
+            ("crm_moves_or_cancels_appointment", (0, 3, 11, False)),
+            ("worker_runs", (ANN, "calendar", False, None)),
+        ],
+        meetings=[(ANN, True, 1, 8, 0), (ANN, True, 2, 10, 3)],
+    )
+
+
+@pytest.mark.parametrize("crash", CONTACT_GAPS, ids=ids(CONTACT_GAPS))
+def test_a_contacts_worker_killed_anywhere_loses_and_duplicates_no_contact(crash: Crash) -> None:
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, crash)),
+            ("outlook_edits_contact", (1, "job_title", "CFO")),
+            ("crm_edits_contact", (2, "department", "Finance")),
+            ("new_contact", (ANN, "crm", "Engineer", "Engineer", PHONES[1], "Sales")),
+            ("worker_runs", (ANN, "contacts", False, crash)),
+            ("worker_runs", (ANN, "contacts", False, None)),
+        ],
+        contacts=[(ANN, "crm"), (ANN, "outlook"), (ANN, "both")],
+    )
+
+
+def test_edits_of_one_field_on_both_sides_follow_the_conflict_rule() -> None:
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, None)),
+            ("outlook_edits_contact", (2, "job_title", "CFO")),  # P1, made in the CRM
+            ("crm_edits_contact", (2, "job_title", "Engineer")),  # crm-wins: the CRM's title stays
+            ("outlook_edits_contact", (2, "mobile_phone", PHONES[2])),  # Outlook's own field arrives
+            ("worker_runs", (ANN, "contacts", False, None)),
+        ],
+        contacts=[(ANN, "crm")],
+    )
+
+
+def test_deleted_reassigned_and_deleted_in_the_crm_contacts_end_where_they_belong() -> None:
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, None)),
+            ("worker_runs", (DAN, "contacts", False, None)),
+            ("outlook_deletes_contact", (2,)),  # P1: unlinked, kept in the CRM, not pushed back
+            ("crm_edits_contact", (2, "department", "Finance")),
+            ("crm_reassigns_contact", (3,)),  # P2 leaves Ann's folder for Dan's
+            ("crm_deletes_contact", (4,)),  # P3 leaves Dan's folder
+            ("worker_runs", (ANN, "contacts", False, None)),
+        ],
+        contacts=[(ANN, "crm"), (ANN, "outlook"), (DAN, "both")],
+    )
+
+
+def test_an_expired_link_and_throttling_on_both_streams_heal() -> None:
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, ("state.save_cursor", 2, True))),
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("expire_stored_links", (ANN,)),
+            ("outlook_deletes_contact", (1,)),
+            ("organizer_deletes_meeting", (0,)),  # deleted in the gap: the fresh round must find it
+            ("graph_fault", ("contacts", "429-long", 1)),
+            ("graph_fault", ("calendar", "410", 1)),
+            ("notify", (ANN, "contacts", 2, 1)),
+            ("notify", (ANN, "calendar", 1, 0)),
+            ("worker_takes_a_queued_job", (0, None)),
+            ("time_passes", (400.0,)),
+            ("graph_fault", ("calendar", "429-fractional", 2)),
+            ("two_workers_one_job", (ANN, "calendar")),
+            ("crm_fault", ("upsert_contact", "ambiguous", 1)),
+            ("new_contact", (ANN, "outlook", "CFO", "CFO", PHONES[0], "Sales")),
+            ("worker_runs", (ANN, "contacts", False, None)),
+        ],
+        meetings=[(ANN, False, 3, 9, 0)],
+        contacts=[(ANN, "crm"), (ANN, "crm")],
+    )
