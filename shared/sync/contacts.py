@@ -373,6 +373,10 @@ class ContactsStream:
             stats.unlinked += 1
         elif isinstance(action, cp.RemoveFromOutlook):
             if action.delete:
+                # marked first: a run that dies after the delete must not take it for the user's
+                link = await self._state.get_link(user, STREAM, action.outlook_id)
+                if link is not None and not link.extra.get(cp.REMOVING):
+                    await self._state.put_links([replace(link, extra={**link.extra, cp.REMOVING: True})])
                 await self._outlook.delete(user, folder, action.outlook_id)
                 await self._state.delete_link(user, STREAM, action.outlook_id)
                 stats.removed += 1
