@@ -246,3 +246,18 @@ def test_an_expired_link_and_throttling_on_both_streams_heal() -> None:
         meetings=[(ANN, False, 3, 9, 0)],
         contacts=[(ANN, "crm"), (ANN, "crm")],
     )
+
+
+@pytest.mark.parametrize("crash", [("state.delete_link", 1, False), ("graph.delete", 1, True)])
+def test_a_contact_removed_by_a_worker_that_died_comes_back_when_assigned_back(crash: Crash) -> None:
+    """Found by the model: the engine's own delete (the CRM contact went to Dan) was taken for Ann's when
+    the worker died before forgetting the link, so the contact stayed out of her folder for good."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, None)),
+            ("crm_reassigns_contact", (0,)),  # Bob goes to Dan
+            ("worker_runs", (ANN, "contacts", False, crash)),  # removed from Ann's folder, then died
+            ("crm_reassigns_contact", (0,)),  # Bob comes back to Ann
+            ("worker_runs", (ANN, "contacts", False, None)),
+        ]
+    )
