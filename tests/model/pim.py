@@ -122,10 +122,15 @@ class History:
     side: str  # "crm" | "outlook"
     crm_value: str | None
     loose: set[str] = field(default_factory=set)  # values a glitch or a reassignment may leave
+    seen: set[str] = field(default_factory=set)  # every value it held
+
+    def __post_init__(self) -> None:
+        self.seen.add(self.value)
 
     def write(self, side: str, value: str) -> None:
         self.loose |= {self.value} if self.loose else set()
         self.value, self.side = value, side
+        self.seen.add(value)
         if side == "crm":
             self.crm_value = value
 
@@ -338,7 +343,7 @@ class PimSyncModel(RuleBasedStateMachine):
             self.world.crm_add_contact(OWNER[user], contact_fields(person, crm_values))
             for f in FIELDS:  # on a first link, crm-wins keeps each field the CRM has
                 if where == "crm" or crm_values[f]:
-                    history[f] = History(crm_values[f], "crm", crm_values[f])
+                    history[f] = History(crm_values[f], "crm", crm_values[f], seen=set(history[f].seen))
         self.people[email] = person
 
     @precondition(lambda self: bool(self.people))
@@ -383,7 +388,7 @@ class PimSyncModel(RuleBasedStateMachine):
             person.outlook[person.home] = unsure or "yes"
             held = next(c.fields for c in self.world.crm_contacts() if c.crm_id == crm_id)
             for name, history in person.fields.items():
-                loose = history.loose | ({history.value} if self.glitches else set())
+                loose = history.loose | (history.seen if self.glitches else set())
                 person.fields[name] = History(getattr(held, name), "crm", getattr(held, name), loose)
         else:  # never synced: it never reaches the CRM
             person.outlook[person.home] = unsure or "no"
@@ -411,9 +416,7 @@ class PimSyncModel(RuleBasedStateMachine):
         to = DAN if person.home == ANN else ANN
         self.world.crm_reassign(crm_id, OWNER[to])
         for history in person.fields.values():  # pending Outlook edits of the old folder may be lost
-            history.loose |= {history.value} | (
-                {history.crm_value} if history.crm_value is not None else set()
-            )
+            history.loose |= history.seen
         person.outlook[person.home] = "no"
         person.home = to
         person.crm = "yes"
