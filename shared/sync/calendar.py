@@ -26,7 +26,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 
 from shared.crm.port import CrmPort
-from shared.errors import ConcurrencyError, CrmError, CrmRetryableError, DeltaExpired, GraphError
+from shared.errors import (
+    ConcurrencyError,
+    CrmError,
+    CrmRejectedError,
+    CrmRetryableError,
+    DeltaExpired,
+    GraphError,
+)
 from shared.model import Appointment, CrmAppointmentChange, PersonRef, fingerprint
 from shared.state.port import Cursor, Decision, Issue, Lease, Link, StateStore
 from shared.sync import calendar_plan as plan
@@ -434,7 +441,7 @@ class CalendarStream:
             elif record is not None:
                 current = await self._crm.get_appointment(key)
                 if current is not None:
-                    await self._crm.upsert_appointment(replace(current, seen_by=outcome.remaining))
+                    await self._keep_seen_by(replace(current, seen_by=outcome.remaining))
             if record is None:
                 break
             extra = {**record.extra, "cancelled": bool(record.extra.get("cancelled")) or cancel}
@@ -453,6 +460,23 @@ class CalendarStream:
         result.decisions.append(
             self._decision(config, key, link.item_id, "removed", reason, crm_key=key if cancel else "")
         )
+
+    async def _keep_seen_by(self, appointment: Appointment) -> None:
+        """Rewrite an appointment (fewer calendars hold it). When the CRM refuses it because a linked
+        person was deleted there meanwhile, write it again with only the people it still matches."""
+        try:
+            await self._crm.upsert_appointment(appointment)
+        except CrmRejectedError:
+            if not appointment.people:
+                raise
+            found = await self._crm.find_people(
+                sorted({p.email.lower() for p in appointment.people if p.email})
+            )
+            live = {p.id for refs in found.values() for p in refs}
+            people = tuple(p for p in appointment.people if p.id in live)
+            if people == appointment.people:
+                raise
+            await self._crm.upsert_appointment(replace(appointment, people=people))
 
     async def _reconcile(
         self, config: UserConfig, cursor: Cursor, lease: Lease, stats: CalendarStats
