@@ -262,3 +262,18 @@ def test_a_contact_removed_by_a_worker_that_died_comes_back_when_assigned_back(c
             ("worker_runs", (ANN, "contacts", False, None)),
         ]
     )
+
+
+def test_an_attendee_leaving_a_meeting_whose_crm_person_was_deleted_is_written() -> None:
+    """Found by the model: rewriting the appointment without the attendee's calendar was refused (the
+    CRM person it linked was deleted meanwhile) on every run, so the job never finished."""
+    run_pim(
+        [
+            ("worker_runs", (DAN, "calendar", False, None)),
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("crm_deletes_contact", (0,)),  # Bob, who attends
+            ("attendee_removes_their_copy", (0,)),  # Ann removes her copy; Dan still holds the meeting
+            ("worker_runs", (ANN, "calendar", False, None)),
+        ],
+        meetings=[(DAN, True, 3, 9, 0)],
+    )
