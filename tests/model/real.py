@@ -289,9 +289,8 @@ class RealWorld:
         extra: dict[str, Any] = {"retryAfter": retry_after} if retry_after is not None else {}
         if code:
             extra["errorCode"] = code
-        path = "/contacts" if stream == "contacts" else "/calendarView/delta"
-        if status == 410:
-            path = "/contacts/delta" if stream == "contacts" else path
+        # delta reads only: the test's own look at Outlook goes through the same emulator
+        path = "/contacts/delta" if stream == "contacts" else "/calendarView/delta"
         self._graph.control.fault(status, count, method="GET", pathContains=path, **extra)
 
     def crm_fault_on(self, operation: str, name: str, count: int) -> None:

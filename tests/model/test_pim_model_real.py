@@ -1,5 +1,5 @@
 """The contacts and calendar model on the real stack (Azurite, msgraph-sdk → the Graph emulator, the
-reference CRM over HTTP), with a smaller profile: `MODEL_REAL_EXAMPLES` examples (default 12) of at most
+reference CRM over HTTP), with a smaller profile: `MODEL_REAL_EXAMPLES` examples (default 8) of at most
 8 steps each."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.model.real import RealWorld
 pytestmark = pytest.mark.integration
 
 REAL = settings(
-    max_examples=int(os.environ.get("MODEL_REAL_EXAMPLES", "12")),
+    max_examples=int(os.environ.get("MODEL_REAL_EXAMPLES", "8")),
     stateful_step_count=8,
     deadline=None,
     suppress_health_check=list(HealthCheck),
