@@ -170,6 +170,15 @@ class CountingTables:
             self._count("transaction")
         await self._inner.upsert_batch(table, entities)
 
+    async def get_many(self, table: str, partition_key: str, row_keys: Sequence[str]) -> list[Row]:
+        self._count("get", len(set(row_keys)))
+        return await self._inner.get_many(table, partition_key, row_keys)
+
+    async def transact(self, table: str, writes: Sequence[tuple[Entity, str]]) -> list[str]:
+        if writes:
+            self._count("transaction")
+        return await self._inner.transact(table, writes)
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 
@@ -226,3 +235,61 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t
+
+
+class ProcessCpu:
+    """CPU seconds (user + system) spent by this process and by each of its descendants (the local
+    stand-ins and whatever they spawned) while the block runs, read from Linux /proc, by command name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start: dict[int, tuple[str, float]] = {}
+
+    def __enter__(self) -> ProcessCpu:
+        self._start = _tree_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _tree_cpu()
+        totals: dict[str, float] = {}
+        for pid, (name, cpu) in end.items():
+            before = self._start.get(pid, (name, 0.0))[1]
+            totals[name] = totals.get(name, 0.0) + cpu - before
+        self.seconds = {name: round(cpu, 2) for name, cpu in sorted(totals.items()) if cpu >= 0.005}
+
+
+def _tree_cpu() -> dict[int, tuple[str, float]]:
+    """{pid: (role, cpu seconds)} for this process ("engine") and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    stats: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+        stats[int(entry)] = (_role(cmdline), (int(fields[11]) + int(fields[12])) / tick)
+    me = os.getpid()
+    tree = {me}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return {pid: ("engine" if pid == me else stats[pid][0], stats[pid][1]) for pid in tree if pid in stats}
+
+
+def _role(cmdline: str) -> str:
+    for marker, role in (("azurite", "azurite"), ("emulators.crm", "crm"), ("emulators.graph", "graph")):
+        if marker in cmdline:
+            return role
+    return "other"

@@ -40,6 +40,17 @@ class Journals:
             )
         return {"id": row_id, "version": str(seq), "created": row is None}
 
+    def put_item(self, item: Any) -> dict[str, Any]:
+        """One item of a bulk write, `{"key": ..., <journal>}`: its ref, or its error (nothing written)."""
+        key = item.get("key") if isinstance(item, dict) else None
+        try:
+            if not isinstance(key, str) or not key:
+                raise ApiError(400, "badRequest", "each journal needs a non-empty 'key'")
+            return {"key": key, **self.put(key, {k: v for k, v in item.items() if k != "key"})}
+        except ApiError as error:
+            failure = {"status": error.status, "code": error.code, "message": error.message}
+            return {"key": key if isinstance(key, str) else "", "error": failure}
+
     def get(self, key: str) -> dict[str, Any]:
         with self.db.transaction() as conn:
             row = conn.execute("SELECT * FROM journals WHERE key = ?", (key,)).fetchone()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -19,7 +20,8 @@ from emulators.crm.gate import Controls, Fault, Gate
 from emulators.crm.people import People
 from emulators.crm.validate import ApiError
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
+MAX_BULK = 100  # journals per POST /journals/bulk
 
 
 class Crm:
@@ -56,7 +58,7 @@ def _owner(request: Request) -> str:
     return owner
 
 
-def api_routes(crm: Crm) -> list[Route]:
+def api_routes(crm: Crm, controls: Controls | None = None) -> list[Route]:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": VERSION})
 
@@ -81,6 +83,32 @@ def api_routes(crm: Crm) -> list[Route]:
         if request.method == "PUT":
             return _ref(crm.journals.put(key, await _body(request)))
         return JSONResponse(crm.journals.get(key))
+
+    async def journals_bulk(request: Request) -> Response:
+        items = (await _body(request)).get("journals")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BULK:
+            raise ApiError(400, "badRequest", f"'journals' must be a list of 1 to {MAX_BULK} journals")
+        # each item meets the faults a `PUT /journals/{key}` of its own would meet (their delays side by
+        # side, as concurrent PUTs), and is counted as a journal write
+        keys = [str(item.get("key") or "") if isinstance(item, dict) else "" for item in items]
+        faults = [controls.take_fault("PUT", f"/journals/{key}") if controls else None for key in keys]
+        if controls is not None:
+            controls.journal_writes += len(items)
+        delay = max((f.delay_seconds for f in faults if f is not None), default=0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        results = []
+        for item, fault in zip(items, faults, strict=True):
+            if fault is None or fault.status is None or fault.apply_then_fail:
+                result = crm.journals.put_item(item)
+            if fault is not None and fault.status is not None:
+                code = "throttled" if fault.status == 429 else "injected"
+                error = {"status": fault.status, "code": code, "message": fault.message}
+                if fault.retry_after is not None:
+                    error["retryAfter"] = fault.retry_after
+                result = {"key": str(item.get("key") or "") if isinstance(item, dict) else "", "error": error}
+            results.append(result)
+        return JSONResponse({"results": results})
 
     async def appointments(request: Request) -> Response:
         if request.method == "POST":
@@ -133,6 +161,7 @@ def api_routes(crm: Crm) -> list[Route]:
         Route("/people", list_people, methods=["GET"]),
         Route("/people/lookup", lookup, methods=["POST"]),
         Route("/journals", journals, methods=["GET"]),
+        Route("/journals/bulk", journals_bulk, methods=["POST"]),
         Route("/journals/{key:path}", journal, methods=["GET", "PUT"]),
         Route("/appointments", appointments, methods=["GET", "POST"]),
         Route("/appointments/changes", appointment_changes, methods=["GET"]),
@@ -230,7 +259,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(token: str, db_path: str = ":memory:") -> Starlette:
     crm = Crm(Database(db_path))
     controls = Controls(token)
-    api = api_routes(crm)
+    api = api_routes(crm, controls)
     return Starlette(
         routes=[*api, *control_routes(crm, controls)],
         middleware=[Middleware(Gate, controls=controls, routes=api)],

@@ -58,6 +58,7 @@ class Controls:
         self.faults: list[Fault] = []
         self.by_route: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()
+        self.journal_writes = 0  # journals sent to be written: one per PUT, one per item of a bulk
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self.faults:
@@ -79,11 +80,13 @@ class Controls:
             "total": sum(self.by_route.values()),
             "byRoute": dict(self.by_route),
             "byStatus": dict(self.by_status),
+            "journalWrites": self.journal_writes,
         }
 
     def clear_stats(self) -> None:
         self.by_route.clear()
         self.by_status.clear()
+        self.journal_writes = 0
 
 
 async def send_error(
@@ -120,7 +123,10 @@ class Gate:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        self.controls.by_route[f"{method} {_template(self.routes, scope)}"] += 1
+        route = f"{method} {_template(self.routes, scope)}"
+        self.controls.by_route[route] += 1
+        if route == "PUT /journals/{key}":
+            self.controls.journal_writes += 1
         status: list[int] = []
 
         async def counted(message: Message) -> None:

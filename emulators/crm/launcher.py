@@ -130,7 +130,8 @@ class ReferenceCrm:
         self._send("DELETE", "/_crm/faults")
 
     def stats(self) -> dict[str, Any]:
-        """{"total": n, "byRoute": {"PUT /journals/{key}": n, ...}, "byStatus": {"200": n, ...}}"""
+        """{"total": n, "byRoute": {"PUT /journals/{key}": n, ...}, "byStatus": {"200": n, ...},
+        "journalWrites": n} (journals sent to be written: one per PUT, one per item of a bulk write)"""
         return dict(self._send("GET", "/_crm/stats"))
 
     def clear_stats(self) -> None:

@@ -67,7 +67,7 @@ from typing import Any, TypeVar
 import httpx
 
 from shared.crm.port import Capabilities, Health
-from shared.errors import CrmRejectedError, CrmRetryableError
+from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 from shared.model import (
     Address,
     Appointment,
@@ -154,6 +154,7 @@ class BottleCrmConnector:
         self._unmatched_name = unmatched_account_name
         self._gate = asyncio.Semaphore(concurrency)
         self._setup_lock = asyncio.Lock()
+        self._account_lock = asyncio.Lock()  # journals written side by side make the account once
         self._fields_ready: set[str] = set()
         self._profiles: dict[str, str] = {}  # lower-cased e-mail -> profile id
         self._unmatched_account = ""
@@ -307,7 +308,10 @@ class BottleCrmConnector:
                 self._unmatched_account = str(made["id"])
             return self._unmatched_account
 
-        return await self._steps(step)
+        async with self._account_lock:
+            if self._unmatched_account:
+                return self._unmatched_account
+            return await self._steps(step)
 
     # -----------------------------------------------------------------------------------------
     # People and contacts
@@ -489,6 +493,24 @@ class BottleCrmConnector:
             offset += len(rows)
             if not rows or offset >= int(data.get("count", 0)):
                 return None
+
+    async def upsert_journals(self, journals: Sequence[Journal]) -> list[CrmRef | CrmError]:
+        """BottleCRM has no bulk API: one `upsert_journal` per journal, side by side (its requests are
+        `concurrency` at a time), the journals of one key in the order given."""
+        by_key: dict[str, list[int]] = {}
+        for n, journal in enumerate(journals):
+            by_key.setdefault(journal.key, []).append(n)
+        outcomes: list[CrmRef | CrmError | None] = [None] * len(journals)
+
+        async def write(numbers: list[int]) -> None:
+            for n in numbers:
+                try:
+                    outcomes[n] = await self.upsert_journal(journals[n])
+                except CrmError as error:
+                    outcomes[n] = error
+
+        await asyncio.gather(*(write(numbers) for numbers in by_key.values()))
+        return [o for o in outcomes if o is not None]
 
     async def get_journal(self, key: str) -> Journal | None:
         homes = [self._journal_homes[key]] if key in self._journal_homes else []

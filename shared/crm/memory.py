@@ -167,6 +167,27 @@ class InMemoryCrm:
 
         return self._run("upsert_journal", (journal.key,), write)
 
+    async def upsert_journals(self, journals: Sequence[Journal]) -> list[CrmRef | CrmError]:
+        """One by one, as a CRM without a bulk API; `fail_next("upsert_journals")` (or "*") fails the
+        whole call, `fail_next("upsert_journal")` or a key fails single journals."""
+
+        async def each() -> list[CrmRef | CrmError]:
+            outcomes: list[CrmRef | CrmError] = []
+            for journal in journals:
+                try:
+                    outcomes.append(await self.upsert_journal(journal))
+                except CrmError as error:
+                    outcomes.append(error)
+            return outcomes
+
+        failure = self._take("upsert_journals", ()) if self.credentials_ok else None
+        if failure is not None and not failure.after_apply:
+            raise failure.error
+        outcomes = await each()
+        if failure is not None:
+            raise failure.error
+        return outcomes
+
     async def get_journal(self, key: str) -> Journal | None:
         return self._run("get_journal", (key,), lambda: self.journals.get(key))
 

@@ -9,6 +9,9 @@ Writes are idempotent upserts on a stable key, so a job can be killed at any lin
 - contacts by `CrmRef` when the link row knows it, else by `CrmContact.key` (our key for contacts
   that came from Outlook), else created.
 
+Bulk: `upsert_journals` writes many journals in as few round trips as the CRM allows and answers per
+journal, so one refused journal never fails the others (connectors without a bulk API loop).
+
 Errors: `CrmRetryableError` for 5xx / 429 / timeouts (the connector has already retried with backoff,
 honouring Retry-After), `CrmRejectedError` for a 4xx that says this item is refused (the reason is
 in the message). Where a CRM cannot represent something the port offers, `Capabilities` says so and
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from shared.errors import CrmError
 from shared.model import (
     Appointment,
     ContactFeedPage,
@@ -70,6 +74,15 @@ class CrmPort(Protocol):
 
     async def upsert_journal(self, journal: Journal) -> CrmRef:
         """Create or replace the journal with this key."""
+        ...
+
+    async def upsert_journals(self, journals: Sequence[Journal]) -> list[CrmRef | CrmError]:
+        """`upsert_journal` for each journal, in as few round trips as the CRM allows. Returns one
+        outcome per journal, in order: its `CrmRef`, or the `CrmError` that stopped that journal alone
+        (`CrmRejectedError`: refused; `CrmRetryableError`: could not be written now). Raises a `CrmError`
+        when the whole request failed and nothing is known of any journal (the writes are idempotent,
+        so the caller may send them all again). Keys should be distinct; a repeated key is written in
+        the order given."""
         ...
 
     async def get_journal(self, key: str) -> Journal | None:

@@ -6,6 +6,10 @@ slept inside the job: `CrmRetryableError` is raised at once with `.retry_after` 
 reschedule. Other 4xx raise `CrmRejectedError` carrying the server's reason. Creates without a key
 (`POST /contacts`) are not repeated after an ambiguous failure. Nothing logged carries a body, an
 address or a key: log lines name the route template only.
+
+`upsert_journals` sends up to 100 journals per `POST /journals/bulk` and answers per journal; against a
+CRM without that route (API 1.0: 404 / 405) it falls back to one `PUT /journals/{key}` per journal,
+`concurrency` at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import httpx
 
 from shared.crm import reference_json as wire
 from shared.crm.port import Capabilities, Health
-from shared.errors import CrmRejectedError, CrmRetryableError
+from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 from shared.model import (
     Appointment,
     ContactFeedPage,
@@ -36,6 +40,7 @@ from shared.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 LOOKUP_BATCH = 500
+BULK_JOURNALS = 100  # journals per POST /journals/bulk (the API's limit)
 
 
 def _key(key: str) -> str:
@@ -88,6 +93,7 @@ class ReferenceCrmConnector:
         max_retry_after: float = 30.0,
         timeout: float = 15.0,
         page_size: int = 500,
+        concurrency: int = 8,
     ) -> None:
         if auth_scheme not in ("bearer", "api-key"):
             raise ValueError("auth_scheme must be 'bearer' or 'api-key'")
@@ -103,6 +109,8 @@ class ReferenceCrmConnector:
         self.max_retry_after = max_retry_after
         self.page_size = page_size
         self._random = random.Random()
+        self._gate = asyncio.Semaphore(concurrency)  # the one-by-one fallback of upsert_journals
+        self._bulk = True  # the CRM serves POST /journals/bulk (until it answers 404 / 405)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2.0**attempt)
@@ -182,6 +190,75 @@ class ReferenceCrmConnector:
         return wire.parse_ref(
             await self._json("PUT", "/journals/{key}", path, json=wire.journal_to_json(journal))
         )
+
+    async def upsert_journals(self, journals: Sequence[Journal]) -> list[CrmRef | CrmError]:
+        outcomes: list[CrmRef | CrmError] = []
+        for start in range(0, len(journals), BULK_JOURNALS):
+            outcomes += await self._upsert_batch(journals[start : start + BULK_JOURNALS])
+        return outcomes
+
+    async def _upsert_batch(self, batch: Sequence[Journal]) -> list[CrmRef | CrmError]:
+        """One bulk request, then the journals it answered with a retryable error again, with the
+        retry policy of a single call (backoff, Retry-After, `max_retries`)."""
+        outcomes: list[CrmRef | CrmError] = [CrmRetryableError("not sent")] * len(batch)
+        todo = list(range(len(batch)))
+        for attempt in range(self.max_retries + 1):
+            answered = await self._upsert_bulk([batch[n] for n in todo]) if self._bulk else None
+            if answered is None:  # no bulk route: one PUT each (each with its own retries)
+                answered = list(await asyncio.gather(*(self._upsert_one(batch[n]) for n in todo)))
+                for n, outcome in zip(todo, answered, strict=True):
+                    outcomes[n] = outcome
+                return outcomes
+            again = []
+            for n, outcome in zip(todo, answered, strict=True):
+                outcomes[n] = outcome
+                if isinstance(outcome, CrmRetryableError):
+                    again.append(n)
+            waits = [outcomes[n].retry_after for n in again]  # type: ignore[union-attr]
+            wait = max((w for w in waits if w is not None), default=self._backoff(attempt))
+            if not again or attempt == self.max_retries or wait > self.max_retry_after:
+                break
+            logger.info("crm_retry method=POST route=/journals/bulk attempt=%d items=%d wait=%.2f",
+                        attempt + 1, len(again), wait)  # fmt: skip
+            await asyncio.sleep(wait)
+            todo = again
+        return outcomes
+
+    async def _upsert_bulk(self, batch: Sequence[Journal]) -> list[CrmRef | CrmError] | None:
+        """One bulk request; None when the CRM has no bulk route (then it is not asked again)."""
+        body = {"journals": [{"key": j.key, **wire.journal_to_json(j)} for j in batch]}
+        try:
+            data = await self._json("POST", "/journals/bulk", "/journals/bulk", json=body)
+        except CrmRejectedError as exc:
+            if exc.status not in (404, 405):
+                raise
+            self._bulk = False
+            return None
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list) or len(results) != len(batch):
+            raise CrmRetryableError("CRM POST /journals/bulk answered without one result per journal")
+        outcomes: list[CrmRef | CrmError] = []
+        for result in results:
+            error = result.get("error") if isinstance(result, dict) else None
+            if not isinstance(error, dict):
+                outcomes.append(wire.parse_ref(result))
+                continue
+            status = int(error.get("status") or 422)
+            reason = str(error.get("message") or error.get("code") or "no reason given")[:300]
+            message = f"CRM POST /journals/bulk answered {status} for this journal: {reason}"
+            if status == 429 or status >= 500:
+                wait = parse_retry_after(str(error["retryAfter"])) if error.get("retryAfter") else None
+                outcomes.append(CrmRetryableError(message, status=status, retry_after=wait))
+            else:
+                outcomes.append(CrmRejectedError(message, status=status))
+        return outcomes
+
+    async def _upsert_one(self, journal: Journal) -> CrmRef | CrmError:
+        async with self._gate:
+            try:
+                return await self.upsert_journal(journal)
+            except CrmError as error:
+                return error
 
     async def get_journal(self, key: str) -> Journal | None:
         data = await self._json("GET", "/journals/{key}", f"/journals/{_key(key)}", missing_ok=True)

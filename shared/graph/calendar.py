@@ -139,7 +139,8 @@ class GraphCalendar:
 
     async def create_event(self, user: str, change: CrmAppointmentChange) -> tuple[str, str]:
         """Create the event for a CRM appointment. `transactionId` makes a retried POST idempotent
-        in Exchange. Returns (event id, changeKey)."""
+        in Exchange, and marks the event as the push's (never captured back). Returns (event id,
+        changeKey)."""
         event = _event_body(change)
         event.transaction_id = f"{PUSH_TRANSACTION_PREFIX}{change.ref.id}"[:100]
         builder = self._client.users.by_user_id(user).events

@@ -88,6 +88,17 @@ class EntityTables(Protocol):
         """Replace-upsert up to MAX_BATCH rows of one partition in one entity-group transaction."""
         ...
 
+    async def get_many(self, table: str, partition_key: str, row_keys: Sequence[str]) -> list[Row]:
+        """The rows of one partition with these row keys (those that exist), read side by side."""
+        ...
+
+    async def transact(self, table: str, writes: Sequence[tuple[Entity, str]]) -> list[str]:
+        """Up to MAX_BATCH conditional writes to distinct rows of one partition, all or nothing, in one
+        entity-group transaction: `(entity, "")` inserts a row that must not exist, `(entity, etag)`
+        replaces a row whose ETag is still `etag`. Returns the new ETags in order; raises
+        ConcurrencyError (and writes nothing) when any condition fails."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from shared.errors import ConcurrencyError
 from shared.model import Job
 
 # ---------------------------------------------------------------------------------------------
@@ -211,8 +212,19 @@ class LinkStore(Protocol):
 class KeyStore(Protocol):
     async def get_key(self, key: str) -> KeyRecord | None: ...
 
+    async def get_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        """The rows of these keys that exist, by key: `get_key` for many, read side by side."""
+        ...
+
     async def put_key(self, record: KeyRecord) -> KeyRecord:
         """Conditional on `record.etag` ("" = must not exist). Raises ConcurrencyError on a lost race."""
+        ...
+
+    async def put_keys(self, records: Sequence[KeyRecord]) -> list[KeyRecord | ConcurrencyError]:
+        """`put_key` for many records with distinct keys, each conditional on its own etag, written in
+        entity-group transactions per partition. Returns one outcome per record, in order: the record
+        with its new etag, or the `ConcurrencyError` of a record whose condition failed (a transaction
+        with a failed condition is redone row by row, so a lost race costs only its own row)."""
         ...
 
 

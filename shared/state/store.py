@@ -8,7 +8,7 @@ Rows and columns (keys are made by `shared/state/keys.py`; every row also keeps 
 | SyncCursors       | user            | stream                 | Link, LinkKind, RoundStarted, Window*  |
 | SyncLeases        | user            | stream                 | Owner, Expires, Ttl, Pending, QueuedAt |
 | SyncLinks         | user            | stream + "|" + item id | CrmKey, ChangeKey, *Fingerprint, Extra |
-| SyncKeys          | sha256(key)[:2] | key                    | CrmRef, Mailboxes, People, Fingerprint |
+| SyncKeys          | sha256(key) % 4 | key                    | CrmRef, Mailboxes, People, Fingerprint |
 | SyncSubscriptions | user            | resource               | Stream, SubscriptionId, ClientState    |
 |                   | "%id"           | subscription id        | the same record (notification lookup)  |
 | SyncIssues        | user            | item key               | Stream, Reason, Attempts, First/LastSeen |
@@ -46,7 +46,7 @@ from shared.state.entities import (
     to_json,
     utc,
 )
-from shared.state.keys import decode_key, encode_key, hash_partition, join_key, prefix_range
+from shared.state.keys import decode_key, encode_key, join_key, key_partition, prefix_range
 from shared.state.port import (
     Cursor,
     Decision,
@@ -69,6 +69,7 @@ INDEX_PARTITION = "%id"  # SyncSubscriptions rows keyed by subscription id (neve
 MAX_ATTEMPTS = 10  # optimistic-concurrency retries before a ConcurrencyError
 MAX_BATCH_BYTES = 3_500_000  # a transaction's body must stay under 4 MiB
 POINT_READS = 16  # concurrent point reads in get_links
+KEY_REQUESTS = 8  # partitions read / transactions written at once in get_keys and put_keys
 
 _T = TypeVar("_T")
 
@@ -317,25 +318,63 @@ class EntityStateStore:
     # -- global keys ----------------------------------------------------------------------------
 
     async def get_key(self, key: str) -> KeyRecord | None:
-        row = await self._tables.get(self._name(KEYS), hash_partition(key), encode_key(key))
+        row = await self._tables.get(self._name(KEYS), key_partition(key), encode_key(key))
         return _key_record(row) if row else None
 
+    async def get_keys(self, keys: Sequence[str]) -> dict[str, KeyRecord]:
+        partitions: dict[str, list[str]] = {}
+        for key in dict.fromkeys(keys):
+            partitions.setdefault(key_partition(key), []).append(encode_key(key))
+        gate = asyncio.Semaphore(KEY_REQUESTS)
+
+        async def read(partition: str, row_keys: list[str]) -> list[Row]:
+            async with gate:
+                return await self._tables.get_many(self._name(KEYS), partition, row_keys)
+
+        found = await asyncio.gather(*(read(p, rows) for p, rows in partitions.items()))
+        records = (_key_record(row) for rows in found for row in rows)
+        return {record.key: record for record in records}
+
     async def put_key(self, record: KeyRecord) -> KeyRecord:
-        entity: Entity = {
-            "PartitionKey": hash_partition(record.key),
-            "RowKey": encode_key(record.key),
-            "Key": record.key,
-            "CrmRef": record.crm_ref,
-            "Mailboxes": to_json(list(record.mailboxes)),
-            "People": to_json(list(record.people)),
-            "Fingerprint": record.fingerprint,
-            "Extra": to_json(dict(record.extra)),
-        }
+        entity = _key_entity(record)
         if record.etag:
             etag = await self._tables.replace(self._name(KEYS), entity, record.etag)
         else:
             etag = await self._tables.insert(self._name(KEYS), entity)
         return _key_record(Row(entity, etag))
+
+    async def put_keys(self, records: Sequence[KeyRecord]) -> list[KeyRecord | ConcurrencyError]:
+        if len({r.key for r in records}) != len(records):
+            raise ValueError("put_keys takes each key once")
+        table = self._name(KEYS)
+        outcomes: list[KeyRecord | ConcurrencyError | None] = [None] * len(records)
+        partitions: dict[str, list[tuple[int, Entity]]] = {}
+        for n, record in enumerate(records):
+            entity = _key_entity(record)
+            partitions.setdefault(entity["PartitionKey"], []).append((n, entity))
+        gate = asyncio.Semaphore(KEY_REQUESTS)
+
+        async def one(n: int) -> None:
+            try:
+                outcomes[n] = await self.put_key(records[n])
+            except ConcurrencyError as lost:
+                outcomes[n] = lost
+
+        async def write(chunk: list[tuple[int, Entity]]) -> None:
+            async with gate:
+                try:
+                    etags = await self._tables.transact(table, [(e, records[n].etag) for n, e in chunk])
+                except ConcurrencyError:  # nothing written: each row on its own, so only the lost ones fail
+                    for n, _ in chunk:
+                        await one(n)
+                    return
+            for (n, entity), etag in zip(chunk, etags, strict=True):
+                outcomes[n] = _key_record(Row(entity, etag))
+
+        chunks = [c for rows in partitions.values() for c in _chunks_of(rows)]
+        await asyncio.gather(*(write(chunk) for chunk in chunks))
+        assert all(o is not None for o in outcomes)
+        return [o for o in outcomes if o is not None]
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -463,6 +502,14 @@ async def _retry(attempt: Callable[[], Awaitable[_T]]) -> _T:
     return await attempt()
 
 
+def _chunks_of(rows: list[tuple[int, Entity]]) -> Iterable[list[tuple[int, Entity]]]:
+    """`_chunks` for numbered rows (the number travels with its entity)."""
+
+    by_id = {id(entity): (n, entity) for n, entity in rows}
+    for chunk in _chunks([entity for _, entity in rows]):
+        yield [by_id[id(entity)] for entity in chunk]
+
+
 def _chunks(entities: list[Entity]) -> Iterable[list[Entity]]:
     """At most MAX_BATCH rows and about MAX_BATCH_BYTES of request body per transaction."""
 
@@ -577,6 +624,19 @@ def _link(row: Row) -> Link:
         extra=_mapping(row, "Extra"),
         etag=row.etag,
     )
+
+
+def _key_entity(record: KeyRecord) -> Entity:
+    return {
+        "PartitionKey": key_partition(record.key),
+        "RowKey": encode_key(record.key),
+        "Key": record.key,
+        "CrmRef": record.crm_ref,
+        "Mailboxes": to_json(list(record.mailboxes)),
+        "People": to_json(list(record.people)),
+        "Fingerprint": record.fingerprint,
+        "Extra": to_json(dict(record.extra)),
+    }
 
 
 def _key_record(row: Row) -> KeyRecord:

@@ -22,9 +22,9 @@ from shared.state.port import KeyRecord
 from shared.sync.body import body_text
 
 CAPTURED_KINDS = ("singleInstance", "occurrence", "exception")
-# The push creates its events with `transactionId` = this prefix + the CRM appointment's id: an event
-# carrying it is never captured back, even when the worker died before writing the push's link rows.
-PUSH_TRANSACTION_PREFIX = "crm-"
+# The transactionId of every event the CRM → Outlook push creates (Graph keeps it on the event): such an
+# event is never captured back, even when the worker died before writing its link row.
+PUSH_TRANSACTION_PREFIX = "crmsync-push-"
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class OutlookEvent:
     is_cancelled: bool = False
     is_draft: bool = False
     skeletal: bool = False  # an occurrence as delta gives it: id, type, master id, start, end only
-    transaction_id: str = ""  # set by the client that created the event (the push: PUSH_TRANSACTION_PREFIX)
+    transaction_id: str = ""  # set by the app that created the event (the push: PUSH_TRANSACTION_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,10 @@ def attendees_other_than(event: OutlookEvent, owner_address: str) -> list[Addres
 
 def prefilter(event: OutlookEvent, *, policy: str, category: str) -> Verdict:
     """Everything decidable without asking the CRM who the attendees are."""
-    if event.type not in CAPTURED_KINDS:
-        return Verdict(False, f"{event.type}: a series master is not an appointment, its occurrences are")
     if event.transaction_id.startswith(PUSH_TRANSACTION_PREFIX):
         return Verdict(False, "created by the CRM push (no echo)")
+    if event.type not in CAPTURED_KINDS:
+        return Verdict(False, f"{event.type}: a series master is not an appointment, its occurrences are")
     if event.sensitivity in ("private", "confidential"):
         return Verdict(False, f"marked {event.sensitivity}: never captured")
     if event.is_draft:

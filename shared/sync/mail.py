@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.crm.port import CrmPort
 from shared.errors import (
@@ -27,9 +27,12 @@ from shared.errors import (
 from shared.model import Journal, MailMessage, MessageChange, MessageRemoved, PersonRef
 from shared.state.port import Cursor, Decision, Issue, Lease, StateStore
 from shared.sync import mail_plan
-from shared.sync.keyed_write import write_keyed
+from shared.sync.keyed_write import write_keyed_many
 from shared.sync.ports import MailSource
 from shared.users import UserConfig
+
+if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
+    from shared.graph.mail import MailPage
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ FILTER_CAP = 5000  # Graph ends a message delta round with $filter after this ma
 MAX_ISSUE_RETRIES_PER_RUN = 50
 MAX_CONSECUTIVE_CRM_FAILURES = 3  # then the CRM is down, not one item bad: stop without checkpointing
 LOOKUP_CHUNK = 200
-WRITE_CONCURRENCY = 8  # journals of one page written at once (CRM upserts and their SyncKeys rows)
 
 
 @dataclass
@@ -114,14 +116,19 @@ class MailStream:
         if cursor.extra.get("backfill"):  # a capped first round's listing was cut short: finish it
             cursor, lease = await self._backfill(config, stream, cursor, lease, stats, progress)
         restarts = 0
+        ahead: MailPage | Exception | None = None  # the next page, read while the one before was written
         while True:
             since = (
                 cursor.round_started - timedelta(days=config.days_back)
                 if not cursor.link and cursor.round_started
                 else None
             )
+            given, ahead = ahead, None
             try:
-                page = await self._source.read_page(user, folder, cursor.link, since)
+                if given is None:
+                    page = await self._source.read_page(user, folder, cursor.link, since)
+                else:
+                    page = _read(given)
             except (DeltaExpired, GraphNotFound) as error:
                 # an expired token, or a stored link whose folder was deleted and recreated: start over
                 # by the folder's configured name; a fresh round that 404s means the folder is gone
@@ -136,8 +143,20 @@ class MailStream:
                 continue
             stats.pages += 1
             before = stats.as_dict()
-            result = await self._apply(config, stream, page.changes, stats)
-            await self._state.record_decisions(result.decisions)
+            # the next page is read while this one is written; its link is saved only after this page
+            later = (
+                asyncio.create_task(self._read_ahead(user, folder, page.next_link))
+                if page.next_link
+                else None
+            )
+            try:
+                result = await self._apply(config, stream, page.changes, stats)
+                await self._state.record_decisions(result.decisions)
+            except BaseException:
+                if later is not None:
+                    later.cancel()
+                raise
+            ahead = await later if later is not None else None
             link, kind = (page.next_link, "next") if page.next_link else (page.delta_link, "delta")
             if not link:
                 raise GraphError("Graph returned a delta page with neither nextLink nor deltaLink")
@@ -201,6 +220,14 @@ class MailStream:
             if not page.next_link:
                 return cursor, lease
 
+    async def _read_ahead(self, user: str, folder: str, link: str) -> MailPage | Exception:
+        """The page behind `link`, or the error reading it (raised when the page loop gets to it, so a
+        failed read ahead never stops the writes of the page before it)."""
+        try:
+            return await self._source.read_page(user, folder, link, None)
+        except Exception as error:  # noqa: BLE001 - handed to the page loop, which handles or raises it
+            return error
+
     def _new_round(self, cursor: Cursor) -> Cursor:
         extra = {
             k: v for k, v in cursor.extra.items() if k not in {"backfill", "roundFiltered", "roundItems"}
@@ -229,26 +256,20 @@ class MailStream:
                 stats.skipped += 1
                 result.decisions.append(self._decision(config, stream, message, "skipped", verdict.reason))
         matches = await self._lookup(config, candidates)
-        slots = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-        async def capture(message: MailMessage, people: Sequence[PersonRef], reason: str) -> None:
-            async with slots:
-                await self._capture(config, stream, message, people, reason, stats, result)
-
-        try:
-            async with asyncio.TaskGroup() as writes:  # a page's journals are independent upserts
-                for message in candidates:
-                    people = mail_plan.people_on(message, config, matches)
-                    verdict = mail_plan.select(message, config, people)
-                    if not verdict.capture:
-                        stats.skipped += 1
-                        result.decisions.append(
-                            self._decision(config, stream, message, "skipped", verdict.reason)
-                        )
-                        continue
-                    writes.create_task(capture(message, people, verdict.reason))
-        except BaseExceptionGroup as group:  # the first failure, as the sequential loop raised it
-            raise group.exceptions[0] from None
+        chosen: list[tuple[MailMessage, Sequence[PersonRef], str]] = []
+        for message in candidates:
+            people = mail_plan.people_on(message, config, matches)
+            verdict = mail_plan.select(message, config, people)
+            if not verdict.capture:
+                stats.skipped += 1
+                result.decisions.append(self._decision(config, stream, message, "skipped", verdict.reason))
+                continue
+            chosen.append((message, people, verdict.reason))
+        # a page's journals go together: their key rows read at once, one bulk CRM write, the key rows
+        # written in a transaction per partition (the checkpoint still follows the whole page)
+        outcomes = await self._write(config, [(message, people) for message, people, _ in chosen])
+        for (message, _, reason), outcome in zip(chosen, outcomes, strict=True):
+            await self._capture(config, stream, message, reason, outcome, stats, result)
         return result
 
     async def _capture(
@@ -256,15 +277,16 @@ class MailStream:
         config: UserConfig,
         stream: str,
         message: MailMessage,
-        people: Sequence[PersonRef],
         reason: str,
+        outcome: bool | CrmError,
         stats: MailStats,
         result: _PageResult,
     ) -> bool:
+        """Count one message's outcome; a CRM failure becomes an issue (retried by later runs), and
+        the third retryable failure in a row stops the page (the CRM is down, not one item bad)."""
         key = mail_plan.journal_key(message, config.upn)
-        try:
-            written = await self._write(config, message, people)
-        except CrmError as error:
+        if isinstance(outcome, CrmError):
+            error = outcome
             stats.failed += 1
             now = self._clock()
             await self._state.record_issue(
@@ -275,10 +297,10 @@ class MailStream:
             if isinstance(error, CrmRetryableError):
                 result.consecutive_crm_failures += 1
                 if result.consecutive_crm_failures >= MAX_CONSECUTIVE_CRM_FAILURES:
-                    raise
+                    raise error
             return False
         result.consecutive_crm_failures = 0
-        if written:
+        if outcome:
             stats.journaled += 1
         else:
             stats.unchanged += 1
@@ -310,23 +332,33 @@ class MailStream:
             found.update(await self._crm.find_people(addresses[start : start + LOOKUP_CHUNK]))
         return found
 
-    async def _write(self, config: UserConfig, message: MailMessage, people: Sequence[PersonRef]) -> bool:
-        """Write the journal(s) for one message. Returns False when nothing needed writing."""
-        journal = mail_plan.build_journal(
-            message, config, people, body_limit=self._body_limit, subject_limit=self._subject_limit,
-            seen_by=(config.upn.lower(),),
+    async def _write(
+        self, config: UserConfig, chosen: Sequence[tuple[MailMessage, Sequence[PersonRef]]]
+    ) -> list[bool | CrmError]:
+        """Write the journal(s) of each message. Per message: True (written), False (nothing needed
+        writing) or the CrmError that stopped one of its journals."""
+        units: list[Journal] = []
+        owners: list[int] = []  # the message each journal unit belongs to
+        for n, (message, people) in enumerate(chosen):
+            journal = mail_plan.build_journal(
+                message, config, people, body_limit=self._body_limit, subject_limit=self._subject_limit,
+                seen_by=(config.upn.lower(),),
+            )  # fmt: skip
+            split = [journal] if self._crm.capabilities.multi_person_journal else _one_per_person(journal)
+            units += split
+            owners += [n] * len(split)
+        written = await write_keyed_many(
+            self._state, units, config.upn, merge=mail_plan.merge, upsert_many=self._crm.upsert_journals,
+            upsert=self._crm.upsert_journal, key_record_after=mail_plan.key_record_after,
         )  # fmt: skip
-        units = [journal] if self._crm.capabilities.multi_person_journal else _one_per_person(journal)
-        wrote = False
-        for unit in units:
-            wrote = await self._write_unit(unit, config.upn) or wrote
-        return wrote
-
-    async def _write_unit(self, journal: Journal, mailbox: str) -> bool:
-        return await write_keyed(
-            self._state, journal, mailbox, merge=mail_plan.merge, upsert=self._crm.upsert_journal,
-            key_record_after=mail_plan.key_record_after,
-        )  # fmt: skip
+        outcomes: list[bool | CrmError] = [False] * len(chosen)
+        for n, outcome in zip(owners, written, strict=True):
+            if isinstance(outcome, CrmError):
+                if not isinstance(outcomes[n], CrmError):
+                    outcomes[n] = outcome  # the first failure of the message's journals
+            elif outcome and outcomes[n] is False:
+                outcomes[n] = True
+        return outcomes
 
     async def _retry_issues(self, config: UserConfig, stream: str, lease: Lease, stats: MailStats) -> Lease:
         issues = (await self._state.list_issues(config.upn, stream))[:MAX_ISSUE_RETRIES_PER_RUN]
@@ -375,6 +407,12 @@ class MailStream:
             crm_key=crm_key,
             details={"graphId": message.id, "folder": message.folder_id},
         )
+
+
+def _read(page: MailPage | Exception) -> MailPage:
+    if isinstance(page, Exception):
+        raise page
+    return page
 
 
 def _one_per_person(journal: Journal) -> list[Journal]:

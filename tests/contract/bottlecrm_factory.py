@@ -44,6 +44,7 @@ def _writes(path: str, *methods: str) -> Callable[[httpx.Request], bool]:
 _ROUTES: dict[str, Callable[[httpx.Request], bool]] = {
     "find_people": _find_people,
     "upsert_journal": _writes("/api/interactions/", "POST", "PATCH"),
+    "upsert_journals": _writes("/api/interactions/", "POST", "PATCH"),  # no bulk API: one write each
     "get_journal": _writes("/api/interactions/", "GET"),
     "upsert_appointment": _writes("/api/tasks/", "POST", "PATCH"),
     "cancel_appointment": _writes("/api/tasks/", "PATCH"),

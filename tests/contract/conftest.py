@@ -27,6 +27,7 @@ from tests.contract.bottlecrm_factory import bottlecrm_harness, bottlecrm_server
 _ROUTES = {
     "find_people": ("POST", "/people/lookup"),
     "upsert_journal": ("PUT", "/journals/"),
+    "upsert_journals": ("POST", "/journals/bulk"),
     "get_journal": ("GET", "/journals/"),
     "upsert_appointment": ("PUT", "/appointments/by-key/"),
     "cancel_appointment": ("POST", "/cancel"),

@@ -22,7 +22,14 @@ from shared.errors import DeltaExpired, GraphThrottled
 from shared.graph.calendar import EventPage, GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.model import CrmAppointmentChange, CrmRef
-from shared.sync.calendar_plan import EventChange, EventRemoved, OutlookEvent, appointment_key, hydrate
+from shared.sync.calendar_plan import (
+    PUSH_TRANSACTION_PREFIX,
+    EventChange,
+    EventRemoved,
+    OutlookEvent,
+    appointment_key,
+    hydrate,
+)
 from shared.sync.ports import CalendarSource
 from tests.contract.test_mail_source import quick_sleep
 from tests.model.calendarbook import InMemoryCalendar
@@ -318,7 +325,9 @@ async def test_the_push_creates_once_updates_and_deletes(cal: CalendarHarness) -
     assert again == made and change_key
     pages, delta = await round_of(cal.source, delta)
     pushed = event(by_id(pages)[made])
-    assert pushed.transaction_id == "crm-a-000007"  # how the stream knows its own events (no echo)
+    assert (
+        pushed.transaction_id == f"{PUSH_TRANSACTION_PREFIX}a-000007"
+    )  # how the stream knows its own (no echo)
     assert (await cal.source.get_event(ANN, made)) == pushed
     assert (pushed.subject, pushed.start, pushed.attendees, pushed.location) == (
         "Site visit",

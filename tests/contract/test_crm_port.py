@@ -6,6 +6,7 @@ Each test reads `crm.connector.capabilities` where the port allows a CRM to diff
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -173,6 +174,86 @@ async def test_journal_linking_an_unknown_person_is_rejected_with_the_reason(crm
 
     assert "p-does-not-exist" in str(caught.value)
     assert crm.journal_keys() == []
+
+
+async def test_journals_written_together_answer_per_journal_and_a_refused_one_stops_only_itself(
+    crm: CrmHarness,
+) -> None:
+    ann = PersonRef(crm.add_person("ann@example.test", name="Ann"), "contact", "Ann", "ann@example.test")
+    keys = [f"<{unique('bulk')}-{n}@example.test>" for n in range(3)]
+    batch = [
+        journal(keys[0], people=(ann,)),
+        journal(keys[1], people=(PersonRef("p-does-not-exist"),)),
+        journal(keys[2]),
+    ]
+
+    outcomes = await crm.connector.upsert_journals(batch)
+
+    assert [type(o) for o in outcomes] == [CrmRef, CrmRejectedError, CrmRef]
+    assert "p-does-not-exist" in str(outcomes[1])
+    assert sorted(crm.journal_keys()) == sorted([keys[0], keys[2]])
+    assert await crm.connector.get_journal(keys[0]) == batch[0]
+    assert await crm.connector.get_journal(keys[2]) == batch[2]
+
+
+async def test_journals_written_together_twice_are_one_record_each_with_the_latest_content(
+    crm: CrmHarness,
+) -> None:
+    keys = [f"<{unique('bulk')}-{n}@example.test>" for n in range(4)]
+    first = await crm.connector.upsert_journals([journal(k) for k in keys])
+    latest = [journal(k, seen_by=("a@contoso.test", "b@contoso.test")) for k in keys]
+
+    again = await crm.connector.upsert_journals(latest)
+
+    assert all(isinstance(r, CrmRef) for r in [*first, *again]), [str(r) for r in [*first, *again]]
+    assert [r.id for r in again if isinstance(r, CrmRef)] == [r.id for r in first if isinstance(r, CrmRef)]
+    assert sorted(crm.journal_keys()) == sorted(keys)
+    assert [await crm.connector.get_journal(k) for k in keys] == latest
+    assert await crm.connector.upsert_journals([]) == []
+
+
+async def test_a_key_given_twice_in_one_bulk_write_is_one_record_with_the_later_content(
+    crm: CrmHarness,
+) -> None:
+    key = f"<{unique('bulk')}@example.test>"
+    later = journal(key, seen_by=("a@contoso.test", "b@contoso.test"))
+
+    outcomes = await crm.connector.upsert_journals([journal(key), later])
+
+    assert all(isinstance(o, CrmRef) for o in outcomes)
+    assert crm.journal_keys() == [key]
+    assert await crm.connector.get_journal(key) == later
+
+
+async def test_a_bulk_write_failing_past_the_retries_is_retryable_and_a_later_one_succeeds(
+    crm: CrmHarness,
+) -> None:
+    keys = [f"<{unique('bulk')}-{n}@example.test>" for n in range(3)]
+    crm.fail("upsert_journals", status=503, times=crm.retry_budget + 1)
+
+    try:
+        outcomes = await crm.connector.upsert_journals([journal(k) for k in keys])
+    except CrmRetryableError as error:  # the whole request failed: nothing is known of any journal
+        assert error.status == 503
+    else:  # or a connector without a bulk API answers per journal (the faults spread over them)
+        assert all(isinstance(o, CrmRef | CrmRetryableError) for o in outcomes)
+        written = [k for k, o in zip(keys, outcomes, strict=True) if isinstance(o, CrmRef)]
+        assert set(written) <= set(crm.journal_keys())
+
+    again = await crm.connector.upsert_journals([journal(k) for k in keys])
+    assert all(isinstance(o, CrmRef) for o in again)
+    assert sorted(crm.journal_keys()) == sorted(keys)
+
+
+async def test_an_ambiguous_bulk_write_repeated_leaves_one_record_each(crm: CrmHarness) -> None:
+    keys = [f"<{unique('bulk')}-{n}@example.test>" for n in range(2)]
+    crm.fail("upsert_journals", status=502, times=crm.retry_budget + 1, apply_then_fail=True)
+
+    with contextlib.suppress(CrmRetryableError):
+        await crm.connector.upsert_journals([journal(k) for k in keys])
+    await crm.connector.upsert_journals([journal(k) for k in keys])
+
+    assert sorted(crm.journal_keys()) == sorted(keys)
 
 
 # ---------------------------------------------------------------------------------------------

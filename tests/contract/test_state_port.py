@@ -23,7 +23,15 @@ from emulators.process import free_port
 from shared.errors import ConcurrencyError, StateError
 from shared.model import Job
 from shared.state.entities import EntityTables
-from shared.state.keys import MAX_KEY_UNITS, SEPARATOR, decode_key, encode_key, join_key, prefix_range
+from shared.state.keys import (
+    MAX_KEY_UNITS,
+    SEPARATOR,
+    decode_key,
+    encode_key,
+    join_key,
+    key_partition,
+    prefix_range,
+)
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore, MemoryTables
 from shared.state.port import Cursor, Decision, Issue, KeyRecord, Link, StateStore, SubscriptionRecord
 from shared.state.queue import JOBS_QUEUE, POISON_QUEUE, StorageJobQueue
@@ -610,6 +618,77 @@ async def test_two_mailboxes_racing_to_create_a_key_one_wins(store: StateStore) 
     winners = [r for r in results if isinstance(r, KeyRecord)]
     assert len(winners) == 1 and sum(isinstance(r, ConcurrencyError) for r in results) == 1
     assert await store.get_key(key) == winners[0]
+
+
+def _keys_in_one_partition(count: int) -> list[str]:
+    """`count` fresh keys that share a SyncKeys partition (so they go in one transaction)."""
+    keys: list[str] = []
+    partition = ""
+    while len(keys) < count:
+        key = unique("<batch") + "@host>"
+        partition = partition or key_partition(key)
+        if key_partition(key) == partition:
+            keys.append(key)
+    return keys
+
+
+async def test_many_keys_are_written_and_read_back_together(store: StateStore) -> None:
+    keys = [unique("<many") + f"-{n}@host>" for n in range(130)] + [unique("k") + h for h in HOSTILE]
+    records = [KeyRecord(k, crm_ref=f"J-{n}", mailboxes=("a@x",), people=("p1",)) for n, k in enumerate(keys)]
+
+    written = await store.put_keys(records)
+
+    assert all(isinstance(w, KeyRecord) and w.etag for w in written)
+    assert [w.key for w in written if isinstance(w, KeyRecord)] == keys
+    missing = unique("<missing") + "@host>"
+    found = await store.get_keys([*keys, missing, keys[0]])
+    assert set(found) == set(keys)
+    assert [found[k] for k in keys] == written
+    assert [await store.get_key(k) for k in keys[:3]] == written[:3]
+    assert await store.get_keys([]) == {} and await store.put_keys([]) == []
+
+
+async def test_put_keys_keeps_each_row_conditional_and_a_lost_race_costs_only_that_row(
+    store: StateStore,
+) -> None:
+    keys = _keys_in_one_partition(5)
+    first = [
+        r for r in await store.put_keys([KeyRecord(k, crm_ref="J") for k in keys]) if isinstance(r, KeyRecord)
+    ]
+    assert len(first) == 5
+    meanwhile = await store.put_key(dataclasses.replace(first[1], mailboxes=("b@x",)))  # another mailbox
+    fresh = unique("<fresh") + "@host>"
+
+    outcomes = await store.put_keys(
+        [dataclasses.replace(r, mailboxes=("a@x",)) for r in first[:4]]  # row 1 holds a stale etag
+        + [KeyRecord(keys[4], crm_ref="again"), KeyRecord(fresh, crm_ref="new")]  # keys[4] exists
+    )
+
+    lost = [isinstance(o, ConcurrencyError) for o in outcomes]
+    assert lost == [False, True, False, False, True, False]
+    rows = await store.get_keys([*keys, fresh])
+    assert rows[keys[1]] == meanwhile  # the other mailbox's write stands
+    assert [rows[k].mailboxes for k in (keys[0], keys[2], keys[3])] == [("a@x",)] * 3
+    assert rows[keys[4]] == first[4] and rows[fresh] == outcomes[5]
+
+
+async def test_two_writers_racing_on_the_same_keys_in_batches_win_each_row_once(store: StateStore) -> None:
+    keys = _keys_in_one_partition(3) + [unique("<other") + "@host>"]
+    one, two = await asyncio.gather(
+        store.put_keys([KeyRecord(k, crm_ref="A") for k in keys]),
+        store.put_keys([KeyRecord(k, crm_ref="B") for k in keys]),
+    )
+    for key, a, b in zip(keys, one, two, strict=True):
+        assert isinstance(a, KeyRecord) != isinstance(b, KeyRecord), key
+        winner = a if isinstance(a, KeyRecord) else b
+        assert await store.get_key(key) == winner
+
+
+async def test_put_keys_takes_each_key_once(store: StateStore) -> None:
+    key = unique("<twice") + "@host>"
+    with pytest.raises(ValueError):
+        await store.put_keys([KeyRecord(key, crm_ref="A"), KeyRecord(key, crm_ref="B")])
+    assert await store.get_key(key) is None
 
 
 # -------------------------------------------------------------------------------------------------

@@ -95,11 +95,11 @@ def _engine(state: Any, crm: Any, source: Any, clock: Clock) -> Engine:
 def _outcome(graph: GraphEmulator, crm: ReferenceCrm) -> dict[str, Any]:
     """The CRM's appointments by (subject, start) without server-assigned fields, and the Outlook events."""
     drop = {"id", "seq", "createdAt", "updatedAt", "version", "key", "seriesKey"}  # ids differ per reset
-    appointments = {}
+    appointments: dict[str, list[dict[str, Any]]] = {}  # a list: a duplicate must show
     for a in crm.appointments():
         kept = {f: v for f, v in a.items() if f not in drop}
         kept["people"] = sorted(p.get("email", "") for p in a.get("people", []))
-        appointments[f"{a['subject']}@{a['start']}"] = kept
+        appointments.setdefault(f"{a['subject']}@{a['start']}", []).append(kept)
     events = sorted(
         (e["subject"], e["start"]["dateTime"], len(e["attendees"]))
         for e in _outlook(graph, "GET", f"/users/{ANN}/events?$top=100")["value"]

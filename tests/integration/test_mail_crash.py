@@ -29,9 +29,9 @@ START = datetime.now(UTC).replace(microsecond=0)
 # (what crashes, which method, which call, after the real call?)
 CHECKPOINTS = [
     ("graph", "read_page", 2, True),  # after a Graph page was read
-    ("crm", "upsert_journal", 40, True),  # after a CRM write (the CRM applied it, the answer was lost)
-    ("crm", "upsert_journal", 101, False),  # before a CRM write on the second page
-    ("state", "put_key", 60, True),  # after a key (link) write
+    ("crm", "upsert_journals", 1, True),  # after a page's CRM write (applied, the answer was lost)
+    ("crm", "upsert_journals", 2, False),  # before the second page's CRM write
+    ("state", "put_keys", 1, True),  # after a page's key rows were written
     ("state", "record_decisions", 1, True),  # after the page's decisions, before its cursor save
     ("state", "save_cursor", 1, False),  # before the first cursor save
     ("state", "save_cursor", 2, False),  # before the deltaLink save

@@ -59,9 +59,10 @@ CATEGORY = "CRM"
 # Where a worker dies: nowhere, the n-th awaited adapter call of the run (any await point), or the n-th
 # call of one adapter method (so the rarer ones, such as a journal write, are hit often enough).
 CRASH_METHODS = (
-    "graph.read_page", "graph.get_message", "crm.find_people", "crm.upsert_journal", "state.get_key",
-    "state.put_key", "state.record_decisions", "state.record_issue", "state.save_cursor", "state.renew",
-    "state.release", "state.resolve_issue", "state.acquire",
+    "graph.read_page", "graph.get_message", "crm.find_people", "crm.upsert_journals", "state.get_keys",
+    "state.put_keys", "crm.upsert_journal", "state.get_key", "state.put_key", "state.record_decisions",
+    "state.record_issue", "state.save_cursor", "state.renew", "state.release", "state.resolve_issue",
+    "state.acquire",
 )  # fmt: skip
 CRASH = st.one_of(
     st.none(),

@@ -20,6 +20,7 @@ from shared.graph.mail import GraphMailReader
 from shared.model import ContactFields
 from shared.state.memory import InMemoryJobQueue
 from shared.state.tables import TableStateStore
+from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX
 from tests.integration.stack import settings_for, unique_prefix
 from tests.model.world import (
     CONTACTS_FOLDER,
@@ -281,7 +282,7 @@ class RealWorld:
         return sorted(
             (str(e["subject"]), _instant(e["start"]), _instant(e["end"]))
             for e in events
-            if str(e.get("transactionId") or "").startswith("crm-")
+            if str(e.get("transactionId") or "").startswith(PUSH_TRANSACTION_PREFIX)
         )
 
     def stream_fault(self, stream: str, name: str, count: int) -> None:

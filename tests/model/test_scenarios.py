@@ -16,11 +16,11 @@ Model = with_world(MemoryWorld)
 GAPS: list[Crash] = [
     ("graph.read_page", 1, True),  # the page was read, nothing written
     ("crm.find_people", 1, True),
-    ("state.get_key", 1, False),
-    ("crm.upsert_journal", 1, False),
-    ("crm.upsert_journal", 1, True),  # the CRM applied it, the answer was lost
-    ("state.put_key", 1, False),
-    ("state.put_key", 1, True),
+    ("state.get_keys", 1, False),
+    ("crm.upsert_journals", 1, False),
+    ("crm.upsert_journals", 1, True),  # the CRM applied the page's journals, the answer was lost
+    ("state.put_keys", 1, False),
+    ("state.put_keys", 1, True),
     ("state.record_decisions", 1, True),
     ("state.save_cursor", 1, False),
     ("state.save_cursor", 1, True),  # the cursor is saved, the lease is not renewed

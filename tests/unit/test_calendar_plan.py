@@ -74,6 +74,9 @@ def test_a_skeletal_occurrence_is_hydrated_from_its_master_and_keeps_its_own_tim
         ({"is_cancelled": True}, "all", False, "cancelled by the organizer"),
         ({"categories": ("crm",)}, "category", True, ""),
         ({"categories": ()}, "category", False, "policy category: the meeting does not carry"),
+        # an event the push created, even one without its link row (the worker died before writing it)
+        ({"transaction_id": "crmsync-push-a1"}, "all", False, "created by the CRM push (no echo)"),
+        ({"transaction_id": "outlook-web-7"}, "all", True, ""),  # another app's id is no reason to skip
     ],
 )
 def test_prefilter(change: dict[str, object], policy: str, capture: bool, reason: str) -> None:

@@ -163,3 +163,44 @@ async def test_a_long_address_list_is_looked_up_in_batches(server: ReferenceCrm)
     assert len(found) == 1201
     assert [p.id for p in found["ann@example.test"]] == [ann]
     assert server.stats()["byRoute"] == {"POST /people/lookup": 3}
+
+
+def _journal(key: str) -> Journal:
+    return Journal(
+        key=key, subject="s", body="", direction=Direction.INBOUND, sender=None, to=(), cc=(), sent_at=None,
+        received_at=None, conversation_id="", attachments=(), owner="a", seen_by=(), people=(),
+    )  # fmt: skip
+
+
+def test_a_bulk_write_answers_each_journal_in_order(server: ReferenceCrm, api: httpx.Client) -> None:
+    body = {"subject": "s", "direction": "inbound", "owner": "o"}
+    items = [
+        {"key": "<a@x>", **body},
+        {"key": "", **body},
+        {"key": "<b@x>", **body, "people": [{"id": "p-x"}]},
+    ]
+
+    answer = api.post("/journals/bulk", json={"journals": items})
+
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert [r["key"] for r in results] == ["<a@x>", "", "<b@x>"]
+    assert results[0]["created"] is True and "error" not in results[0]
+    assert [results[1]["error"]["status"], results[2]["error"]["status"]] == [400, 422]
+    assert [j["key"] for j in server.journals()] == ["<a@x>"]
+    assert api.post("/journals/bulk", json={"journals": []}).status_code == 400
+    assert server.stats()["journalWrites"] == 3
+
+
+async def test_against_a_crm_without_the_bulk_route_journals_go_one_put_each(server: ReferenceCrm) -> None:
+    server.fault(405, count=1, method="POST", path_contains="/journals/bulk")  # as an API 1.0 CRM answers
+    connector = server.connector()
+    try:
+        first = await connector.upsert_journals([_journal("<one@x>"), _journal("<two@x>")])
+        second = await connector.upsert_journals([_journal("<three@x>")])
+    finally:
+        await connector.aclose()
+
+    assert [type(r).__name__ for r in [*first, *second]] == ["CrmRef"] * 3
+    assert sorted(j["key"] for j in server.journals()) == ["<one@x>", "<three@x>", "<two@x>"]
+    assert server.stats()["byRoute"] == {"POST /journals/bulk": 1, "PUT /journals/{key}": 3}

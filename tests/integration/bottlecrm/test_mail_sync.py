@@ -35,8 +35,8 @@ PEOPLE = ("bob@fabrikam.example", "eve@northwind.example")
 
 # (what crashes, which method, which call, after the real call?)
 CHECKPOINTS = [
-    ("crm", "upsert_journal", 10, True),  # BottleCRM applied it, the worker died before recording it
-    ("crm", "upsert_journal", 30, False),  # before a write on the third page
+    ("crm", "upsert_journals", 1, True),  # BottleCRM applied a page, the worker died before recording it
+    ("crm", "upsert_journals", 3, False),  # before the writes of the third page
     ("state", "save_cursor", 1, False),  # before the first page's cursor save
 ]
 
