@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 STREAM = "calendar"
 PUSH_STREAM = "calendar:push"  # link rows of the push, by CRM appointment id
+PENDING_KEY = "pendingKey"  # Link.extra: a re-keyed occurrence's new key, noted before its appointment
 LEASE_SECONDS = 300.0
 ROLL_OVER_AFTER = timedelta(days=1)
 MAX_ISSUE_RETRIES_PER_RUN = 50
@@ -286,6 +287,15 @@ class CalendarStream:
         # dies between the CRM write and the page's links would otherwise leave an appointment no link
         # leads to, which the meeting's later deletion (or a fresh round's reconciliation) never finds.
         first = [self._link(config, e, k, m, result.round) for e, k, m, _, _ in chosen if e.id not in links]
+        # The same for a new key (a rescheduled series): noted on the old link, which keeps its key so the
+        # old appointment is still withdrawn; a removal found later withdraws the new key too.
+        first += [
+            replace(links[e.id], extra={**links[e.id].extra, PENDING_KEY: k})
+            for e, k, _, _, _ in chosen
+            if e.id in links
+            and links[e.id].crm_key not in ("", k)
+            and links[e.id].extra.get(PENDING_KEY) != k
+        ]
         if first:
             await self._state.put_links(first)
         for event, key, master, people, reason in chosen:
@@ -386,7 +396,7 @@ class CalendarStream:
         key = plan.appointment_key(full, master) if full is not None else ""
         if full is not None and key:
             if key != link.crm_key:
-                await self._withdraw(config, link, stats, result)
+                await self._withdraw(config, link, stats, result, pending=False)
             await self._capture_all(config, [(full, key, master)], {}, stats, result)
 
     async def _drop_stale(
@@ -404,12 +414,12 @@ class CalendarStream:
         stale = plan.stale_keys({i: m.crm_key for i, m in members.items()}, current)
         for item_id, old_key in stale.items():
             if item_id in result.links and result.links[item_id].crm_key != old_key:
-                await self._withdraw(config, members[item_id], stats, result, keep_link=True)
+                await self._withdraw(config, members[item_id], stats, result, keep_link=True, pending=False)
                 continue
             event = await self._source.get_event(config.upn, item_id)
             full = plan.hydrate(event, master) if event is not None else None
             if full is None or plan.appointment_key(full, master) != old_key:
-                await self._withdraw(config, members[item_id], stats, result)
+                await self._withdraw(config, members[item_id], stats, result, pending=full is None)
 
     async def _members(self, user: str, master_id: str) -> list[Link]:
         return [
@@ -427,8 +437,17 @@ class CalendarStream:
         *,
         cancelled_by_organizer: bool = False,
         keep_link: bool = False,
+        pending: bool = True,
     ) -> None:
-        """The meeting is confirmed gone from this calendar (or cancelled by its organizer)."""
+        """The meeting is confirmed gone from this calendar (or cancelled by its organizer). With
+        `pending`, so is the new key a worker that died while re-keying it may have written."""
+        new_key = str(link.extra.get(PENDING_KEY, ""))
+        if pending and new_key and new_key != link.crm_key:
+            extra = {k: v for k, v in link.extra.items() if k != PENDING_KEY}
+            await self._withdraw(
+                config, replace(link, crm_key=new_key, extra=extra), stats, result,
+                cancelled_by_organizer=cancelled_by_organizer, keep_link=True, pending=False,
+            )  # fmt: skip
         key = link.crm_key
         for _ in range(8):
             record = await self._state.get_key(key)
