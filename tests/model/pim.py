@@ -357,8 +357,10 @@ class PimSyncModel(RuleBasedStateMachine):
         crm_id = self._crm_id(person.email) if person else ""
         if person is None or not crm_id:
             return
+        held = next(c.fields for c in self.world.crm_contacts() if c.crm_id == crm_id)
         self.world.crm_edit_contact(crm_id, **{name: value})
-        person.fields[name].write("crm", value)
+        if getattr(held, name) != value:  # writing the value it holds changes nothing
+            person.fields[name].write("crm", value)
 
     @precondition(lambda self: bool(self.people))
     @rule(index=st.integers(0, 30), name=st.sampled_from(FIELDS[:2]), value=st.sampled_from(TITLES + PHONES))
@@ -367,8 +369,10 @@ class PimSyncModel(RuleBasedStateMachine):
         contact_id = self._outlook_id(person.home, person.email) if person else ""
         if person is None or not contact_id:
             return
+        held = self.world.outlook_contacts(person.home)[contact_id]
         self.world.outlook_edit_contact(person.home, contact_id, **{name: value})
-        person.fields[name].write("outlook", value)
+        if getattr(held, name) != value:  # a new changeKey, the same fields: not a change
+            person.fields[name].write("outlook", value)
 
     @precondition(lambda self: bool(self.people))
     @rule(index=st.integers(0, 30))

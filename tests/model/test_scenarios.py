@@ -277,3 +277,22 @@ def test_an_attendee_leaving_a_meeting_whose_crm_person_was_deleted_is_written()
         ],
         meetings=[(DAN, True, 3, 9, 0)],
     )
+
+
+def test_an_attendee_whose_worker_died_while_re_keying_a_series_then_left_it_is_not_seen_by() -> None:
+    """Found by the model: Dan's worker wrote the rescheduled occurrences' new keys and died before their
+    link rows; Dan then removed his copy, and nothing took him off the new appointments."""
+    run_pim(
+        [
+            ("sweep", ()),
+            ("organizer_deletes_meeting", (0,)),
+            ("organizer_deletes_meeting", (0,)),
+            ("two_workers_one_job", (DAN, "calendar")),
+            ("worker_takes_a_queued_job", (0, None)),
+            ("worker_takes_a_queued_job", (0, None)),
+            ("reschedule_meeting", (0, 1, 8)),  # the series, an hour earlier: new keys
+            ("worker_takes_a_queued_job", (1, ("*", 12, False))),  # Dan's calendar
+            ("attendee_removes_their_copy", (0,)),
+        ],
+        meetings=[(ANN, False, 1, 8, 0), (ANN, False, 1, 8, 0), (ANN, True, 1, 9, 2)],
+    )
