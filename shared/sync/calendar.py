@@ -298,6 +298,19 @@ class CalendarStream:
         ]
         if first:
             await self._state.put_links(first)
+        for event, key, _, _, _ in chosen:  # a new key a dead worker wrote, and the meeting moved on again
+            old = links.get(event.id)
+            stale = str(old.extra.get(PENDING_KEY, "")) if old is not None else ""
+            if old is not None and stale not in ("", key, old.crm_key):
+                extra = {k: v for k, v in old.extra.items() if k != PENDING_KEY}
+                await self._withdraw(
+                    config,
+                    replace(old, crm_key=stale, extra=extra),
+                    stats,
+                    result,
+                    keep_link=True,
+                    pending=False,
+                )
         for event, key, master, people, reason in chosen:
             await self._capture(config, event, key, master, people, reason, stats, result)
 
