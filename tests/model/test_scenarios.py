@@ -296,3 +296,18 @@ def test_an_attendee_whose_worker_died_while_re_keying_a_series_then_left_it_is_
         ],
         meetings=[(ANN, False, 1, 8, 0), (ANN, False, 1, 8, 0), (ANN, True, 1, 9, 2)],
     )
+
+
+def test_a_series_moved_back_after_a_worker_died_while_re_keying_it_leaves_no_stale_occurrence() -> None:
+    """Found by the model: the dead worker had written the new keys; the series moved back before the
+    next run, which then found nothing stale and left those appointments live."""
+    run_pim(
+        [
+            ("sweep", ()),
+            ("two_workers_one_job", (ANN, "calendar")),
+            ("reschedule_meeting", (0, 1, 9)),
+            ("worker_takes_a_queued_job", (1, ("*", 12, False))),  # Ann's calendar
+            ("reschedule_meeting", (0, 1, 8)),  # back where it was
+        ],
+        meetings=[(ANN, False, 1, 8, 2)],
+    )
