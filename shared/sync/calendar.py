@@ -78,6 +78,7 @@ class _Page:
     links: dict[str, Link] = field(default_factory=dict)
     consecutive_crm_failures: int = 0
     round: str = ""  # the round that saw these items (stamped on their link rows)
+    withdrawn: set[tuple[str, str]] = field(default_factory=set)  # (Graph id, key) withdrawn this page
 
 
 class CalendarStream:
@@ -313,6 +314,16 @@ class CalendarStream:
                 )
         for event, key, master, people, reason in chosen:
             await self._capture(config, event, key, master, people, reason, stats, result)
+            old = links.get(event.id)
+            captured = result.links.get(event.id)
+            if (
+                old is not None
+                and old.crm_key not in ("", key)
+                and captured is not None
+                and captured.crm_key == key
+                and (event.id, old.crm_key) not in result.withdrawn
+            ):  # re-keyed (a rescheduled series), also when retried alone: its old key is withdrawn
+                await self._withdraw(config, old, stats, result, keep_link=True, pending=False)
 
     async def _capture(
         self,
@@ -426,6 +437,8 @@ class CalendarStream:
         members = {m.item_id: m for m in await self._members(config.upn, master.id)}
         stale = plan.stale_keys({i: m.crm_key for i, m in members.items()}, current)
         for item_id, old_key in stale.items():
+            if (item_id, old_key) in result.withdrawn:
+                continue
             if item_id in result.links and result.links[item_id].crm_key != old_key:
                 await self._withdraw(config, members[item_id], stats, result, keep_link=True, pending=False)
                 continue
@@ -462,6 +475,7 @@ class CalendarStream:
                 cancelled_by_organizer=cancelled_by_organizer, keep_link=True, pending=False,
             )  # fmt: skip
         key = link.crm_key
+        result.withdrawn.add((link.item_id, key))
         for _ in range(8):
             record = await self._state.get_key(key)
             outcome = plan.withdraw(record, config.upn)
