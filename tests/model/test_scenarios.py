@@ -311,3 +311,19 @@ def test_a_series_moved_back_after_a_worker_died_while_re_keying_it_leaves_no_st
         ],
         meetings=[(ANN, False, 1, 8, 2)],
     )
+
+
+def test_a_rescheduled_series_whose_write_failed_and_was_retried_leaves_no_stale_occurrence() -> None:
+    """Found by the model: the issue retry captured each occurrence alone under its new key and moved
+    its link there, so the old keys were never withdrawn."""
+    run_pim(
+        [
+            ("sweep", ()),
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("crm_fault", ("upsert_appointment", "503", 3)),
+            ("reschedule_meeting", (0, 1, 8)),
+            ("reschedule_meeting", (1, 1, 8)),
+            ("worker_takes_a_queued_job", (1, None)),
+        ],
+        meetings=[(ANN, False, 1, 9, 0), (ANN, False, 1, 9, 2)],
+    )
