@@ -259,10 +259,8 @@ class ContactsStream:
             if not key.startswith(RETRY_PREFIX + "outlook:") or not issue.item_id or issue.item_id in seen:
                 continue
             item = await self._outlook.get(user, folder, issue.item_id)
-            if item is not None:
-                changes.append(item)
-            elif issue.item_id in links:
-                changes.append(OutlookContactRemoved(issue.item_id))
+            # gone: a linked one is unlinked; for one never linked there is nothing left to retry
+            changes.append(item if item is not None else OutlookContactRemoved(issue.item_id))
         return changes
 
     async def _crm_with_retries(
@@ -470,7 +468,7 @@ class ContactsStream:
         for key in plan.resolved:
             if key in open_issues:
                 await self._state.resolve_issue(user, key)
-        retried = {c.contact.id for c in outlook if isinstance(c, OutlookItem)} | {_crm_id(c) for c in crm}
+        retried = {change_id(c) for c in outlook} | {_crm_id(c) for c in crm}
         for key, issue in open_issues.items():
             if key.startswith(RETRY_PREFIX) and issue.item_id in retried and key not in failed:
                 await self._state.resolve_issue(user, key)
