@@ -327,3 +327,17 @@ def test_a_rescheduled_series_whose_write_failed_and_was_retried_leaves_no_stale
         ],
         meetings=[(ANN, False, 1, 9, 0), (ANN, False, 1, 9, 2)],
     )
+
+
+def test_a_contact_refused_by_the_crm_then_deleted_in_outlook_leaves_no_issue() -> None:
+    """Found by the model: the retry of a refused write found the Outlook contact gone and kept the
+    issue open for ever."""
+    run_pim(
+        [
+            ("crm_fault", ("upsert_contact", "rejected", 1)),
+            ("worker_runs", (ANN, "contacts", False, None)),
+            ("outlook_deletes_contact", (2,)),  # P1, made in Outlook, never reached the CRM
+            ("worker_runs", (ANN, "contacts", False, None)),
+        ],
+        contacts=[(ANN, "outlook")],
+    )
