@@ -26,7 +26,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 
 from shared.crm.port import CrmPort
-from shared.errors import ConcurrencyError, CrmError, CrmRetryableError, DeltaExpired, GraphError
+from shared.errors import (
+    ConcurrencyError,
+    CrmError,
+    CrmRejectedError,
+    CrmRetryableError,
+    DeltaExpired,
+    GraphError,
+)
 from shared.model import Appointment, CrmAppointmentChange, PersonRef, fingerprint
 from shared.state.port import Cursor, Decision, Issue, Lease, Link, StateStore
 from shared.sync import calendar_plan as plan
@@ -39,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 STREAM = "calendar"
 PUSH_STREAM = "calendar:push"  # link rows of the push, by CRM appointment id
+PENDING_KEY = "pendingKey"  # Link.extra: a re-keyed occurrence's new key, noted before its appointment
 LEASE_SECONDS = 300.0
 ROLL_OVER_AFTER = timedelta(days=1)
 SERIES_CHECK_EVERY = timedelta(hours=1)
@@ -71,6 +79,7 @@ class _Page:
     links: dict[str, Link] = field(default_factory=dict)
     consecutive_crm_failures: int = 0
     round: str = ""  # the round that saw these items (stamped on their link rows)
+    withdrawn: set[tuple[str, str]] = field(default_factory=set)  # (Graph id, key) withdrawn this page
 
 
 class CalendarStream:
@@ -263,6 +272,7 @@ class CalendarStream:
                 stats.skipped += 1
                 result.decisions.append(self._decision(config, key, event.id, "skipped", verdict.reason))
         matches = await self._lookup(config, [e for e, _, _ in candidates])
+        chosen: list[tuple[OutlookEvent, str, OutlookEvent | None, tuple[PersonRef, ...], str]] = []
         for event, key, master in candidates:
             people = plan.people_on(event, config.upn, matches)
             verdict = plan.select(config.calendar_policy, config.calendar_category, people)
@@ -270,7 +280,47 @@ class CalendarStream:
                 stats.skipped += 1
                 result.decisions.append(self._decision(config, key, event.id, "skipped", verdict.reason))
                 continue
-            await self._capture(config, event, key, master, people, verdict.reason, stats, result)
+            chosen.append((event, key, master, people, verdict.reason))
+        # A meeting seen for the first time is linked before its appointment is written: a worker that
+        # dies between the CRM write and the page's links would otherwise leave an appointment no link
+        # leads to, which the meeting's later deletion (or a fresh round's reconciliation) never finds.
+        first = [self._link(config, e, k, m, result.round) for e, k, m, _, _ in chosen if e.id not in links]
+        # The same for a new key (a rescheduled series): noted on the old link, which keeps its key so the
+        # old appointment is still withdrawn; a removal found later withdraws the new key too.
+        first += [
+            replace(links[e.id], extra={**links[e.id].extra, PENDING_KEY: k})
+            for e, k, _, _, _ in chosen
+            if e.id in links
+            and links[e.id].crm_key not in ("", k)
+            and links[e.id].extra.get(PENDING_KEY) != k
+        ]
+        if first:
+            await self._state.put_links(first)
+        for event, key, _, _, _ in chosen:  # a new key a dead worker wrote, and the meeting moved on again
+            old = links.get(event.id)
+            stale = str(old.extra.get(PENDING_KEY, "")) if old is not None else ""
+            if old is not None and stale not in ("", key, old.crm_key):
+                extra = {k: v for k, v in old.extra.items() if k != PENDING_KEY}
+                await self._withdraw(
+                    config,
+                    replace(old, crm_key=stale, extra=extra),
+                    stats,
+                    result,
+                    keep_link=True,
+                    pending=False,
+                )
+        for event, key, master, people, reason in chosen:
+            await self._capture(config, event, key, master, people, reason, stats, result)
+            old = links.get(event.id)
+            captured = result.links.get(event.id)
+            if (
+                old is not None
+                and old.crm_key not in ("", key)
+                and captured is not None
+                and captured.crm_key == key
+                and (event.id, old.crm_key) not in result.withdrawn
+            ):  # re-keyed (a rescheduled series), also when retried alone: its old key is withdrawn
+                await self._withdraw(config, old, stats, result, keep_link=True, pending=False)
 
     async def _capture(
         self,
@@ -305,12 +355,18 @@ class CalendarStream:
         result.consecutive_crm_failures = 0
         stats.captured += int(written)
         stats.unchanged += int(not written)
-        result.links[event.id] = Link(
+        result.links[event.id] = self._link(config, event, key, master, result.round)
+        result.decisions.append(self._decision(config, key, event.id, "synced", reason, crm_key=key))
+
+    @staticmethod
+    def _link(
+        config: UserConfig, event: OutlookEvent, key: str, master: OutlookEvent | None, round_id: str
+    ) -> Link:
+        return Link(
             config.upn, STREAM, event.id, crm_key=key, change_key=event.change_key,
             extra={"series": master.id if master else "", "start": event.start.isoformat(),
-                   "end": event.end.isoformat(), "round": result.round},
+                   "end": event.end.isoformat(), "round": round_id},
         )  # fmt: skip
-        result.decisions.append(self._decision(config, key, event.id, "synced", reason, crm_key=key))
 
     async def _write(self, appointment: Appointment, mailbox: str) -> bool:
         return await write_keyed(
@@ -361,7 +417,7 @@ class CalendarStream:
         key = plan.appointment_key(full, master) if full is not None else ""
         if full is not None and key:
             if key != link.crm_key:
-                await self._withdraw(config, link, stats, result)
+                await self._withdraw(config, link, stats, result, pending=False)
             await self._capture_all(config, [(full, key, master)], {}, stats, result)
 
     async def _drop_stale(
@@ -378,13 +434,15 @@ class CalendarStream:
         members = {m.item_id: m for m in await self._members(config.upn, master.id)}
         stale = plan.stale_keys({i: m.crm_key for i, m in members.items()}, current)
         for item_id, old_key in stale.items():
+            if (item_id, old_key) in result.withdrawn:
+                continue
             if item_id in result.links and result.links[item_id].crm_key != old_key:
-                await self._withdraw(config, members[item_id], stats, result, keep_link=True)
+                await self._withdraw(config, members[item_id], stats, result, keep_link=True, pending=False)
                 continue
             event = await self._source.get_event(config.upn, item_id)
             full = plan.hydrate(event, master) if event is not None else None
             if full is None or plan.appointment_key(full, master) != old_key:
-                await self._withdraw(config, members[item_id], stats, result)
+                await self._withdraw(config, members[item_id], stats, result, pending=full is None)
 
     async def _members(self, user: str, master_id: str) -> list[Link]:
         return [
@@ -402,9 +460,19 @@ class CalendarStream:
         *,
         cancelled_by_organizer: bool = False,
         keep_link: bool = False,
+        pending: bool = True,
     ) -> None:
-        """The meeting is confirmed gone from this calendar (or cancelled by its organizer)."""
+        """The meeting is confirmed gone from this calendar (or cancelled by its organizer). With
+        `pending`, so is the new key a worker that died while re-keying it may have written."""
+        new_key = str(link.extra.get(PENDING_KEY, ""))
+        if pending and new_key and new_key != link.crm_key:
+            extra = {k: v for k, v in link.extra.items() if k != PENDING_KEY}
+            await self._withdraw(
+                config, replace(link, crm_key=new_key, extra=extra), stats, result,
+                cancelled_by_organizer=cancelled_by_organizer, keep_link=True, pending=False,
+            )  # fmt: skip
         key = link.crm_key
+        result.withdrawn.add((link.item_id, key))
         for _ in range(8):
             record = await self._state.get_key(key)
             outcome = plan.withdraw(record, config.upn)
@@ -416,7 +484,7 @@ class CalendarStream:
             elif record is not None:
                 current = await self._crm.get_appointment(key)
                 if current is not None:
-                    await self._crm.upsert_appointment(replace(current, seen_by=outcome.remaining))
+                    await self._keep_seen_by(replace(current, seen_by=outcome.remaining))
             if record is None:
                 break
             extra = {**record.extra, "cancelled": bool(record.extra.get("cancelled")) or cancel}
@@ -435,6 +503,23 @@ class CalendarStream:
         result.decisions.append(
             self._decision(config, key, link.item_id, "removed", reason, crm_key=key if cancel else "")
         )
+
+    async def _keep_seen_by(self, appointment: Appointment) -> None:
+        """Rewrite an appointment (fewer calendars hold it). When the CRM refuses it because a linked
+        person was deleted there meanwhile, write it again with only the people it still matches."""
+        try:
+            await self._crm.upsert_appointment(appointment)
+        except CrmRejectedError:
+            if not appointment.people:
+                raise
+            found = await self._crm.find_people(
+                sorted({p.email.lower() for p in appointment.people if p.email})
+            )
+            live = {p.id for refs in found.values() for p in refs}
+            people = tuple(p for p in appointment.people if p.id in live)
+            if people == appointment.people:
+                raise
+            await self._crm.upsert_appointment(replace(appointment, people=people))
 
     async def _reconcile(
         self, config: UserConfig, cursor: Cursor, lease: Lease, stats: CalendarStats
@@ -551,7 +636,12 @@ class CalendarStream:
         if link is not None and link.crm_fingerprint == wanted:
             return
         event_id = link.extra.get("eventId", "") if link is not None else ""
+        # A create was started and its outcome never recorded (the worker died): Graph answers the same
+        # transactionId with the event it may have made, which then needs this change too.
+        unsure = link is not None and bool(link.extra.get("pending"))
         if change.cancelled:
+            if not event_id and unsure:
+                event_id, _ = await self._source.create_event(user, change)
             if event_id:
                 await self._source.delete_event(user, event_id)
                 await self._state.delete_link(user, STREAM, event_id)
@@ -565,7 +655,13 @@ class CalendarStream:
                 await self._state.put_links([replace(link, crm_fingerprint=wanted)])
                 return
         else:
+            if not unsure:
+                await self._state.put_links(
+                    [Link(user, PUSH_STREAM, change.ref.id, extra={"eventId": "", "pending": True})]
+                )
             event_id, change_key = await self._source.create_event(user, change)
+            if unsure:
+                change_key = await self._source.update_event(user, event_id, change) or change_key
         stats.pushed += 1
         await self._state.put_links(
             [

@@ -216,7 +216,17 @@ def merge(record: KeyRecord | None, appointment: Appointment, mailbox: str) -> t
     if record is None or not record.mailboxes:
         return replace(appointment, seen_by=(mailbox,)), True
     stored: Mapping[str, Any] = record.extra.get("people", {})
-    people = {pid: PersonRef(id=pid, **stored[pid]) for pid in record.people if pid in stored}
+    # A person another calendar linked is kept unless this calendar looked the same address up and the
+    # CRM no longer matches it (deleted or changed there): linking it again would be refused forever.
+    looked_up = {a.address.normalized for a in appointment.attendees if a.type != "resource"}
+    looked_up |= {appointment.organizer.normalized} if appointment.organizer else set()
+    looked_up.discard(mailbox)
+    found = {p.id for p in appointment.people}
+    people = {
+        pid: PersonRef(id=pid, **stored[pid])
+        for pid in record.people
+        if pid in stored and (pid in found or str(stored[pid].get("email", "")).lower() not in looked_up)
+    }
     for person in appointment.people:
         people.setdefault(person.id, person)
     merged = replace(
@@ -228,7 +238,7 @@ def merge(record: KeyRecord | None, appointment: Appointment, mailbox: str) -> t
     unchanged = (
         mailbox in record.mailboxes
         and not record.extra.get("cancelled")
-        and set(record.people) >= {p.id for p in appointment.people}
+        and set(record.people) == set(people)
         and record.fingerprint == content_fingerprint(appointment)
     )
     return merged, not unchanged

@@ -259,10 +259,8 @@ class ContactsStream:
             if not key.startswith(RETRY_PREFIX + "outlook:") or not issue.item_id or issue.item_id in seen:
                 continue
             item = await self._outlook.get(user, folder, issue.item_id)
-            if item is not None:
-                changes.append(item)
-            elif issue.item_id in links:
-                changes.append(OutlookContactRemoved(issue.item_id))
+            # gone: a linked one is unlinked; for one never linked there is nothing left to retry
+            changes.append(item if item is not None else OutlookContactRemoved(issue.item_id))
         return changes
 
     async def _crm_with_retries(
@@ -373,6 +371,10 @@ class ContactsStream:
             stats.unlinked += 1
         elif isinstance(action, cp.RemoveFromOutlook):
             if action.delete:
+                # marked first: a run that dies after the delete must not take it for the user's
+                link = await self._state.get_link(user, STREAM, action.outlook_id)
+                if link is not None and not link.extra.get(cp.REMOVING):
+                    await self._state.put_links([replace(link, extra={**link.extra, cp.REMOVING: True})])
                 await self._outlook.delete(user, folder, action.outlook_id)
                 await self._state.delete_link(user, STREAM, action.outlook_id)
                 stats.removed += 1
@@ -466,7 +468,7 @@ class ContactsStream:
         for key in plan.resolved:
             if key in open_issues:
                 await self._state.resolve_issue(user, key)
-        retried = {c.contact.id for c in outlook if isinstance(c, OutlookItem)} | {_crm_id(c) for c in crm}
+        retried = {change_id(c) for c in outlook} | {_crm_id(c) for c in crm}
         for key, issue in open_issues.items():
             if key.startswith(RETRY_PREFIX) and issue.item_id in retried and key not in failed:
                 await self._state.resolve_issue(user, key)

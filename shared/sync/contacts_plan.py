@@ -41,6 +41,7 @@ from shared.state.port import Link
 from shared.users import UserConfig
 
 MAX_EMAILS = 3  # Outlook's cap on emailAddresses
+REMOVING = "removing"  # Link.extra flag: we are deleting this contact from Outlook (the CRM's is gone)
 MAX_BUSINESS_PHONES = 2  # Outlook's cap on businessPhones
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ContactFields))
 API_NAMES = {
@@ -319,15 +320,25 @@ class _Planner:
         self.to_outlook = config.contacts_direction in ("two-way", "crm-to-outlook")
         self.to_crm = config.contacts_direction in ("two-way", "outlook-to-crm")
         self.out = Plan()
+        self.removed_by_us: set[str] = set()
 
     def run(self) -> Plan:
         i = self.i
         outlook: dict[str, OutlookChange] = {change_id(c): c for c in i.outlook}
         crm: dict[str, CrmContact | CrmContactRemoved] = {_crm_id(c): c for c in i.crm}
-        linked_crm = {link.crm_key for link in i.links.values() if link.crm_key}
         if i.outlook_complete:
             for oid in i.links:
                 outlook.setdefault(oid, OutlookContactRemoved(oid))
+        # Our own removal from Outlook, finished by a run that died before forgetting the link: not the
+        # user's delete. The CRM contact is then as if never linked (pushed again if it is back).
+        self.removed_by_us = {
+            oid
+            for oid, link in i.links.items()
+            if link.extra.get(REMOVING) and isinstance(outlook.get(oid), OutlookContactRemoved)
+        }
+        linked_crm = {
+            link.crm_key for oid, link in i.links.items() if link.crm_key and oid not in self.removed_by_us
+        }
         if i.crm_complete:
             for crm_id in linked_crm | set(i.dropped):
                 crm.setdefault(crm_id, CrmContactRemoved(CrmRef(crm_id), i.config.owner))
@@ -353,6 +364,9 @@ class _Planner:
         crm: Mapping[str, CrmContact | CrmContactRemoved],
     ) -> None:
         actions = self.out.actions
+        if oid in self.removed_by_us:
+            actions.append(ForgetLink(oid))
+            return
         if not link.crm_key:  # detached: the CRM contact is gone and Outlook is not written to
             if isinstance(o, OutlookContactRemoved):
                 actions.append(ForgetLink(oid))
@@ -377,7 +391,19 @@ class _Planner:
         if isinstance(c, CrmContactRemoved):
             actions.append(RemoveFromOutlook(oid, link.crm_key, delete=self.to_outlook))
             return
+        before = len(actions)
         self._pair(oid, link, o, c)
+        if link.extra.get(REMOVING) and len(actions) == before:  # back in the CRM before we removed it
+            base = link.extra.get("base")
+            actions.append(
+                SyncPair(
+                    outlook_id=oid, crm_ref=CrmRef(link.crm_key), crm_key="",
+                    merged=from_dict(base) if isinstance(base, Mapping) else ContactFields(),
+                    to_outlook=None, to_crm=None, outlook_change_key=link.change_key,
+                    outlook_print=link.local_fingerprint, crm_print=link.crm_fingerprint,
+                    reason="kept: assigned again before it was removed from Outlook",
+                )
+            )  # fmt: skip
 
     def _pair(self, oid: str, link: Link, o: OutlookItem | None, c: CrmContact | None) -> None:
         base = from_dict(link.extra["base"]) if isinstance(link.extra.get("base"), Mapping) else None

@@ -1,5 +1,5 @@
 """The engine model on the real stack (Azurite, the Graph emulator and the reference CRM over HTTP),
-with a smaller profile: `MODEL_REAL_EXAMPLES` examples (default 20) of at most 8 steps each."""
+with a smaller profile: `MODEL_REAL_EXAMPLES` examples (default 12) of at most 8 steps each."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.model.real import RealWorld
 pytestmark = pytest.mark.integration
 
 REAL = settings(
-    max_examples=int(os.environ.get("MODEL_REAL_EXAMPLES", "20")),
+    max_examples=int(os.environ.get("MODEL_REAL_EXAMPLES", "12")),
     stateful_step_count=8,
     deadline=None,
     suppress_health_check=list(HealthCheck),

@@ -169,3 +169,23 @@ def test_stale_keys_of_a_rescheduled_series() -> None:
 def test_the_last_report_of_an_item_wins() -> None:
     changes = [SINGLE, EventRemoved("e1"), replace(SINGLE, id="e2")]
     assert [type(c).__name__ for c in plan.latest_by_id(changes)] == ["EventRemoved", "OutlookEvent"]
+
+
+def test_merge_drops_a_linked_person_the_crm_no_longer_matches() -> None:
+    """Found by the contacts/calendar model: a CRM person deleted after the appointment linked them made
+    every later write of the appointment (another calendar's copy, an edit) refused, forever."""
+    bob = PersonRef("p1", email=BOB.address)
+    first, _ = plan.merge(None, _appointment(people=(bob,)), ANN)
+    record = plan.key_record_after(None, first, "a-1")
+    kept, needed = plan.merge(record, _appointment(people=(bob,)), "ben@contoso.com")
+    assert needed and [p.id for p in kept.people] == ["p1"]
+    gone, needed = plan.merge(record, _appointment(people=()), "ben@contoso.com")  # Bob's address: no match
+    assert needed and gone.people == ()
+    other = replace(
+        record,
+        extra={**record.extra, "people": {"p1": {"kind": "contact", "name": "", "email": "x@y.example"}}},
+    )
+    elsewhere, _ = plan.merge(other, _appointment(people=()), "ben@contoso.com")
+    assert [p.id for p in elsewhere.people] == [
+        "p1"
+    ]  # linked by another calendar through an address not seen here
