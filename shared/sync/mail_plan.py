@@ -136,7 +136,18 @@ def merge(record: KeyRecord | None, journal: Journal, mailbox: str) -> tuple[Jou
     if record is None:
         return replace(journal, seen_by=(mailbox.lower(),)), True
     stored: Mapping[str, Any] = record.extra.get("people", {})
-    people = {pid: PersonRef(id=pid, **stored[pid]) for pid in record.people if pid in stored}
+    # A person another mailbox linked is kept unless this mailbox looked the same address up and the CRM
+    # no longer matches it (deleted or changed there): linking it again would be refused on every run.
+    looked_up = {
+        a.normalized for a in ([journal.sender] if journal.sender else []) + [*journal.to, *journal.cc]
+    }
+    looked_up.discard(mailbox.lower())
+    found = {p.id for p in journal.people}
+    people = {
+        pid: PersonRef(id=pid, **stored[pid])
+        for pid in record.people
+        if pid in stored and (pid in found or str(stored[pid].get("email") or "").lower() not in looked_up)
+    }
     for person in journal.people:
         people.setdefault(person.id, person)
     merged = replace(
@@ -148,7 +159,7 @@ def merge(record: KeyRecord | None, journal: Journal, mailbox: str) -> tuple[Jou
     )
     unchanged = (
         mailbox.lower() in record.mailboxes
-        and set(record.people) >= {p.id for p in journal.people}
+        and set(record.people) == set(people)
         and record.fingerprint == content_fingerprint(journal)
     )
     return merged, not unchanged

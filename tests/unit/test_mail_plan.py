@@ -112,14 +112,17 @@ def test_message_without_sender_or_message_id() -> None:
 
 
 def test_merge_adds_the_second_mailbox_and_its_people_and_keeps_the_first_owner() -> None:
-    bob, carol = PersonRef("p-bob", name="Bob"), PersonRef("p-carol", name="Carol")
+    bob = PersonRef("p-bob", name="Bob", email="bob@fabrikam.example")
+    carol = PersonRef("p-carol", name="Carol", email="carol@contoso.com")
     first = mail_plan.build_journal(message(), ANN, [bob], body_limit=1000, subject_limit=None, seen_by=[])
     written, needed = mail_plan.merge(None, first, "ann@contoso.com")
     assert needed and written.seen_by == ("ann@contoso.com",)
     record = mail_plan.key_record_after(None, written, "crm-1")
 
     dan = parse_user("dan@contoso.com", {"Enabled": True, "CrmOwner": "u-dan"})
-    second = mail_plan.build_journal(message(), dan, [carol], body_limit=1000, subject_limit=None, seen_by=[])
+    second = mail_plan.build_journal(
+        message(), dan, [bob, carol], body_limit=1000, subject_limit=None, seen_by=[]
+    )
     merged, needed = mail_plan.merge(record, second, "dan@contoso.com")
     assert needed
     assert merged.seen_by == ("ann@contoso.com", "dan@contoso.com")
@@ -131,6 +134,25 @@ def test_merge_adds_the_second_mailbox_and_its_people_and_keeps_the_first_owner(
         mail_plan.key_record_after(record, merged, "crm-1"), second, "dan@contoso.com"
     )
     assert not needed and again.seen_by == merged.seen_by
+
+
+def test_merge_drops_a_linked_person_the_crm_no_longer_matches() -> None:
+    bob = PersonRef("p-bob", name="Bob", email="bob@fabrikam.example")
+    elsewhere = PersonRef("p-eve", name="Eve", email="eve@elsewhere.example")  # an address not on this mail
+    first = mail_plan.build_journal(message(), ANN, [bob], body_limit=1000, subject_limit=None, seen_by=[])
+    record = mail_plan.key_record_after(None, replace(first, people=(bob, elsewhere)), "crm-1")
+
+    dan = parse_user("dan@contoso.com", {"Enabled": True})
+    # Bob was deleted in the CRM: Dan's lookup of bob@fabrikam.example found nobody
+    second = mail_plan.build_journal(message(), dan, [], body_limit=1000, subject_limit=None, seen_by=[])
+    merged, needed = mail_plan.merge(record, second, "dan@contoso.com")
+    assert needed
+    assert [p.id for p in merged.people] == ["p-eve"]  # kept: Dan did not look Eve's address up
+
+    again, needed = mail_plan.merge(
+        mail_plan.key_record_after(record, merged, "crm-1"), second, "dan@contoso.com"
+    )
+    assert not needed and [p.id for p in again.people] == ["p-eve"]
 
 
 def test_latest_by_id_lets_a_removal_beat_an_earlier_add() -> None:
