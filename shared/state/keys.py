@@ -89,12 +89,6 @@ def prefix_range(*values: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + PREFIX_END
 
 
-def hash_partition(value: str, chars: int = 2) -> str:
-    """A short, evenly spread partition for global keys (256 partitions with 2 hex chars)."""
-
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:chars]
-
-
 # SyncKeys partitions: 4, named "0" to "3" (the key's SHA-256 modulo 4). A page's key rows are written in
 # one entity-group transaction per partition, so 4 per page of 100; with 256 partitions (the first two hex
 # digits, as before) nearly every key had a partition of its own on a page, so a request each, and with

@@ -8,7 +8,7 @@ Tables (design.md, "State"):
 | SyncCursors       | user         | stream                  | `Cursor`                        |
 | SyncLeases        | user         | stream                  | `Lease` (+ pending flag, queued marker) |
 | SyncLinks         | user         | stream + "|" + item id  | `Link`                          |
-| SyncKeys          | hash prefix  | global key              | `KeyRecord`                     |
+| SyncKeys          | sha256 % 4   | global key              | `KeyRecord`                     |
 | SyncSubscriptions | user         | resource                | `SubscriptionRecord`            |
 | SyncIssues        | user         | item key                | `Issue`                         |
 | SyncDecisions     | user         | item key                | `Decision`                      |
