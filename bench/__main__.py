@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps(results, indent=2))
     failed = [n for n in names if "error" in results[n]]
     if failed:
+        for name in failed:  # the tail of each failed benchmark's stderr, so a failure can be diagnosed
+            print(f"bench: {name}: " + "\n".join(results[name]["error"]), file=sys.stderr)
         print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)
         raise SystemExit(1)
     return results

@@ -49,7 +49,8 @@ def run(samples: int, users: int, idle: float, timeout: float = 30.0) -> dict[st
     seed = empty_users(users)
     upns = [u["userPrincipalName"] for u in seed["users"]]
     with local_stack(seed) as stack:
-        port = free_port()
+        asyncio.run(_prepare(stack.settings(), upns))
+        port = free_port()  # chosen just before the host binds it: other processes take free ports too
         host_key = secrets.token_urlsafe(32)
         env = stack.env(
             SYNC_SCHEDULE=NEVER,
@@ -59,7 +60,6 @@ def run(samples: int, users: int, idle: float, timeout: float = 30.0) -> dict[st
             FUNCTIONS_HOST_KEY=host_key,
             FUNCTIONS_WORKER_RUNTIME="python",
         )
-        asyncio.run(_prepare(stack.settings(), upns))
         with function_host("function_app:app", env, port) as host:
             host.fire("subscription_upkeep")
             listed = httpx.get(f"{stack.graph.base_url}/subscriptions", headers={"Authorization": "Bearer b"})
