@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,10 +19,38 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_HANDED_OUT: set[int] = set()  # ports this process already gave a server: never twice
+
+
 def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, for a server about to bind it.
+
+    Chosen below the kernel's ephemeral range: a port from `bind(0)` is an ephemeral one, and between
+    this call and the server's bind any outgoing connection (tests make thousands) may take it as its
+    local port; the server then fails to bind while another process answers on that port. Below the
+    range only servers bind, and this process never hands out the same port twice."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randint(10_000, low - 1)
+        if port in _HANDED_OUT:
+            continue
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 where it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        if low > 11_000:
+            return low
+    return 32_768
 
 
 def _port_open(port: int) -> bool:

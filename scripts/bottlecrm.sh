@@ -83,8 +83,20 @@ ensure_venv() {
   touch "$VENV/.installed"
 }
 
-free_port() {
-  "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_port() { # below the ephemeral range, where no outgoing connection can take it before the bind
+  "$VENV/bin/python" -c '
+import random, socket
+for _ in range(200):
+    port, s = random.randint(10000, 32000), socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+'
 }
 
 django_env() { # DJANGO_ENV_FILE PG_PORT
