@@ -371,7 +371,7 @@ class EntityStateStore:
             for (n, entity), etag in zip(chunk, etags, strict=True):
                 outcomes[n] = _key_record(Row(entity, etag))
 
-        chunks = [c for rows in partitions.values() for c in _chunks_of(rows)]
+        chunks = [c for rows in partitions.values() for c in _chunks(rows, lambda row: row[1])]
         await asyncio.gather(*(write(chunk) for chunk in chunks))
         assert all(o is not None for o in outcomes)
         return [o for o in outcomes if o is not None]
@@ -478,7 +478,7 @@ class EntityStateStore:
         for entity in entities:
             partitions.setdefault(entity["PartitionKey"], {})[entity["RowKey"]] = entity
         for rows in partitions.values():
-            for chunk in _chunks(list(rows.values())):
+            for chunk in _chunks(list(rows.values()), lambda entity: entity):
                 await self._tables.upsert_batch(table, chunk)
 
 
@@ -502,25 +502,18 @@ async def _retry(attempt: Callable[[], Awaitable[_T]]) -> _T:
     return await attempt()
 
 
-def _chunks_of(rows: list[tuple[int, Entity]]) -> Iterable[list[tuple[int, Entity]]]:
-    """`_chunks` for numbered rows (the number travels with its entity)."""
+def _chunks(items: list[_T], entity_of: Callable[[_T], Entity]) -> Iterable[list[_T]]:
+    """`items` (entities, or values holding one) cut into transactions: at most MAX_BATCH rows and
+    about MAX_BATCH_BYTES of request body each."""
 
-    by_id = {id(entity): (n, entity) for n, entity in rows}
-    for chunk in _chunks([entity for _, entity in rows]):
-        yield [by_id[id(entity)] for entity in chunk]
-
-
-def _chunks(entities: list[Entity]) -> Iterable[list[Entity]]:
-    """At most MAX_BATCH rows and about MAX_BATCH_BYTES of request body per transaction."""
-
-    chunk: list[Entity] = []
+    chunk: list[_T] = []
     size = 0
-    for entity in entities:
-        weight = _wire_bytes(entity)
+    for item in items:
+        weight = _wire_bytes(entity_of(item))
         if chunk and (len(chunk) == MAX_BATCH or size + weight > MAX_BATCH_BYTES):
             yield chunk
             chunk, size = [], 0
-        chunk.append(entity)
+        chunk.append(item)
         size += weight
     if chunk:
         yield chunk
