@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -143,19 +143,17 @@ class DeltaProbe:
 
     async def _crm_changed(self, config: UserConfig, kind: str, cursor: Cursor, stats: SweepStats) -> bool:
         """Has the CRM side of this stream changed since the cursor (True when it cannot tell)?"""
-        crm_cursor = cursor.extra.get("crmCursor")
+        crm_cursor = str(cursor.extra.get("crmCursor") or "")
         if kind == "contacts":
             if self._crm is None or not self._crm.capabilities.contact_change_feed or not crm_cursor:
                 return True
-            try:
-                stats.crm_peeks += 1
-                feed = await self._crm.contact_changes(config.owner, str(crm_cursor))
-            except Exception as error:  # CRM down or refusing, or a transport error: the job tells
-                logger.info(
-                    "sweep CRM peek failed (%s): the contacts stream gets a job", type(error).__name__
-                )
-                return True
-            return bool(feed.changes) or feed.snapshot
+            crm = self._crm
+
+            async def contacts_changed() -> bool:
+                feed = await crm.contact_changes(config.owner, crm_cursor)
+                return bool(feed.changes) or feed.snapshot
+
+            return await self._peek(kind, contacts_changed, stats)
         if kind == "calendar" and config.calendar_push_from_crm:
             if self._crm is None:
                 return True
@@ -163,16 +161,24 @@ class DeltaProbe:
                 return False  # the push is off for this CRM: the stream reads Graph only
             if not crm_cursor:
                 return True
-            try:
-                stats.crm_peeks += 1
-                changes, _ = await self._crm.appointment_changes(config.owner, str(crm_cursor))
-            except Exception as error:  # CRM down or refusing, or a transport error: the job tells
-                logger.info(
-                    "sweep CRM peek failed (%s): the calendar stream gets a job", type(error).__name__
-                )
-                return True
-            return bool(changes)
+            crm = self._crm
+
+            async def appointments_changed() -> bool:
+                changes, _ = await crm.appointment_changes(config.owner, crm_cursor)
+                return bool(changes)
+
+            return await self._peek(kind, appointments_changed, stats)
         return False
+
+    @staticmethod
+    async def _peek(kind: str, changed: Callable[[], Awaitable[bool]], stats: SweepStats) -> bool:
+        """One read of a CRM change feed; any failure means the stream gets a job (which tells)."""
+        stats.crm_peeks += 1
+        try:
+            return await changed()
+        except Exception as error:  # CRM down or refusing, or a transport error
+            logger.info("sweep CRM peek failed (%s): the %s stream gets a job", type(error).__name__, kind)
+            return True
 
     async def probe(self, probes: Sequence[_Probe], stats: SweepStats) -> list[Due]:
         """One `$batch` (≤ 20 probes, of one user or several); the streams that need a job."""
