@@ -4,22 +4,31 @@ lasts the user's status says what is wrong; when it ends the backlog drains and 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic, sleep
 from typing import Any
 
 import pytest
 
+from emulators.azurite import RestartableAzurite, restartable_azurite
+from emulators.crm.launcher import ReferenceCrm
+from emulators.graph.launcher import GraphEmulator
+from shared import wiring
 from shared.errors import StateError, SyncError
 from shared.graph.calendar import GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.model import Job
+from shared.state.queue import JOBS_QUEUE
 from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
 from shared.sync.mail import LEASE_SECONDS, MailStream
-from tests.integration.stack import Stack, unique_prefix
+from tests.faults.killing import LEASE_EXPIRED, Matrix, Worker, finish, spawn
+from tests.faults.test_kill_points import normalised
+from tests.integration.stack import TENANT_DOMAIN, Stack, settings_for, unique_prefix
 from tests.model.world import Clock
 
 pytestmark = pytest.mark.integration
@@ -318,3 +327,122 @@ async def test_storage_unavailable_for_a_while_contacts_and_calendar(
         assert await store.list_issues(ANN) == []
     finally:
         await store.aclose()
+
+
+# -- storage really unavailable: Azurite stopped, then started again ----------------------------------
+#
+# The tests above inject the outage with a wrapper (`Outage`): precise, in process. These stop Azurite
+# itself, so the real azure-data-tables and azure-storage-queue clients meet refused connections (their
+# own retries included) on tables and queue alike, as when a storage account is unreachable. A worker
+# *process* (`worker_main.py`, as in the kill matrix) stops Azurite at a named checkpoint; it then
+# behaves as the Functions host: the job that raised leaves its message in the queue, queue calls that
+# fail are retried. The test starts Azurite again on the same ports with its data (kept on disk).
+
+PAGE_SIZE = 5  # 12 messages: three pages
+STORAGE_OUTAGES = {  # where the worker stops Azurite: the error its job fails with
+    "state.get_user:1:before": "table read failed",  # gone before the job's first read (message taken)
+    # gone in the middle of a round, after the second page's CRM write: its key rows cannot be written
+    "crm.upsert_journals:2:after": "table transaction failed",
+}
+
+
+@pytest.fixture(scope="module")
+def storage() -> Iterator[RestartableAzurite]:
+    with restartable_azurite() as running:
+        yield running
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll `condition` until it holds (bounded: a loaded machine is slow, a hang is a failure)."""
+    deadline = monotonic() + timeout
+    while not condition():
+        assert monotonic() < deadline, f"still waiting after {timeout} s for {what}"
+        sleep(0.1)
+
+
+def through_an_outage(storage: RestartableAzurite, worker: Worker) -> list[str]:
+    """Wait until the worker stopped Azurite and its job failed on it, start Azurite again, and wait
+    for the worker to drain its queue; the lines it wrote."""
+    storage.wait_stopped(timeout=120)
+    wait_for(lambda: "outcome: raised" in worker.log.read_text() or not worker.process.is_alive(), "failure")
+    storage.start()
+    code, output = finish(worker)
+    assert code == 0, f"exit {code}\n{output}"
+    return [line for line in output.splitlines() if line.startswith(("storage stopped", "outcome: "))]
+
+
+async def test_storage_stopped_then_started_again_mail(
+    storage: RestartableAzurite, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    """Azurite stopped before a job's first read, and (another mailbox) in the middle of a round; started
+    again, the redelivered job and the next sweep end every mailbox as a clean one (same journals, once
+    each; a deltaLink; `State=ok`), and the jobs are gone from the queues."""
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    users = [f"clean@{TENANT_DOMAIN}"] + [f"outage{n}@{TENANT_DOMAIN}" for n in range(len(STORAGE_OUTAGES))]
+    matrix = await Matrix.open(storage.stack, graph, crm_server, users, page_size=PAGE_SIZE)
+    services = await wiring.build(settings_for(storage.stack, graph, crm_server), table_prefix=matrix.prefix)
+    start = datetime.now(UTC).replace(microsecond=0)
+    try:
+        for user in users:
+            graph.control.add_user(user)
+            await matrix.state.put_config(user, {"Enabled": True, "MailFolders": "inbox"})
+            tag = user.split("@")[0]
+            for m in range(BACKLOG):
+                graph.control.deliver(
+                    user,
+                    {"from": {"address": "bob@fabrikam.example"}, "to": [{"address": user}],
+                     "subject": f"Order {m}", "internetMessageId": f"<order-{m}-{tag}@fabrikam.example>",
+                     "bodyHtml": f"<p>Order {m}</p>", "conversationId": f"conv-{m}",
+                     "receivedDateTime": (start - timedelta(minutes=m)).isoformat(),
+                     "sentDateTime": (start - timedelta(minutes=m, seconds=5)).isoformat()},
+                )  # fmt: skip
+        lines, writes = {}, {}
+        for n, (point, error) in enumerate(STORAGE_OUTAGES.items(), start=1):
+            matrix.send(users[n], Job("", "mail:inbox", "notification"))
+            crm_server.clear_stats()
+            worker = spawn(matrix.env([n], OUTAGE_AT=point, AZURITE_PID=str(storage.pid),
+                                      AZURITE_TABLE_PORT=str(storage.stack.table_port)))  # fmt: skip
+            lines[point] = through_an_outage(storage, worker)
+            writes[point] = crm_server.stats()["journalWrites"]
+            # the run failed on the refused connection with the error that stopped it: no crash, no hang
+            assert lines[point][:2] == [
+                f"storage stopped at {point}", f"outcome: raised StateError: {error}: ServiceRequestError"
+            ], lines[point]  # fmt: skip
+        first, middle = STORAGE_OUTAGES
+        # Nothing had been written: after the restart the redelivered message ran the job, each journal once.
+        assert lines[first][2:] == ["outcome: done"] and writes[first] == BACKLOG, (lines[first], writes)
+        # The round cut in the middle left the failed run's lease (storage was down, it could not let go):
+        # the redelivered message found it held, answered busy and was deleted, as the product does.
+        assert lines[middle][2:] == ["outcome: busy"] and writes[middle] == 2 * PAGE_SIZE, (
+            lines[middle],
+            writes,
+        )
+
+        # The next sweep: the clean mailbox has never run, the cut round has a nextLink saved; the first
+        # mailbox is up to date (its probe finds nothing). The jobs run once the dead lease expired.
+        jobs = await services.engine.sweep()
+        assert sorted((j.user, j.stream) for j in jobs) == [
+            (users[0], "mail:inbox"),
+            (users[2], "mail:inbox"),
+        ]
+        rest = spawn({**matrix.env([]), "JOB_QUEUE": JOBS_QUEUE, "CLOCK_OFFSET_SECONDS": str(LEASE_EXPIRED)})
+        code, output = finish(rest)
+        assert code == 0 and output.count("outcome: done") == 2, output
+        matrix.assert_queues_empty()
+
+        clean = normalised(crm_server.journals(owner=users[0]), users[0])
+        assert len(clean) == BACKLOG
+        for user, point in zip(users[1:], STORAGE_OUTAGES, strict=True):
+            assert len(crm_server.journals(owner=user)) == BACKLOG, point  # no journal twice
+            assert normalised(crm_server.journals(owner=user), user) == clean, point
+            cursor = await matrix.state.get_cursor(user, "mail:inbox")
+            assert (cursor.link_kind, bool(cursor.link)) == ("delta", True), point
+            row = await matrix.state.get_user(user)
+            assert row is not None and (row.columns["State"], row.columns["LastError"]) == ("ok", ""), point
+            assert await matrix.state.list_issues(user) == [], point
+    finally:
+        if not storage.running:
+            storage.start()
+        await services.aclose()
+        await matrix.close()
