@@ -1,5 +1,12 @@
 """Outages on the real stack: the CRM down for a while, a mailbox denied, storage unavailable. While it
-lasts the user's status says what is wrong; when it ends the backlog drains and nothing is lost."""
+lasts the user's status says what is wrong; when it ends the backlog drains and nothing is lost.
+
+Storage is made unavailable two ways. At the end of this file Azurite itself is stopped and started
+again (mail; contacts and calendar): the real Tables and Queue clients meet refused connections, with
+their own retries, under a worker process, and the redelivered job and the real sweep drain the backlog.
+`Outage` (contacts and calendar, in process) refuses every state call from a chosen one on: the outage
+begins at a state write itself (a link row, a key record), which a process stopping Azurite between two
+calls cannot aim at as precisely, and costs well under a second."""
 
 from __future__ import annotations
 
@@ -20,14 +27,20 @@ from shared.graph.calendar import GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.model import Job
-from shared.state.queue import JOBS_QUEUE
+from shared.state.queue import JOBS_QUEUE, POISON_QUEUE, StorageJobQueue
 from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
-from shared.sync.mail import LEASE_SECONDS, MailStream
-from tests.faults.killing import LEASE_EXPIRED, Matrix, Worker, finish, spawn
-from tests.faults.test_kill_points import normalised
+from shared.sync.mail import LEASE_SECONDS
+from tests.faults.killing import LEASE_EXPIRED, Matrix, Outlook, differences, finish, spawn
+from tests.faults.test_kill_points import (
+    calendar_end,
+    calendar_seed,
+    contacts_end,
+    contacts_seed,
+    normalised,
+)
 from tests.integration.stack import TENANT_DOMAIN, Stack, settings_for, unique_prefix
 from tests.model.world import Clock
 
@@ -113,38 +126,6 @@ class Outage:
             return await target(*args, **kwargs)
 
         return call
-
-
-async def test_storage_unavailable_for_a_while(stack: Stack) -> None:
-    clock = Clock()
-    store = TableStateStore.from_connection_string(
-        stack.azurite.connection_string, clock=clock, table_prefix=unique_prefix()
-    )
-    await store.ensure_tables()
-    stack.graph.control.add_user(ANN)
-    await store.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
-    state = Outage(store)
-    services = stack.services
-    stream = MailStream(state, services.crm, services.mail, org_domains=["contoso.com"], clock=clock)
-    engine = Engine(state, services.queue, {"mail": stream}, clock=clock)
-    try:
-        keys = deliver_backlog(stack)
-        assert (await engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
-        keys |= deliver_backlog(stack, BACKLOG)
-        for calls in (0, 9):  # down from the start, then in the middle of a round (after CRM writes)
-            state.down_after = calls
-            with pytest.raises(StateError):
-                await engine.run_job(Job(ANN, "mail:inbox"))  # the queue retries it
-            state.down = False
-            clock.advance(LEASE_SECONDS + 1)  # the failed run could not let go of its lease
-        assert state.refused >= 2
-        keys |= deliver_backlog(stack, 2 * BACKLOG)
-        assert (await engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
-        assert set(stack.journals()) == keys
-        row = await store.get_user(ANN)
-        assert row is not None and row.columns["State"] == "ok"
-    finally:
-        await store.aclose()
 
 
 # -- contacts and calendar -------------------------------------------------------------------------
@@ -360,15 +341,31 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -
         sleep(0.1)
 
 
-def through_an_outage(storage: RestartableAzurite, worker: Worker) -> list[str]:
-    """Wait until the worker stopped Azurite and its job failed on it, start Azurite again, and wait
-    for the worker to drain its queue; the lines it wrote."""
+def through_an_outage(storage: RestartableAzurite, matrix: Matrix, n: int, point: str) -> list[str]:
+    """Start a worker on `matrix.users[n]`'s queue that stops Azurite at `point`; once its job failed on
+    it, start Azurite again and wait for the worker to drain the queue. The lines it wrote."""
+    worker = spawn(matrix.env([n], OUTAGE_AT=point, AZURITE_PID=str(storage.pid),
+                              AZURITE_TABLE_PORT=str(storage.stack.table_port)))  # fmt: skip
     storage.wait_stopped(timeout=120)
     wait_for(lambda: "outcome: raised" in worker.log.read_text() or not worker.process.is_alive(), "failure")
     storage.start()
     code, output = finish(worker)
     assert code == 0, f"exit {code}\n{output}"
     return [line for line in output.splitlines() if line.startswith(("storage stopped", "outcome: "))]
+
+
+async def sweep_and_run(services: wiring.Services, matrix: Matrix) -> list[tuple[str, str]]:
+    """The next sweep (the real one: state, Graph probes, CRM peeks) and a worker that runs the jobs it
+    queued, with a clock past the lease a failed run left behind; the (user, stream) of those jobs."""
+    jobs = await services.engine.sweep()
+    rest = spawn({**matrix.env([]), "JOB_QUEUE": JOBS_QUEUE, "CLOCK_OFFSET_SECONDS": str(LEASE_EXPIRED)})
+    code, output = finish(rest)
+    assert code == 0 and output.count("outcome: done") == len(jobs), output
+    matrix.assert_queues_empty()
+    assert isinstance(services.queue, StorageJobQueue)
+    for name in (JOBS_QUEUE, POISON_QUEUE):
+        assert await services.queue.client(name).peek_messages() == [], name
+    return sorted((job.user, job.stream) for job in jobs)
 
 
 async def test_storage_stopped_then_started_again_mail(
@@ -401,9 +398,7 @@ async def test_storage_stopped_then_started_again_mail(
         for n, (point, error) in enumerate(STORAGE_OUTAGES.items(), start=1):
             matrix.send(users[n], Job("", "mail:inbox", "notification"))
             crm_server.clear_stats()
-            worker = spawn(matrix.env([n], OUTAGE_AT=point, AZURITE_PID=str(storage.pid),
-                                      AZURITE_TABLE_PORT=str(storage.stack.table_port)))  # fmt: skip
-            lines[point] = through_an_outage(storage, worker)
+            lines[point] = through_an_outage(storage, matrix, n, point)
             writes[point] = crm_server.stats()["journalWrites"]
             # the run failed on the refused connection with the error that stopped it: no crash, no hang
             assert lines[point][:2] == [
@@ -414,23 +409,12 @@ async def test_storage_stopped_then_started_again_mail(
         assert lines[first][2:] == ["outcome: done"] and writes[first] == BACKLOG, (lines[first], writes)
         # The round cut in the middle left the failed run's lease (storage was down, it could not let go):
         # the redelivered message found it held, answered busy and was deleted, as the product does.
-        assert lines[middle][2:] == ["outcome: busy"] and writes[middle] == 2 * PAGE_SIZE, (
-            lines[middle],
-            writes,
-        )
+        assert lines[middle][2:] == ["outcome: busy"], lines[middle]
+        assert writes[middle] == 2 * PAGE_SIZE, writes  # two pages written before the outage
 
-        # The next sweep: the clean mailbox has never run, the cut round has a nextLink saved; the first
-        # mailbox is up to date (its probe finds nothing). The jobs run once the dead lease expired.
-        jobs = await services.engine.sweep()
-        assert sorted((j.user, j.stream) for j in jobs) == [
-            (users[0], "mail:inbox"),
-            (users[2], "mail:inbox"),
-        ]
-        rest = spawn({**matrix.env([]), "JOB_QUEUE": JOBS_QUEUE, "CLOCK_OFFSET_SECONDS": str(LEASE_EXPIRED)})
-        code, output = finish(rest)
-        assert code == 0 and output.count("outcome: done") == 2, output
-        matrix.assert_queues_empty()
-
+        # The next sweep: the clean mailbox never ran, the cut round has its nextLink saved; the first
+        # mailbox is up to date (its probe finds nothing new), so it gets no job.
+        assert await sweep_and_run(services, matrix) == [(users[0], "mail:inbox"), (users[2], "mail:inbox")]
         clean = normalised(crm_server.journals(owner=users[0]), users[0])
         assert len(clean) == BACKLOG
         for user, point in zip(users[1:], STORAGE_OUTAGES, strict=True):
@@ -444,5 +428,60 @@ async def test_storage_stopped_then_started_again_mail(
     finally:
         if not storage.running:
             storage.start()
+        await services.aclose()
+        await matrix.close()
+
+
+PIM_OUTAGES = {  # stream: where the worker stops Azurite in the first sync, and the error the job fails with
+    "contacts": ("graph.create:2:after", "table transaction failed"),  # an Outlook contact, no link row
+    "calendar": ("crm.upsert_appointment:2:after", "table create failed"),  # an appointment, no key record
+}
+
+
+@pytest.mark.parametrize("stream", list(PIM_OUTAGES))
+async def test_storage_stopped_in_the_middle_of_a_round_contacts_and_calendar(
+    storage: RestartableAzurite, graph: GraphEmulator, crm_server: ReferenceCrm, stream: str
+) -> None:
+    """The seeded first sync of the kill matrix (`test_kill_points.py`), cut by Azurite stopping right
+    after an effect on the other side; started again, the redelivered job (busy: the failed run's lease)
+    and the next sweep end the mailbox as a clean one: both sides, the link rows, the cursor."""
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    users = [f"{stream}-clean@{TENANT_DOMAIN}", f"{stream}-outage@{TENANT_DOMAIN}"]
+    matrix = await Matrix.open(storage.stack, graph, crm_server, users, page_size=3)
+    services = await wiring.build(settings_for(storage.stack, graph, crm_server), table_prefix=matrix.prefix)
+    outlook = Outlook(graph)
+    try:
+        if stream == "calendar":
+            crm_server.add_person(BOB, name="Bob", owner=users[0])
+        for user in users:
+            graph.control.add_user(user)
+            if stream == "contacts":
+                await matrix.state.put_config(user, {"Enabled": True, "Mail": False, "Contacts": True})
+                contacts_seed(outlook, crm_server, user)
+            else:
+                config = {"Enabled": True, "Mail": False, "Calendar": True, "CalendarPushFromCrm": True}
+                await matrix.state.put_config(user, config)
+                calendar_seed(outlook, crm_server, user)
+        point, error = PIM_OUTAGES[stream]
+        matrix.send(users[1], Job("", stream, "notification"))
+        assert through_an_outage(storage, matrix, 1, point) == [
+            f"storage stopped at {point}",
+            f"outcome: raised StateError: {error}: ServiceRequestError",
+            "outcome: busy",  # the redelivered message, while the failed run's lease lasts
+        ]
+
+        assert await sweep_and_run(services, matrix) == [(users[0], stream), (users[1], stream)]
+        end = contacts_end if stream == "contacts" else calendar_end
+        clean, cut = [await end(outlook, crm_server, matrix.state, user) for user in users]
+        assert cut == clean, differences(cut, clean)
+        assert clean["cursor"][:2] == ("delta", True)
+        for user in users:
+            row = await matrix.state.get_user(user)
+            assert row is not None and (row.columns["State"], row.columns["LastError"]) == ("ok", ""), user
+    finally:
+        if not storage.running:
+            storage.start()
+        outlook.close()
         await services.aclose()
         await matrix.close()
