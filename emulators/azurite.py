@@ -109,17 +109,13 @@ class RestartableAzurite:
             raise
 
     def stop(self) -> None:
-        """Stop Azurite (or, when something else already sent it SIGTERM, wait until it has ended)."""
+        """Stop Azurite: SIGTERM, then SIGKILL if it has not ended within 15 s."""
         if self.process is not None:
             stop(self.process, grace=15.0)
 
-    def wait_stopped(self, timeout: float = 30.0) -> int:
-        """Wait for the process to end (stopped by someone else, e.g. a worker at a checkpoint)."""
-        assert self.process is not None
-        return self.process.wait(timeout)
-
     @property
     def running(self) -> bool:
+        """Whether Azurite runs (False too once something else, e.g. a test's worker, stopped it)."""
         return self.process is not None and self.process.poll() is None
 
 

@@ -10,9 +10,12 @@ calls cannot aim at as precisely, and costs well under a second."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from time import monotonic, sleep
 from typing import Any
 
@@ -20,7 +23,10 @@ import pytest
 
 from emulators.azurite import RestartableAzurite, restartable_azurite
 from emulators.crm.launcher import ReferenceCrm
+from emulators.funchost.launcher import FunctionRunFailed, function_host
 from emulators.graph.launcher import GraphEmulator
+from emulators.localapp import app_settings
+from emulators.process import free_port
 from shared import wiring
 from shared.errors import StateError, SyncError
 from shared.graph.calendar import GraphCalendar
@@ -346,8 +352,9 @@ def through_an_outage(storage: RestartableAzurite, matrix: Matrix, n: int, point
     it, start Azurite again and wait for the worker to drain the queue. The lines it wrote."""
     worker = spawn(matrix.env([n], OUTAGE_AT=point, AZURITE_PID=str(storage.pid),
                               AZURITE_TABLE_PORT=str(storage.stack.table_port)))  # fmt: skip
-    storage.wait_stopped(timeout=120)
+    wait_for(lambda: not storage.running or not worker.process.is_alive(), f"the worker to reach {point}")
     wait_for(lambda: "outcome: raised" in worker.log.read_text() or not worker.process.is_alive(), "failure")
+    assert not storage.running, f"the worker ended without stopping Azurite:\n{worker.log.read_text()}"
     storage.start()
     code, output = finish(worker)
     assert code == 0, f"exit {code}\n{output}"
@@ -485,3 +492,78 @@ async def test_storage_stopped_in_the_middle_of_a_round_contacts_and_calendar(
         outlook.close()
         await services.aclose()
         await matrix.close()
+
+
+async def test_storage_stopped_under_the_function_host(
+    storage: RestartableAzurite, graph: GraphEmulator, crm_server: ReferenceCrm, tmp_path: Path
+) -> None:
+    """The Function App in the local host (queue trigger, timers, its own tables) while Azurite is
+    stopped: a job and the sweep each fail on the storage error (no hang; the host stays up), and once
+    Azurite is back the host's queue listener recovers by itself, the next sweep's job drains the backlog
+    made before and during the outage, the status is ok and nothing went to the poison queue."""
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    port, key, log = free_port(), secrets.token_urlsafe(24), tmp_path / "host.log"
+    settings = app_settings(storage.stack, graph, crm_server, port, key)
+    state = TableStateStore.from_connection_string(storage.connection_string)  # the app's own tables
+    queue = StorageJobQueue.from_connection_string(storage.connection_string)
+    await state.ensure_tables()
+    try:
+        with function_host("function_app:app", settings=settings, port=port, log=log) as host:
+            graph.control.add_user(ANN)
+            await state.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
+            keys = {deliver(graph, ANN, n) for n in range(BACKLOG)}
+            storage.stop()
+            keys |= {deliver(graph, ANN, n) for n in range(BACKLOG, 2 * BACKLOG)}
+            job = Job(ANN, "mail:inbox", "notification").to_json()
+            failed = await asyncio.gather(
+                host.fire_async("sync_worker", input=job),
+                host.fire_async("sync_sweep"),
+                return_exceptions=True,
+            )
+            assert [type(f) for f in failed] == [FunctionRunFailed, FunctionRunFailed], failed
+            assert log.read_text().count("shared.errors.StateError: table ") >= 2  # the storage error, logged
+            assert crm_server.journals() == []
+
+            storage.start()
+            await host.fire_async("sync_sweep")  # the next sweep, through the queue trigger
+
+            async def drained() -> bool:
+                row = await state.get_user(ANN)
+                return row is not None and row.columns.get("State") == "ok" and not await queue_holds(queue)
+
+            await eventually(drained, "the backlog drained through the queue trigger")
+            assert {j["key"] for j in crm_server.journals()} == keys
+            assert len(crm_server.journals()) == 2 * BACKLOG
+            row = await state.get_user(ANN)
+            assert row is not None and row.columns["LastError"] == "" and row.columns["ErrorCount"] == 0
+            assert await queue.client(POISON_QUEUE).peek_messages() == []
+            assert "a trigger loop stopped" not in log.read_text()
+    finally:
+        if not storage.running:
+            storage.start()
+        await queue.aclose()
+        await state.aclose()
+
+
+def deliver(graph: GraphEmulator, user: str, n: int) -> str:
+    key = f"<host-{n}@fabrikam.example>"
+    graph.control.deliver(
+        user,
+        {"from": {"address": "bob@fabrikam.example"}, "to": [{"address": user}], "subject": f"Order {n}",
+         "internetMessageId": key, "bodyHtml": f"<p>Order {n}</p>"},
+    )  # fmt: skip
+    return key
+
+
+async def queue_holds(queue: StorageJobQueue) -> bool:
+    """Whether the jobs queue holds a message, visible or not (one being run is hidden)."""
+    properties = await queue.client(JOBS_QUEUE).get_queue_properties()
+    return bool(properties.approximate_message_count)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 90.0) -> None:
+    deadline = monotonic() + timeout
+    while not await check():
+        assert monotonic() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.1)
