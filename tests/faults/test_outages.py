@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import secrets
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -38,7 +40,7 @@ from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
-from shared.sync.mail import LEASE_SECONDS
+from shared.sync.mail import LEASE_SECONDS, MailStream
 from tests.faults.killing import LEASE_EXPIRED, Matrix, Outlook, differences, finish, spawn
 from tests.faults.test_kill_points import (
     calendar_end,
@@ -567,3 +569,41 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
     while not await check():
         assert monotonic() < deadline, f"not within {timeout} s: {what}"
         await asyncio.sleep(0.1)
+
+
+async def test_storage_that_never_answers_ends_the_job_with_a_storage_error(
+    storage: RestartableAzurite, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    """Azurite frozen (SIGSTOP: it accepts connections and never answers, like a black-holed endpoint):
+    the job ends with a storage error once the Tables client's timeouts ran out (shortened here to 1 s;
+    in production 10 s to connect, 35 s to answer, `shared/state/tables.py` TIMEOUTS), instead of
+    hanging on azure-core's 300 s defaults. Thawed, the next run drains the backlog."""
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    store = TableStateStore.from_connection_string(
+        storage.connection_string, table_prefix=unique_prefix(), timeouts=(1.0, 1.0)
+    )
+    services = await wiring.build(
+        settings_for(storage.stack, graph, crm_server), table_prefix=unique_prefix()
+    )
+    stream = MailStream(store, services.crm, services.mail, org_domains=[TENANT_DOMAIN])
+    engine = Engine(store, services.queue, {"mail": stream})
+    try:
+        await store.ensure_tables()
+        graph.control.add_user(ANN)
+        await store.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
+        keys = {deliver(graph, ANN, n) for n in range(BACKLOG)}
+        os.killpg(storage.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StateError, match="table read failed: ServiceResponseTimeoutError"):
+                await asyncio.wait_for(engine.run_job(Job(ANN, "mail:inbox")), 120)  # (a hang fails here)
+        finally:
+            os.killpg(storage.pid, signal.SIGCONT)
+        assert crm_server.journals() == []
+        assert (await engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
+        assert {j["key"] for j in crm_server.journals()} == keys
+        row = await store.get_user(ANN)
+        assert row is not None and row.columns["State"] == "ok"
+    finally:
+        await store.aclose()
+        await services.aclose()
