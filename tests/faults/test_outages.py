@@ -580,30 +580,29 @@ async def test_storage_that_never_answers_ends_the_job_with_a_storage_error(
     hanging on azure-core's 300 s defaults. Thawed, the next run drains the backlog."""
     graph.control.reset(empty=True)
     crm_server.reset()
-    store = TableStateStore.from_connection_string(
-        storage.connection_string, table_prefix=unique_prefix(), timeouts=(1.0, 1.0)
+    prefix = unique_prefix()
+    services = await wiring.build(settings_for(storage.stack, graph, crm_server), table_prefix=prefix)
+    # the frozen run's store: the same tables, timeouts of 1 s (only the thawed run may be slow to answer)
+    quick = TableStateStore.from_connection_string(
+        storage.connection_string, table_prefix=prefix, timeouts=(1.0, 1.0)
     )
-    services = await wiring.build(
-        settings_for(storage.stack, graph, crm_server), table_prefix=unique_prefix()
-    )
-    stream = MailStream(store, services.crm, services.mail, org_domains=[TENANT_DOMAIN])
-    engine = Engine(store, services.queue, {"mail": stream})
+    stream = MailStream(quick, services.crm, services.mail, org_domains=[TENANT_DOMAIN])
+    frozen = Engine(quick, services.queue, {"mail": stream})
     try:
-        await store.ensure_tables()
         graph.control.add_user(ANN)
-        await store.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
+        await services.state.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
         keys = {deliver(graph, ANN, n) for n in range(BACKLOG)}
         os.killpg(storage.pid, signal.SIGSTOP)
         try:
             with pytest.raises(StateError, match="table read failed: ServiceResponseTimeoutError"):
-                await asyncio.wait_for(engine.run_job(Job(ANN, "mail:inbox")), 120)  # (a hang fails here)
+                await asyncio.wait_for(frozen.run_job(Job(ANN, "mail:inbox")), 120)  # (a hang fails here)
         finally:
             os.killpg(storage.pid, signal.SIGCONT)
         assert crm_server.journals() == []
-        assert (await engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
+        assert (await services.engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
         assert {j["key"] for j in crm_server.journals()} == keys
-        row = await store.get_user(ANN)
+        row = await services.state.get_user(ANN)
         assert row is not None and row.columns["State"] == "ok"
     finally:
-        await store.aclose()
+        await quick.aclose()
         await services.aclose()
