@@ -37,6 +37,12 @@ from shared.state.entities import MAX_BATCH, Entity, Row, utc
 from shared.state.store import Clock, EntityStateStore
 
 _INT32 = 2**31
+# Seconds to connect, and to wait for an answer, on every Tables request. azure-core's defaults are 300 and
+# 300, and a read that timed out is retried three times: storage that accepts connections and never
+# answers would hold a job some 20 minutes, past the function timeout, and the sweep with it. The service
+# ends a table operation within 30 s (a query answers with a continuation), so 35 s of silence means no
+# answer is coming. A refused connection fails after about 5 s (the client's own retries) either way.
+TIMEOUTS = (10.0, 35.0)
 POINT_READS = 16  # concurrent point reads in get_many
 # A transaction refused for one of its conditions (the row exists, its ETag changed, it was deleted).
 _LOST_RACE = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"}
@@ -187,11 +193,15 @@ class TableStateStore(EntityStateStore):
 
     @classmethod
     def from_connection_string(
-        cls, connection_string: str, *, clock: Clock | None = None, table_prefix: str = ""
+        cls,
+        connection_string: str,
+        *,
+        clock: Clock | None = None,
+        table_prefix: str = "",
+        timeouts: tuple[float, float] = TIMEOUTS,
     ) -> TableStateStore:
-        service = TableServiceClient.from_connection_string(
-            connection_string, use_env_settings=proxy_settings_in_env()
-        )
+        """`timeouts`: seconds to connect and to wait for an answer, per request (tests shorten them)."""
+        service = TableServiceClient.from_connection_string(connection_string, **_client_options(timeouts))
         return cls(service, clock=clock, table_prefix=table_prefix)
 
     @classmethod
@@ -202,11 +212,17 @@ class TableStateStore(EntityStateStore):
         *,
         clock: Clock | None = None,
         table_prefix: str = "",
+        timeouts: tuple[float, float] = TIMEOUTS,
     ) -> TableStateStore:
         service = TableServiceClient(
-            endpoint=table_service_uri, credential=credential, use_env_settings=proxy_settings_in_env()
+            endpoint=table_service_uri, credential=credential, **_client_options(timeouts)
         )
         return cls(service, clock=clock, table_prefix=table_prefix)
+
+
+def _client_options(timeouts: tuple[float, float]) -> dict[str, Any]:
+    connect, read = timeouts
+    return {"use_env_settings": proxy_settings_in_env(), "connection_timeout": connect, "read_timeout": read}
 
 
 def proxy_settings_in_env() -> bool:

@@ -26,6 +26,7 @@ from shared.errors import (
     GraphThrottled,
     MailboxDenied,
     MassChangeRefused,
+    StateError,
     SyncError,
     UserConfigError,
 )
@@ -145,7 +146,8 @@ class Engine:
             )
             return JobOutcome("throttled", f"re-queued in {delay:.1f} s")
         except Exception as error:  # transient (CRM down, storage) or a bug: the queue retries, then poisons
-            await self._let_go(lease)
+            if not await self._let_go_if_reachable(lease):
+                raise  # storage is down: no status can be written; the queue sees the run's own error
             text = str(error) if isinstance(error, SyncError) else f"unexpected {type(error).__name__}"
             await self._status(
                 config.upn, State="error", LastError=f"{job.stream}: {text}", LastErrorUtc=self._clock()
@@ -182,6 +184,16 @@ class Engine:
                 pass
         except ConcurrencyError:
             pass
+
+    async def _let_go_if_reachable(self, lease: Lease) -> bool:
+        """Let go after a failed run; False when storage cannot be reached (the lease then expires by
+        itself), so the caller raises the error that stopped the run, not this one."""
+        try:
+            await self._let_go(lease)
+        except StateError as error:
+            logger.warning("job failed; storage unreachable, the lease is left to expire (%s)", error)
+            return False
+        return True
 
     async def _status(self, upn: str, **columns: Any) -> None:
         if columns.get("State") == "ok":

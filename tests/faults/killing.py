@@ -134,25 +134,34 @@ class Matrix:
             queue.close()
         await self.state.aclose()
 
-    def _env(self, queues: Sequence[int], **extra: str) -> dict[str, str]:
+    def env(self, queues: Sequence[int], **extra: str) -> dict[str, str]:
+        """A worker's environment: it drains the queues of `users[n]` for each n in `queues`."""
         names = ",".join(f"{self.queue_base}-{n}" for n in queues)
         return env_for(
             self.azurite, self.graph, self.crm, TABLE_PREFIX=self.prefix, PAGE_SIZE=str(self.page_size),
             JOB_QUEUE=names, **extra,
         )  # fmt: skip
 
+    def send(self, user: str, job: Job) -> None:
+        """Queue `job` (with `user` as its user) on the user's queue, as the Functions trigger reads it."""
+        job = Job(user, job.stream, job.reason, fresh_round=job.fresh_round)
+        self.queues[user].send_message(base64.b64encode(job.to_json().encode()).decode())
+
+    def assert_queues_empty(self) -> None:
+        for user, queue in self.queues.items():
+            assert queue.peek_messages(max_messages=5) == [], user  # every job is gone once done
+
     def phase(self, jobs: Sequence[Job], kills: Sequence[str], *, offset: float = 0.0) -> None:
         """Queue `jobs` for each user and start a worker per kill point; each must die of SIGKILL there.
         Then one worker, after the dead workers' leases expired, drains every user's queue: the re-runs
         of the killed users, and the clean run of the others."""
         assert len(kills) == len(self.users) - 1
-        for user, queue in self.queues.items():
+        for user in self.users:
             for job in jobs:
-                job = Job(user, job.stream, job.reason, fresh_round=job.fresh_round)
-                queue.send_message(base64.b64encode(job.to_json().encode()).decode())
+                self.send(user, job)
         points = ["", *kills]
         killed = {
-            n: spawn(self._env([n], KILL_AT=point, CLOCK_OFFSET_SECONDS=str(offset)))
+            n: spawn(self.env([n], KILL_AT=point, CLOCK_OFFSET_SECONDS=str(offset)))
             for n, point in enumerate(points)
             if point
         }
@@ -161,11 +170,10 @@ class Matrix:
             assert code == -signal.SIGKILL, (
                 f"{self.users[n]} never reached {points[n]}: exit {code}\n{output}"
             )
-        rest = spawn(self._env(range(len(self.users)), CLOCK_OFFSET_SECONDS=str(offset + LEASE_EXPIRED)))
+        rest = spawn(self.env(range(len(self.users)), CLOCK_OFFSET_SECONDS=str(offset + LEASE_EXPIRED)))
         code, output = finish(rest)
         assert code == 0, f"the re-runs: exit {code}\n{output}"
-        for user, queue in self.queues.items():
-            assert queue.peek_messages(max_messages=5) == [], user  # every job is gone once done
+        self.assert_queues_empty()
 
 
 def differences(end: dict[str, Any], clean: dict[str, Any]) -> str:

@@ -1,25 +1,55 @@
 """Outages on the real stack: the CRM down for a while, a mailbox denied, storage unavailable. While it
-lasts the user's status says what is wrong; when it ends the backlog drains and nothing is lost."""
+lasts the user's status says what is wrong; when it ends the backlog drains and nothing is lost.
+
+Storage is made unavailable two ways. At the end of this file Azurite itself is stopped and started
+again (mail; contacts and calendar): the real Tables and Queue clients meet refused connections, with
+their own retries, under a worker process, and the redelivered job and the real sweep drain the backlog.
+`Outage` (contacts and calendar, in process) refuses every state call from a chosen one on: the outage
+begins at a state write itself (a link row, a key record), which a process stopping Azurite between two
+calls cannot aim at as precisely, and costs well under a second."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import os
+import secrets
+import signal
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from time import monotonic, sleep
 from typing import Any
 
 import pytest
 
+from emulators.azurite import RestartableAzurite, restartable_azurite
+from emulators.crm.launcher import ReferenceCrm
+from emulators.funchost.launcher import FunctionRunFailed, function_host
+from emulators.graph.launcher import GraphEmulator
+from emulators.localapp import app_settings
+from emulators.process import free_port
+from shared import wiring
 from shared.errors import StateError, SyncError
 from shared.graph.calendar import GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.model import Job
+from shared.state.queue import JOBS_QUEUE, POISON_QUEUE, StorageJobQueue
 from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
 from shared.sync.mail import LEASE_SECONDS, MailStream
-from tests.integration.stack import Stack, unique_prefix
+from tests.faults.killing import LEASE_EXPIRED, Matrix, Outlook, differences, finish, spawn
+from tests.faults.test_kill_points import (
+    calendar_end,
+    calendar_seed,
+    contacts_end,
+    contacts_seed,
+    normalised,
+)
+from tests.integration.stack import TENANT_DOMAIN, Stack, settings_for, unique_prefix
 from tests.model.world import Clock
 
 pytestmark = pytest.mark.integration
@@ -104,38 +134,6 @@ class Outage:
             return await target(*args, **kwargs)
 
         return call
-
-
-async def test_storage_unavailable_for_a_while(stack: Stack) -> None:
-    clock = Clock()
-    store = TableStateStore.from_connection_string(
-        stack.azurite.connection_string, clock=clock, table_prefix=unique_prefix()
-    )
-    await store.ensure_tables()
-    stack.graph.control.add_user(ANN)
-    await store.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
-    state = Outage(store)
-    services = stack.services
-    stream = MailStream(state, services.crm, services.mail, org_domains=["contoso.com"], clock=clock)
-    engine = Engine(state, services.queue, {"mail": stream}, clock=clock)
-    try:
-        keys = deliver_backlog(stack)
-        assert (await engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
-        keys |= deliver_backlog(stack, BACKLOG)
-        for calls in (0, 9):  # down from the start, then in the middle of a round (after CRM writes)
-            state.down_after = calls
-            with pytest.raises(StateError):
-                await engine.run_job(Job(ANN, "mail:inbox"))  # the queue retries it
-            state.down = False
-            clock.advance(LEASE_SECONDS + 1)  # the failed run could not let go of its lease
-        assert state.refused >= 2
-        keys |= deliver_backlog(stack, 2 * BACKLOG)
-        assert (await engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
-        assert set(stack.journals()) == keys
-        row = await store.get_user(ANN)
-        assert row is not None and row.columns["State"] == "ok"
-    finally:
-        await store.aclose()
 
 
 # -- contacts and calendar -------------------------------------------------------------------------
@@ -318,3 +316,293 @@ async def test_storage_unavailable_for_a_while_contacts_and_calendar(
         assert await store.list_issues(ANN) == []
     finally:
         await store.aclose()
+
+
+# -- storage really unavailable: Azurite stopped, then started again ----------------------------------
+#
+# The tests above inject the outage with a wrapper (`Outage`): precise, in process. These stop Azurite
+# itself, so the real azure-data-tables and azure-storage-queue clients meet refused connections (their
+# own retries included) on tables and queue alike, as when a storage account is unreachable. A worker
+# *process* (`worker_main.py`, as in the kill matrix) stops Azurite at a named checkpoint; it then
+# behaves as the Functions host: the job that raised leaves its message in the queue, queue calls that
+# fail are retried. The test starts Azurite again on the same ports with its data (kept on disk).
+
+PAGE_SIZE = 5  # 12 messages: three pages
+STORAGE_OUTAGES = {  # where the worker stops Azurite: the error its job fails with
+    "state.get_user:1:before": "table read failed",  # gone before the job's first read (message taken)
+    # gone in the middle of a round, after the second page's CRM write: its key rows cannot be written
+    "crm.upsert_journals:2:after": "table transaction failed",
+}
+
+
+@pytest.fixture(scope="module")
+def storage() -> Iterator[RestartableAzurite]:
+    with restartable_azurite() as running:
+        yield running
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll `condition` until it holds (bounded: a loaded machine is slow, a hang is a failure)."""
+    deadline = monotonic() + timeout
+    while not condition():
+        assert monotonic() < deadline, f"still waiting after {timeout} s for {what}"
+        sleep(0.1)
+
+
+def through_an_outage(storage: RestartableAzurite, matrix: Matrix, n: int, point: str) -> list[str]:
+    """Start a worker on `matrix.users[n]`'s queue that stops Azurite at `point`; once its job failed on
+    it, start Azurite again and wait for the worker to drain the queue. The lines it wrote."""
+    worker = spawn(matrix.env([n], OUTAGE_AT=point, AZURITE_PID=str(storage.pid),
+                              AZURITE_TABLE_PORT=str(storage.stack.table_port)))  # fmt: skip
+    wait_for(lambda: not storage.running or not worker.process.is_alive(), f"the worker to reach {point}")
+    wait_for(lambda: "outcome: raised" in worker.log.read_text() or not worker.process.is_alive(), "failure")
+    assert not storage.running, f"the worker ended without stopping Azurite:\n{worker.log.read_text()}"
+    storage.start()
+    code, output = finish(worker)
+    assert code == 0, f"exit {code}\n{output}"
+    return [line for line in output.splitlines() if line.startswith(("storage stopped", "outcome: "))]
+
+
+async def sweep_and_run(services: wiring.Services, matrix: Matrix) -> list[tuple[str, str]]:
+    """The next sweep (the real one: state, Graph probes, CRM peeks) and a worker that runs the jobs it
+    queued, with a clock past the lease a failed run left behind; the (user, stream) of those jobs."""
+    jobs = await services.engine.sweep()
+    rest = spawn({**matrix.env([]), "JOB_QUEUE": JOBS_QUEUE, "CLOCK_OFFSET_SECONDS": str(LEASE_EXPIRED)})
+    code, output = finish(rest)
+    assert code == 0 and output.count("outcome: done") == len(jobs), output
+    matrix.assert_queues_empty()
+    assert isinstance(services.queue, StorageJobQueue)
+    for name in (JOBS_QUEUE, POISON_QUEUE):
+        assert await services.queue.client(name).peek_messages() == [], name
+    return sorted((job.user, job.stream) for job in jobs)
+
+
+async def test_storage_stopped_then_started_again_mail(
+    storage: RestartableAzurite, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    """Azurite stopped before a job's first read, and (another mailbox) in the middle of a round; started
+    again, the redelivered job and the next sweep end every mailbox as a clean one (same journals, once
+    each; a deltaLink; `State=ok`), and the jobs are gone from the queues."""
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    users = [f"clean@{TENANT_DOMAIN}"] + [f"outage{n}@{TENANT_DOMAIN}" for n in range(len(STORAGE_OUTAGES))]
+    matrix = await Matrix.open(storage.stack, graph, crm_server, users, page_size=PAGE_SIZE)
+    services = await wiring.build(settings_for(storage.stack, graph, crm_server), table_prefix=matrix.prefix)
+    start = datetime.now(UTC).replace(microsecond=0)
+    try:
+        for user in users:
+            graph.control.add_user(user)
+            await matrix.state.put_config(user, {"Enabled": True, "MailFolders": "inbox"})
+            tag = user.split("@")[0]
+            for m in range(BACKLOG):
+                graph.control.deliver(
+                    user,
+                    {"from": {"address": "bob@fabrikam.example"}, "to": [{"address": user}],
+                     "subject": f"Order {m}", "internetMessageId": f"<order-{m}-{tag}@fabrikam.example>",
+                     "bodyHtml": f"<p>Order {m}</p>", "conversationId": f"conv-{m}",
+                     "receivedDateTime": (start - timedelta(minutes=m)).isoformat(),
+                     "sentDateTime": (start - timedelta(minutes=m, seconds=5)).isoformat()},
+                )  # fmt: skip
+        lines, writes = {}, {}
+        for n, (point, error) in enumerate(STORAGE_OUTAGES.items(), start=1):
+            matrix.send(users[n], Job("", "mail:inbox", "notification"))
+            crm_server.clear_stats()
+            lines[point] = through_an_outage(storage, matrix, n, point)
+            writes[point] = crm_server.stats()["journalWrites"]
+            # the run failed on the refused connection with the error that stopped it: no crash, no hang
+            assert lines[point][:2] == [
+                f"storage stopped at {point}", f"outcome: raised StateError: {error}: ServiceRequestError"
+            ], lines[point]  # fmt: skip
+        first, middle = STORAGE_OUTAGES
+        # Nothing had been written: after the restart the redelivered message ran the job, each journal once.
+        assert lines[first][2:] == ["outcome: done"] and writes[first] == BACKLOG, (lines[first], writes)
+        # The round cut in the middle left the failed run's lease (storage was down, it could not let go):
+        # the redelivered message found it held, answered busy and was deleted, as the product does.
+        assert lines[middle][2:] == ["outcome: busy"], lines[middle]
+        assert writes[middle] == 2 * PAGE_SIZE, writes  # two pages written before the outage
+
+        # The next sweep: the clean mailbox never ran, the cut round has its nextLink saved; the first
+        # mailbox is up to date (its probe finds nothing new), so it gets no job.
+        assert await sweep_and_run(services, matrix) == [(users[0], "mail:inbox"), (users[2], "mail:inbox")]
+        clean = normalised(crm_server.journals(owner=users[0]), users[0])
+        assert len(clean) == BACKLOG
+        for user, point in zip(users[1:], STORAGE_OUTAGES, strict=True):
+            assert len(crm_server.journals(owner=user)) == BACKLOG, point  # no journal twice
+            assert normalised(crm_server.journals(owner=user), user) == clean, point
+            cursor = await matrix.state.get_cursor(user, "mail:inbox")
+            assert (cursor.link_kind, bool(cursor.link)) == ("delta", True), point
+            row = await matrix.state.get_user(user)
+            assert row is not None and (row.columns["State"], row.columns["LastError"]) == ("ok", ""), point
+            assert await matrix.state.list_issues(user) == [], point
+    finally:
+        if not storage.running:
+            storage.start()
+        await services.aclose()
+        await matrix.close()
+
+
+PIM_OUTAGES = {  # stream: where the worker stops Azurite in the first sync, and the error the job fails with
+    "contacts": ("graph.create:2:after", "table transaction failed"),  # an Outlook contact, no link row
+    "calendar": ("crm.upsert_appointment:2:after", "table create failed"),  # an appointment, no key record
+}
+
+
+@pytest.mark.parametrize("stream", list(PIM_OUTAGES))
+async def test_storage_stopped_in_the_middle_of_a_round_contacts_and_calendar(
+    storage: RestartableAzurite, graph: GraphEmulator, crm_server: ReferenceCrm, stream: str
+) -> None:
+    """The seeded first sync of the kill matrix (`test_kill_points.py`), cut by Azurite stopping right
+    after an effect on the other side; started again, the redelivered job (busy: the failed run's lease)
+    and the next sweep end the mailbox as a clean one: both sides, the link rows, the cursor."""
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    users = [f"{stream}-clean@{TENANT_DOMAIN}", f"{stream}-outage@{TENANT_DOMAIN}"]
+    matrix = await Matrix.open(storage.stack, graph, crm_server, users, page_size=3)
+    services = await wiring.build(settings_for(storage.stack, graph, crm_server), table_prefix=matrix.prefix)
+    outlook = Outlook(graph)
+    try:
+        if stream == "calendar":
+            crm_server.add_person(BOB, name="Bob", owner=users[0])
+        for user in users:
+            graph.control.add_user(user)
+            if stream == "contacts":
+                await matrix.state.put_config(user, {"Enabled": True, "Mail": False, "Contacts": True})
+                contacts_seed(outlook, crm_server, user)
+            else:
+                config = {"Enabled": True, "Mail": False, "Calendar": True, "CalendarPushFromCrm": True}
+                await matrix.state.put_config(user, config)
+                calendar_seed(outlook, crm_server, user)
+        point, error = PIM_OUTAGES[stream]
+        matrix.send(users[1], Job("", stream, "notification"))
+        assert through_an_outage(storage, matrix, 1, point) == [
+            f"storage stopped at {point}",
+            f"outcome: raised StateError: {error}: ServiceRequestError",
+            "outcome: busy",  # the redelivered message, while the failed run's lease lasts
+        ]
+
+        assert await sweep_and_run(services, matrix) == [(users[0], stream), (users[1], stream)]
+        end = contacts_end if stream == "contacts" else calendar_end
+        clean, cut = [await end(outlook, crm_server, matrix.state, user) for user in users]
+        assert cut == clean, differences(cut, clean)
+        assert clean["cursor"][:2] == ("delta", True)
+        for user in users:
+            row = await matrix.state.get_user(user)
+            assert row is not None and (row.columns["State"], row.columns["LastError"]) == ("ok", ""), user
+    finally:
+        if not storage.running:
+            storage.start()
+        outlook.close()
+        await services.aclose()
+        await matrix.close()
+
+
+async def test_storage_stopped_under_the_function_host(
+    storage: RestartableAzurite, graph: GraphEmulator, crm_server: ReferenceCrm, tmp_path: Path
+) -> None:
+    """The Function App in the local host (queue trigger, timers, its own tables) while Azurite is
+    stopped: a job and the sweep each fail on the storage error (no hang; the host stays up), and once
+    Azurite is back the host's queue listener recovers by itself, the next sweep's job drains the backlog
+    made before and during the outage, the status is ok and nothing went to the poison queue."""
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    port, key, log = free_port(), secrets.token_urlsafe(24), tmp_path / "host.log"
+    settings = app_settings(storage.stack, graph, crm_server, port, key)
+    state = TableStateStore.from_connection_string(storage.connection_string)  # the app's own tables
+    queue = StorageJobQueue.from_connection_string(storage.connection_string)
+    await state.ensure_tables()
+    try:
+        with function_host("function_app:app", settings=settings, port=port, log=log) as host:
+            graph.control.add_user(ANN)
+            await state.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
+            keys = {deliver(graph, ANN, n) for n in range(BACKLOG)}
+            storage.stop()
+            keys |= {deliver(graph, ANN, n) for n in range(BACKLOG, 2 * BACKLOG)}
+            job = Job(ANN, "mail:inbox", "notification").to_json()
+            failed = await asyncio.gather(
+                host.fire_async("sync_worker", input=job),
+                host.fire_async("sync_sweep"),
+                return_exceptions=True,
+            )
+            assert [type(f) for f in failed] == [FunctionRunFailed, FunctionRunFailed], failed
+            assert log.read_text().count("shared.errors.StateError: table ") >= 2  # the storage error, logged
+            assert crm_server.journals() == []
+
+            storage.start()
+            await host.fire_async("sync_sweep")  # the next sweep, through the queue trigger
+
+            async def drained() -> bool:
+                row = await state.get_user(ANN)
+                return row is not None and row.columns.get("State") == "ok" and not await queue_holds(queue)
+
+            await eventually(drained, "the backlog drained through the queue trigger")
+            assert {j["key"] for j in crm_server.journals()} == keys
+            assert len(crm_server.journals()) == 2 * BACKLOG
+            row = await state.get_user(ANN)
+            assert row is not None and row.columns["LastError"] == "" and row.columns["ErrorCount"] == 0
+            assert await queue.client(POISON_QUEUE).peek_messages() == []
+            assert "a trigger loop stopped" not in log.read_text()
+    finally:
+        if not storage.running:
+            storage.start()
+        await queue.aclose()
+        await state.aclose()
+
+
+def deliver(graph: GraphEmulator, user: str, n: int) -> str:
+    key = f"<host-{n}@fabrikam.example>"
+    graph.control.deliver(
+        user,
+        {"from": {"address": "bob@fabrikam.example"}, "to": [{"address": user}], "subject": f"Order {n}",
+         "internetMessageId": key, "bodyHtml": f"<p>Order {n}</p>"},
+    )  # fmt: skip
+    return key
+
+
+async def queue_holds(queue: StorageJobQueue) -> bool:
+    """Whether the jobs queue holds a message, visible or not (one being run is hidden)."""
+    properties = await queue.client(JOBS_QUEUE).get_queue_properties()
+    return bool(properties.approximate_message_count)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 90.0) -> None:
+    deadline = monotonic() + timeout
+    while not await check():
+        assert monotonic() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_storage_that_never_answers_ends_the_job_with_a_storage_error(
+    storage: RestartableAzurite, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    """Azurite frozen (SIGSTOP: it accepts connections and never answers, like a black-holed endpoint):
+    the job ends with a storage error once the Tables client's timeouts ran out (shortened here to 1 s;
+    in production 10 s to connect, 35 s to answer, `shared/state/tables.py` TIMEOUTS), instead of
+    hanging on azure-core's 300 s defaults. Thawed, the next run drains the backlog."""
+    graph.control.reset(empty=True)
+    crm_server.reset()
+    prefix = unique_prefix()
+    services = await wiring.build(settings_for(storage.stack, graph, crm_server), table_prefix=prefix)
+    # the frozen run's store: the same tables, timeouts of 1 s (only the thawed run may be slow to answer)
+    quick = TableStateStore.from_connection_string(
+        storage.connection_string, table_prefix=prefix, timeouts=(1.0, 1.0)
+    )
+    stream = MailStream(quick, services.crm, services.mail, org_domains=[TENANT_DOMAIN])
+    frozen = Engine(quick, services.queue, {"mail": stream})
+    try:
+        graph.control.add_user(ANN)
+        await services.state.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
+        keys = {deliver(graph, ANN, n) for n in range(BACKLOG)}
+        os.killpg(storage.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StateError, match="table read failed: ServiceResponseTimeoutError"):
+                await asyncio.wait_for(frozen.run_job(Job(ANN, "mail:inbox")), 120)  # (a hang fails here)
+        finally:
+            os.killpg(storage.pid, signal.SIGCONT)
+        assert crm_server.journals() == []
+        assert (await services.engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
+        assert {j["key"] for j in crm_server.journals()} == keys
+        row = await services.state.get_user(ANN)
+        assert row is not None and row.columns["State"] == "ok"
+    finally:
+        await quick.aclose()
+        await services.aclose()
