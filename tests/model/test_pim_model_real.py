@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 REAL = settings(
     max_examples=int(os.environ.get("MODEL_REAL_EXAMPLES", "8")),
-    stateful_step_count=8,
+    stateful_step_count=int(os.environ.get("MODEL_REAL_STEPS", "8")),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     print_blob=True,
