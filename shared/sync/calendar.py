@@ -477,6 +477,16 @@ class CalendarStream:
             record = await self._state.get_key(key)
             outcome = plan.withdraw(record, config.upn)
             cancel = outcome.cancel or cancelled_by_organizer
+            if record is not None:
+                # The key row first: a cancel the CRM applied whose answer was lost (a timeout, a 5xx
+                # after the write, a worker that died) must not leave a row that says live, or the
+                # meeting coming back (a series moved back) would look unchanged and stay cancelled.
+                # A write that did not happen is retried with the removal, as before.
+                extra = {**record.extra, "cancelled": bool(record.extra.get("cancelled")) or cancel}
+                try:
+                    await self._state.put_key(replace(record, mailboxes=outcome.remaining, extra=extra))
+                except ConcurrencyError:
+                    continue
             if cancel and config.calendar_delete_in_crm:
                 await self._crm.delete_appointment(key)
             elif cancel:
@@ -485,14 +495,7 @@ class CalendarStream:
                 current = await self._crm.get_appointment(key)
                 if current is not None:
                     await self._keep_seen_by(replace(current, seen_by=outcome.remaining))
-            if record is None:
-                break
-            extra = {**record.extra, "cancelled": bool(record.extra.get("cancelled")) or cancel}
-            try:
-                await self._state.put_key(replace(record, mailboxes=outcome.remaining, extra=extra))
-                break
-            except ConcurrencyError:
-                continue
+            break
         reason = "cancelled by the organizer" if cancelled_by_organizer else outcome.reason
         if cancel:
             stats.cancelled += 1

@@ -341,3 +341,32 @@ def test_a_contact_refused_by_the_crm_then_deleted_in_outlook_leaves_no_issue() 
         ],
         contacts=[(ANN, "outlook")],
     )
+
+
+@pytest.mark.parametrize(
+    "cancel",
+    [
+        [
+            ("crm_fault", ("cancel_appointment", "ambiguous", 1)),
+            ("worker_runs", (ANN, "calendar", False, None)),
+        ],
+        [("worker_runs", (ANN, "calendar", False, ("crm.cancel_appointment", 1, True)))],
+    ],
+    ids=["cancel-applied-answer-lost", "worker-died-after-the-cancel"],
+)
+def test_a_series_moved_back_after_a_cancel_the_crm_applied_unseen_is_live_again(
+    cancel: list[tuple[str, tuple]],
+) -> None:
+    """Found by reading the real-stack adapter (a CRM timeout there was a cancel applied after the
+    connector gave up, which `ambiguous` and a crash after the call reproduce in memory): the moved
+    series' old occurrences were cancelled in the CRM while their key rows still said live, so when the
+    series moved back nothing wrote them again and they stayed cancelled."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("reschedule_meeting", (0, 2, 10)),  # new keys; the 9:00 occurrences are withdrawn
+            *cancel,
+            ("reschedule_meeting", (0, 2, 9)),  # back: the 9:00 keys are live again
+        ],
+        meetings=[(ANN, False, 2, 9, 2)],
+    )
