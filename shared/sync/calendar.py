@@ -371,7 +371,7 @@ class CalendarStream:
     async def _write(self, appointment: Appointment, mailbox: str) -> bool:
         return await write_keyed(
             self._state, appointment, mailbox, merge=plan.merge, upsert=self._crm.upsert_appointment,
-            key_record_after=plan.key_record_after,
+            key_record_after=plan.key_record_after, doubt_first=True,
         )  # fmt: skip
 
     async def _lookup(self, config: UserConfig, events: Sequence[OutlookEvent]) -> dict[str, list[PersonRef]]:

@@ -370,3 +370,31 @@ def test_a_series_moved_back_after_a_cancel_the_crm_applied_unseen_is_live_again
         ],
         meetings=[(ANN, False, 2, 9, 2)],
     )
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        [
+            ("crm_fault", ("upsert_appointment", "ambiguous", 1)),
+            ("worker_runs", (ANN, "calendar", False, None)),
+        ],
+        [("worker_runs", (ANN, "calendar", False, ("crm.upsert_appointment", 1, True)))],
+    ],
+    ids=["write-applied-answer-lost", "worker-died-after-the-write"],
+)
+def test_a_meeting_moved_back_after_a_write_the_crm_applied_unseen_has_its_times(
+    write: list[tuple[str, tuple]],
+) -> None:
+    """Found by reading, after the cancel above: the CRM took the moved meeting's new times while its
+    key row kept the old ones, so when the meeting moved back it looked unchanged and the CRM kept the
+    times it had moved to."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("reschedule_meeting", (0, 3, 10)),
+            *write,
+            ("reschedule_meeting", (0, 2, 9)),  # back where it was
+        ],
+        meetings=[(ANN, False, 2, 9, 0)],
+    )
