@@ -392,6 +392,8 @@ class ContactsStream:
             await self._state.put_links([Link(user, DROPPED, a.drop)])
         crm_ref, crm_print, version = a.crm_ref, a.crm_print, a.crm_version
         if a.to_crm is not None:
+            if a.crm_ref is not None and a.outlook_id and a.to_outlook is None:
+                await self._note_pending(user, a, cp.print_of(cp.project(a.to_crm, notes=notes)))
             written = await self._crm.upsert_contact(
                 CrmContact(ref=a.crm_ref, owner=config.owner, fields=a.to_crm, key=a.crm_key)
             )
@@ -426,6 +428,16 @@ class ContactsStream:
         )  # fmt: skip
         if a.undrop:
             await self._state.delete_link(user, DROPPED, a.undrop)
+
+    async def _note_pending(self, user: str, a: cp.SyncPair, crm_print: str) -> None:
+        """Before an Outlook edit goes to the CRM, on its link: should the answer be lost while the CRM
+        applied it, the next run recognises the CRM's copy as this write, not as a CRM edit."""
+        link = await self._state.get_link(user, STREAM, a.outlook_id)
+        if link is None or a.crm_ref is None or link.crm_key != a.crm_ref.id:
+            return
+        pending = {"crm": crm_print, "local": a.outlook_print, "changeKey": a.outlook_change_key,
+                   "base": cp.to_dict(a.merged)}  # fmt: skip
+        await self._state.put_links([replace(link, extra={**link.extra, cp.PENDING_CRM: pending})])
 
     async def _failed(
         self, config: UserConfig, action: cp.Action, error: Exception, stats: ContactsStats

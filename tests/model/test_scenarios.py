@@ -398,3 +398,28 @@ def test_a_meeting_moved_back_after_a_write_the_crm_applied_unseen_has_its_times
         ],
         meetings=[(ANN, False, 2, 9, 0)],
     )
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        [("crm_fault", ("upsert_contact", "ambiguous", 1)), ("worker_runs", (ANN, "contacts", False, None))],
+        [("worker_runs", (ANN, "contacts", False, ("crm.upsert_contact", 1, True)))],
+    ],
+    ids=["write-applied-answer-lost", "worker-died-after-the-write"],
+)
+def test_an_outlook_edit_undone_after_a_write_the_crm_applied_unseen_stays_undone(
+    write: list[tuple[str, tuple]],
+) -> None:
+    """Found by reading, after the calendar's: the CRM took an Outlook edit while the link kept the
+    old fingerprints; the user then edited the field back, Outlook looked unchanged, and the CRM's copy
+    of the edit looked like a CRM edit, which came back to Outlook over the user's latest value."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, None)),
+            ("outlook_edits_contact", (2, "job_title", "CFO")),  # P1, made in Outlook as a Buyer
+            *write,
+            ("outlook_edits_contact", (2, "job_title", "Buyer")),  # back
+        ],
+        contacts=[(ANN, "outlook")],
+    )
