@@ -652,6 +652,10 @@ class CalendarStream:
                                               extra={"eventId": "", "cancelled": True})])  # fmt: skip
             return
         if event_id:
+            if link is not None and link.crm_fingerprint:
+                # doubt first: an update Outlook applied whose answer was lost must not leave the link
+                # vouching for the old version, or the CRM moving the appointment back looks like nothing
+                await self._state.put_links([replace(link, crm_fingerprint="")])
             change_key = await self._source.update_event(user, event_id, change)
             if change_key is None:  # the user deleted it in Outlook: their choice stands
                 assert link is not None

@@ -423,3 +423,31 @@ def test_an_outlook_edit_undone_after_a_write_the_crm_applied_unseen_stays_undon
         ],
         contacts=[(ANN, "outlook")],
     )
+
+
+def test_a_crm_edit_undone_after_outlook_took_it_unseen_stays_undone() -> None:
+    """The other way round: Outlook took a CRM edit and the worker died before the link; the CRM user
+    then set the field back, and Outlook's copy of the edit looked like an Outlook edit."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, None)),
+            ("crm_edits_contact", (2, "job_title", "CFO")),  # P1, made in the CRM as Head of Buying
+            ("worker_runs", (ANN, "contacts", False, ("graph.update", 1, True))),
+            ("crm_edits_contact", (2, "job_title", "Head of Buying")),  # back
+        ],
+        contacts=[(ANN, "crm")],
+    )
+
+
+def test_a_crm_appointment_moved_back_after_the_push_updated_outlook_unseen_has_its_times() -> None:
+    """The push's update reached Outlook and the worker died before the link; the CRM appointment then
+    moved back, and the link still vouched for those times, so Outlook kept the moved ones."""
+    run_pim(
+        [
+            ("crm_makes_appointment", (2, 9)),
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("crm_moves_or_cancels_appointment", (0, 3, 10, False)),
+            ("worker_runs", (ANN, "calendar", False, ("graph.update_event", 1, True))),
+            ("crm_moves_or_cancels_appointment", (0, 2, 9, False)),  # back
+        ]
+    )
