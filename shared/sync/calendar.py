@@ -490,7 +490,7 @@ class CalendarStream:
             if cancel and config.calendar_delete_in_crm:
                 await self._crm.delete_appointment(key)
             elif cancel:
-                await self._crm.cancel_appointment(key)
+                await self._cancel(key)
             elif record is not None:
                 current = await self._crm.get_appointment(key)
                 if current is not None:
@@ -507,9 +507,22 @@ class CalendarStream:
             self._decision(config, key, link.item_id, "removed", reason, crm_key=key if cancel else "")
         )
 
+    async def _cancel(self, key: str) -> None:
+        """Cancel the appointment. A CRM that checks an appointment's links on every write (the
+        reference CRM, and BottleCRM's cancel, which is a rewrite) refuses it once a person it links was
+        deleted there: it is then written cancelled with only the people the CRM still matches."""
+        try:
+            await self._crm.cancel_appointment(key)
+        except CrmRejectedError:
+            current = await self._crm.get_appointment(key)
+            if current is None or not current.people:
+                raise
+            await self._keep_seen_by(replace(current, cancelled=True))
+
     async def _keep_seen_by(self, appointment: Appointment) -> None:
-        """Rewrite an appointment (fewer calendars hold it). When the CRM refuses it because a linked
-        person was deleted there meanwhile, write it again with only the people it still matches."""
+        """Rewrite an appointment (fewer calendars hold it, or cancelled). When the CRM refuses it
+        because a linked person was deleted there meanwhile, write it again with only the people it
+        still matches."""
         try:
             await self._crm.upsert_appointment(appointment)
         except CrmRejectedError:

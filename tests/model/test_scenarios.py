@@ -451,3 +451,18 @@ def test_a_crm_appointment_moved_back_after_the_push_updated_outlook_unseen_has_
             ("crm_moves_or_cancels_appointment", (0, 2, 9, False)),  # back
         ]
     )
+
+
+def test_a_meeting_deleted_after_its_attendee_was_deleted_in_the_crm_is_cancelled() -> None:
+    """Found on the real stack (`MODEL_REAL_STEPS=20`): the reference CRM checks an appointment's links
+    on every write, its cancel included, so once Bob was deleted in the CRM the deleted meeting could
+    never be cancelled: an error on every run and a stale live appointment. `InMemoryCrm` now refuses
+    such a cancel too; the stream then writes it cancelled with the people the CRM still matches."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("crm_deletes_contact", (0,)),  # Bob, an attendee of every meeting
+            ("organizer_deletes_meeting", (0,)),
+        ],
+        meetings=[(ANN, False, 2, 9, 0)],
+    )
