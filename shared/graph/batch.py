@@ -16,7 +16,6 @@ from typing import Any
 
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
-from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.errors import GraphError
@@ -84,16 +83,10 @@ class GraphBatch:
         info = RequestInformation(Method.POST, "{+baseurl}/$batch", {"baseurl": self.base_url})
         info.headers.try_add("Accept", "application/json")
         info.set_stream_content(json.dumps(payload).encode(), "application/json")
-        errors: dict[str, Any] = {"XXX": ODataError}
-
-        async def post() -> Any:
-            return await self._adapter.send_primitive_async(info, "bytes", errors)
-
-        raw = await self._caller.call(mailbox, post)
-        try:
-            answers = json.loads(raw or b"{}").get("responses") or []
-        except (ValueError, AttributeError) as exc:
-            raise GraphError("Graph answered a $batch with a body that is not a batch response") from exc
+        body = await self._caller.fetch_json(mailbox, self._adapter, info, "a $batch")
+        answers = body.get("responses") or []
+        if not isinstance(answers, list):
+            raise GraphError("Graph answered a $batch with a body that is not a batch response")
         out: dict[str, SubResponse] = {}
         for answer in answers:
             if isinstance(answer, dict) and "id" in answer:

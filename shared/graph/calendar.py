@@ -13,7 +13,6 @@ cancellations, so the service only ever writes to attendee-less events it create
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -27,7 +26,6 @@ from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
 from msgraph.generated.models.event import Event
 from msgraph.generated.models.item_body import ItemBody
 from msgraph.generated.models.location import Location
-from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import DeltaRequestBuilder
 from msgraph.generated.users.item.events.item.instances.instances_request_builder import (
     InstancesRequestBuilder,
@@ -38,8 +36,6 @@ from shared.errors import GraphNotFound
 from shared.graph.client import GraphCaller
 from shared.model import Address, Attendee, CrmAppointmentChange
 from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX, EventChange, EventRemoved, OutlookEvent
-
-_ERRORS: dict[str, Any] = {"XXX": ODataError}
 
 
 @dataclass(frozen=True)
@@ -63,10 +59,9 @@ def _graph_time(value: datetime) -> str:
 
 
 class GraphCalendar:
-    """Reads parse the JSON themselves (`json.loads` on the bytes the SDK's request adapter fetched):
-    kiota's models spend tens of milliseconds deserialising each event (`entity.get_field_deserializers`
-    runs its long import list per object), which made a 600-event first sync take a minute. The SDK still
-    builds the requests, authenticates, and maps errors to `ODataError`."""
+    """Reads parse the JSON answers without the SDK's models (`GraphCaller.fetch_json`: kiota's model
+    parsing made a 600-event first sync take a minute). The SDK still builds the requests,
+    authenticates, and maps errors to `ODataError`."""
 
     def __init__(self, client: GraphServiceClient, caller: GraphCaller, *, page_size: int = 50) -> None:
         self._client = client
@@ -77,15 +72,7 @@ class GraphCalendar:
         return RequestConfiguration(headers=prefer_headers(self._page_size), query_parameters=params)
 
     async def _get_json(self, user: str, info: RequestInformation) -> dict[str, Any]:
-        adapter = self._client.request_adapter
-
-        async def send() -> bytes | None:
-            raw: bytes | None = await adapter.send_primitive_async(info, "bytes", _ERRORS)
-            return raw
-
-        raw = await self._caller.call(user, send)
-        value = json.loads(raw) if raw else {}
-        return value if isinstance(value, dict) else {}
+        return await self._caller.fetch_json(user, self._client.request_adapter, info, "a calendar answer")
 
     async def read_page(self, user: str, link: str, window: tuple[datetime, datetime] | None) -> EventPage:
         """One calendarView delta page: from a saved link, or (link == "") a new round over `window`."""

@@ -10,6 +10,7 @@ flight from this process (Graph allows 4 per app and mailbox).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections import defaultdict
@@ -22,7 +23,10 @@ from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsV
 from kiota_abstractions.authentication.base_bearer_token_authentication_provider import (
     BaseBearerTokenAuthenticationProvider,
 )
+from kiota_abstractions.request_adapter import RequestAdapter
+from kiota_abstractions.request_information import RequestInformation
 from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
@@ -32,6 +36,7 @@ from shared.errors import DeltaExpired, GraphError, GraphNotFound, GraphThrottle
 from shared.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
+_ODATA_ERRORS: dict[str, Any] = {"XXX": ODataError}  # every error status parsed as ODataError
 
 T = TypeVar("T")
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -181,3 +186,25 @@ class GraphCaller:
                     raise error from exc
                 logger.info("graph throttled status=%s wait_s=%.2f attempt=%d", error.status, wait, attempt)
                 await self._sleep(wait)
+
+    async def fetch_json(
+        self, mailbox: str, adapter: RequestAdapter, info: RequestInformation, what: str
+    ) -> dict[str, Any]:
+        """Send a request the SDK built through its request adapter (auth, middleware, errors mapped to
+        `ODataError`, then translated and retried by `call`), and parse the answer with `json.loads`:
+        kiota's model parsing costs tens of milliseconds per item (`get_field_deserializers` re-imports
+        every entity subtype on each call), which made a page of 100 messages cost seconds of CPU.
+        An empty answer is `{}`; one that is not a JSON object raises GraphError naming `what`."""
+
+        async def send() -> bytes | None:
+            raw: bytes | None = await adapter.send_primitive_async(info, "bytes", _ODATA_ERRORS)
+            return raw
+
+        raw = await self.call(mailbox, send)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise GraphError(f"Graph answered {what} that is not JSON") from exc
+        if not isinstance(body, dict):
+            raise GraphError(f"Graph answered {what} that is not a JSON object")
+        return body

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from shared.crm.port import CrmPort
@@ -105,7 +106,6 @@ class MailStream:
         fresh_round: bool,
         progress: Callable[[str, Mapping[str, int]], None] | None = None,
     ) -> tuple[MailStats, Lease]:
-        folder = stream.partition(":")[2]
         user = config.upn
         stats = MailStats()
         cursor = await self._state.get_cursor(user, stream)
@@ -113,10 +113,25 @@ class MailStream:
             cursor = self._new_round(cursor)
             stats.fresh_rounds += 1
         lease = await self._retry_issues(config, stream, lease, stats)
-        if cursor.extra.get("backfill"):  # a capped first round's listing was cut short: finish it
-            cursor, lease = await self._backfill(config, stream, cursor, lease, stats, progress)
+        book = _Bookkeeping(self._state, user, stream, cursor, lease, progress)
+        try:
+            if cursor.extra.get("backfill"):  # a capped first round's listing was cut short: finish it
+                await self._backfill(config, stream, book, stats)
+            await self._round(config, stream, book, stats)
+            if (await book.settled())[0].extra.get("backfill"):  # the round was capped: list the rest
+                await self._backfill(config, stream, book, stats)
+            return stats, (await book.settled())[1]
+        except BaseException as error:
+            await book.abandon(error)
+            raise
+
+    async def _round(self, config: UserConfig, stream: str, book: _Bookkeeping, stats: MailStats) -> None:
+        """Read delta pages to the round's deltaLink. Page N+1 is read while page N is written, and
+        page N's bookkeeping runs while page N+1 is written (`_Bookkeeping`)."""
+        user, folder = config.upn, stream.partition(":")[2]
+        cursor = book.cursor
         restarts = 0
-        ahead: MailPage | Exception | None = None  # the next page, read while the one before was written
+        ahead: asyncio.Task[MailPage | Exception] | None = None
         while True:
             since = (
                 cursor.round_started - timedelta(days=config.days_back)
@@ -128,7 +143,7 @@ class MailStream:
                 if given is None:
                     page = await self._source.read_page(user, folder, cursor.link, since)
                 else:
-                    page = _read(given)
+                    page = _read(await given)
             except (DeltaExpired, GraphNotFound) as error:
                 # an expired token, or a stored link whose folder was deleted and recreated: start over
                 # by the folder's configured name; a fresh round that 404s means the folder is gone
@@ -138,28 +153,23 @@ class MailStream:
                 logger.info(
                     "stored link unusable (%s) stream=%s: starting a fresh round", error.status, stream
                 )
-                cursor = self._new_round(cursor)
+                cursor = self._new_round((await book.settled())[0])
+                book.restart(cursor)
                 stats.fresh_rounds += 1
                 continue
             stats.pages += 1
             before = stats.as_dict()
-            # the next page is read while this one is written; its link is saved only after this page
-            later = (
-                asyncio.create_task(self._read_ahead(user, folder, page.next_link))
-                if page.next_link
-                else None
+            result, ahead = await self._apply_reading_ahead(
+                config,
+                stream,
+                page,
+                stats,
+                partial(self._source.read_page, user, folder, page.next_link, None),
             )
-            try:
-                result = await self._apply(config, stream, page.changes, stats)
-                await self._state.record_decisions(result.decisions)
-            except BaseException:
-                if later is not None:
-                    later.cancel()
-                raise
-            ahead = await later if later is not None else None
             link, kind = (page.next_link, "next") if page.next_link else (page.delta_link, "delta")
             if not link:
                 raise GraphError("Graph returned a delta page with neither nextLink nor deltaLink")
+            cursor = (await book.settled())[0]
             extra = _counted(cursor, before, stats, self._clock())
             if since is not None or extra.get("roundFiltered"):
                 extra["roundFiltered"] = True
@@ -177,39 +187,31 @@ class MailStream:
                 extra["backfill"] = {"link": "", "since": window.isoformat()}
                 if oldest:
                     extra["backfill"]["until"] = oldest
-            cursor = await self._state.save_cursor(
-                user, stream, replace(cursor, link=link, link_kind=kind, extra=extra)
-            )
-            lease = await self._state.renew(lease, LEASE_SECONDS)
-            if progress is not None:
-                progress(stream, stats.as_dict())
+            cursor = replace(cursor, link=link, link_kind=kind, extra=extra)
+            book.start(result.decisions, cursor, stats)
             if kind == "delta":
-                if cursor.extra.get("backfill"):
-                    cursor, lease = await self._backfill(config, stream, cursor, lease, stats, progress)
-                return stats, lease
+                return
 
-    async def _backfill(
-        self,
-        config: UserConfig,
-        stream: str,
-        cursor: Cursor,
-        lease: Lease,
-        stats: MailStats,
-        progress: Callable[[str, Mapping[str, int]], None] | None,
-    ) -> tuple[Cursor, Lease]:
+    async def _backfill(self, config: UserConfig, stream: str, book: _Bookkeeping, stats: MailStats) -> None:
         """List the part of the window a capped round did not return, page by page: the messages
         received since the window's start and at or before the oldest message of the round (`until`;
         the whole window when the cursor has none). The listing's link is checkpointed in the cursor
-        with each page, so a crash resumes the listing where it stopped."""
-        folder = stream.partition(":")[2]
-        state = dict(cursor.extra["backfill"])
+        with each page, so a crash resumes the listing where it stopped. As in `_round`, the next page
+        is read, and the page before is checkpointed, while a page is written."""
+        user, folder = config.upn, stream.partition(":")[2]
+        state = dict((await book.settled())[0].extra["backfill"])
         since = datetime.fromisoformat(str(state["since"]))
         until = datetime.fromisoformat(str(state["until"])) if state.get("until") else None
+        ahead: asyncio.Task[MailPage | Exception] | None = None
         while True:
+            given, ahead = ahead, None
             try:
-                page = await self._source.list_page(
-                    config.upn, folder, str(state.get("link", "")), since, until
-                )
+                if given is None:
+                    page = await self._source.list_page(
+                        user, folder, str(state.get("link", "")), since, until
+                    )
+                else:
+                    page = _read(await given)
             except (DeltaExpired, GraphNotFound):
                 if not state.get("link"):
                     raise
@@ -217,28 +219,40 @@ class MailStream:
                 continue
             stats.pages += 1
             before = stats.as_dict()
-            result = await self._apply(config, stream, page.changes, stats)
-            await self._state.record_decisions(result.decisions)
+            result, ahead = await self._apply_reading_ahead(
+                config,
+                stream,
+                page,
+                stats,
+                partial(self._source.list_page, user, folder, page.next_link, since, until),
+            )
+            cursor = (await book.settled())[0]
             extra = _counted(cursor, before, stats, self._clock())
             if page.next_link:
                 state["link"] = page.next_link
                 extra["backfill"] = dict(state)
             else:
                 extra.pop("backfill", None)
-            cursor = await self._state.save_cursor(config.upn, stream, replace(cursor, extra=extra))
-            lease = await self._state.renew(lease, LEASE_SECONDS)
-            if progress is not None:
-                progress(stream, stats.as_dict())
+            book.start(result.decisions, replace(cursor, extra=extra), stats)
             if not page.next_link:
-                return cursor, lease
+                return
 
-    async def _read_ahead(self, user: str, folder: str, link: str) -> MailPage | Exception:
-        """The page behind `link`, or the error reading it (raised when the page loop gets to it, so a
-        failed read ahead never stops the writes of the page before it)."""
+    async def _apply_reading_ahead(
+        self,
+        config: UserConfig,
+        stream: str,
+        page: MailPage,
+        stats: MailStats,
+        read_next: Callable[[], Awaitable[MailPage]],
+    ) -> tuple[_PageResult, asyncio.Task[MailPage | Exception] | None]:
+        """Apply `page` while the page after it (if any) is read by `read_next`."""
+        ahead = _prefetch(read_next) if page.next_link else None
         try:
-            return await self._source.read_page(user, folder, link, None)
-        except Exception as error:  # noqa: BLE001 - handed to the page loop, which handles or raises it
-            return error
+            return await self._apply(config, stream, page.changes, stats), ahead
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            raise
 
     def _new_round(self, cursor: Cursor) -> Cursor:
         extra = {
@@ -421,6 +435,95 @@ class MailStream:
             crm_key=crm_key,
             details={"graphId": message.id, "folder": message.folder_id},
         )
+
+
+class _Bookkeeping:
+    """What follows a page's effects: its decisions (the sync log), then its cursor save and the lease
+    renewal. It runs while the next page is written; `settled()` waits for it, and `start()` takes the
+    next page only after that, so cursors are saved in page order, each after the effects of its page
+    and of every page before it (the sync contract)."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        user: str,
+        stream: str,
+        cursor: Cursor,
+        lease: Lease,
+        progress: Callable[[str, Mapping[str, int]], None] | None = None,
+    ) -> None:
+        self._state = state
+        self._progress = progress
+        self._user = user
+        self._stream = stream
+        self._cursor = cursor
+        self._lease = lease
+        self._task: asyncio.Task[tuple[Cursor, Lease]] | None = None
+
+    @property
+    def cursor(self) -> Cursor:
+        """The cursor of the last page taken (saved, or being saved)."""
+        return self._cursor
+
+    async def settled(self) -> tuple[Cursor, Lease]:
+        """The saved cursor (with its ETag) and the renewed lease, once the last page's bookkeeping
+        is done. Raises what it raised."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            self._cursor, self._lease = await task
+        return self._cursor, self._lease
+
+    def start(self, decisions: Sequence[Decision], cursor: Cursor, stats: MailStats) -> None:
+        """Record a page's decisions, then save `cursor` (built on the settled one) and renew the lease;
+        report the run's `stats` so far."""
+        if self._task is not None:
+            raise RuntimeError("the page before is not settled")
+        self._cursor = cursor
+        self._task = asyncio.create_task(self._keep(decisions, cursor, self._lease))
+        if self._progress is not None:
+            self._progress(self._stream, stats.as_dict())
+
+    def restart(self, cursor: Cursor) -> None:
+        """Go on from `cursor` (a fresh round, built on the settled cursor), saved with the next page."""
+        if self._task is not None:
+            raise RuntimeError("the page before is not settled")
+        self._cursor = cursor
+
+    async def abandon(self, error: BaseException) -> None:
+        """The run failed with `error`. After an error, the last page's bookkeeping still finishes (its
+        effects are done, so its checkpoint is kept); after a crash or a cancellation it is cancelled."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if not isinstance(error, Exception):
+            task.cancel()
+            return
+        try:
+            await task
+        except Exception as failed:  # noqa: BLE001 - the run's own error is the one raised
+            logger.warning(
+                "checkpoint of the last page failed too (%s) stream=%s", type(failed).__name__, self._stream
+            )
+
+    async def _keep(
+        self, decisions: Sequence[Decision], cursor: Cursor, lease: Lease
+    ) -> tuple[Cursor, Lease]:
+        await self._state.record_decisions(decisions)
+        cursor = await self._state.save_cursor(self._user, self._stream, cursor)
+        return cursor, await self._state.renew(lease, LEASE_SECONDS)
+
+
+def _prefetch(read: Callable[[], Awaitable[MailPage]]) -> asyncio.Task[MailPage | Exception]:
+    """Read a page in the background. Its error is kept and raised when the page loop gets to it (by
+    `_read`), so a failed read ahead never stops the writes of the page before it."""
+
+    async def kept() -> MailPage | Exception:
+        try:
+            return await read()
+        except Exception as error:  # noqa: BLE001 - handed to the page loop, which handles or raises it
+            return error
+
+    return asyncio.create_task(kept())
 
 
 def _read(page: MailPage | Exception) -> MailPage:

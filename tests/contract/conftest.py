@@ -22,6 +22,7 @@ from shared.crm.port import Capabilities, CrmPort
 from shared.crm.reference import ReferenceCrmConnector, parse_retry_after
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 from tests.contract.bottlecrm_factory import bottlecrm_harness, bottlecrm_server  # noqa: F401 (fixture)
+from tests.contract.graph_harness import contract_graph  # noqa: F401 (fixture)
 
 # Port operation → (HTTP method, path fragment) of the reference API, for fault injection.
 _ROUTES = {

@@ -8,19 +8,15 @@ because it passes this suite.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Protocol
 
-import httpx
 import pytest
 
-from emulators.graph.launcher import GraphEmulator, graph_emulator
-from shared.config import Settings
+from emulators.graph.launcher import GraphEmulator
 from shared.errors import DeltaExpired, GraphThrottled
 from shared.graph.calendar import EventPage, GraphCalendar
-from shared.graph.client import GraphCaller, build_graph_client
 from shared.model import CrmAppointmentChange, CrmRef
 from shared.sync.calendar_plan import (
     PUSH_TRANSACTION_PREFIX,
@@ -31,7 +27,7 @@ from shared.sync.calendar_plan import (
     hydrate,
 )
 from shared.sync.ports import CalendarSource
-from tests.contract.test_mail_source import quick_sleep
+from tests.contract.graph_harness import EmulatedGraph, harness_of, quick_sleep
 from tests.model.calendarbook import InMemoryCalendar
 
 ANN = "ann@contoso.com"
@@ -92,28 +88,10 @@ def graph_time(value: datetime) -> dict[str, str]:
     return {"dateTime": value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}
 
 
-class EmulatedCalendar:
+class EmulatedCalendar(EmulatedGraph):
     def __init__(self, graph: GraphEmulator) -> None:
-        self.graph = graph
-        settings = Settings.from_env(
-            {"GRAPH_BASE_URL": graph.base_url, "GRAPH_AUTH_MODE": "static-token",
-             "GRAPH_STATIC_TOKEN": "contract-token", "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-             "CRM_BASE_URL": "http://127.0.0.1:9/", "CRM_API_TOKEN": "unused"}
-        )  # fmt: skip
-        self.source = GraphCalendar(
-            build_graph_client(settings), GraphCaller(sleep=quick_sleep), page_size=PAGE
-        )
-        self.http = httpx.Client(
-            base_url=graph.base_url, headers={"Authorization": "Bearer outlook"}, timeout=30
-        )
-
-    def _outlook(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-    def add_user(self, upn: str) -> None:
-        self.graph.control.add_user(upn)
+        super().__init__(graph, "/calendarView/delta")
+        self.source = GraphCalendar(self.client, self.caller, page_size=PAGE)
 
     def create(self, upn: str, subject: str, start: datetime, end: datetime, *, attendees: Names = (),
                count: int = 0) -> str:  # fmt: skip
@@ -141,37 +119,12 @@ class EmulatedCalendar:
         self._outlook("DELETE", f"/users/{upn}/events/{event_id}")
 
     def expire(self, upn: str) -> None:
-        self.graph.control.expire_delta_tokens(upn)
-
-    def fault(self, status: int, *, retry_after: str | None = None, count: int = 1) -> None:
-        extra: dict[str, Any] = {} if retry_after is None else {"retryAfter": retry_after}
-        self.graph.control.fault(status, count, method="GET", pathContains="/calendarView/delta", **extra)
-
-
-@pytest.fixture(scope="session")
-def calendar_graph() -> Iterator[GraphEmulator]:
-    with graph_emulator() as emulator:
-        yield emulator
-
-
-@contextlib.asynccontextmanager
-async def _harness(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[CalendarHarness]:
-    if kind == "memory":
-        yield MemoryCalendar()
-        return
-    graph: GraphEmulator = request.getfixturevalue("calendar_graph")
-    graph.control.reset(empty=True)
-    harness = EmulatedCalendar(graph)
-    try:
-        yield harness
-    finally:
-        graph.control.clear_faults()
-        harness.http.close()
+        self.expire_tokens(upn)
 
 
 @pytest.fixture(params=["memory", "emulator"])
 async def cal(request: pytest.FixtureRequest) -> AsyncIterator[CalendarHarness]:
-    async with _harness(request.param, request) as harness:
+    async with harness_of(request.param, request, MemoryCalendar, EmulatedCalendar) as harness:
         harness.add_user(ANN)
         harness.add_user(DAN)
         yield harness

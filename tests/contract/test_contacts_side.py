@@ -8,21 +8,17 @@ because it passes this suite.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import httpx
 import pytest
 
-from emulators.graph.launcher import GraphEmulator, graph_emulator
-from shared.config import Settings
+from emulators.graph.launcher import GraphEmulator
 from shared.errors import DeltaExpired, GraphError, GraphNotFound, GraphThrottled
-from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import ContactPage, GraphContacts, OutlookChange, OutlookChanged, OutlookItem
 from shared.model import ContactFields, OutlookContactRemoved
 from shared.sync.ports import ContactsSide
-from tests.contract.test_mail_source import quick_sleep
+from tests.contract.graph_harness import EmulatedGraph, harness_of, quick_sleep
 from tests.model.contactbook import InMemoryContacts
 
 ANN = "ann@contoso.com"
@@ -83,28 +79,10 @@ class MemoryContacts:
         self.fake.fault(status, count=count, operation="read_page", retry_after=retry_after)
 
 
-class EmulatedContacts:
+class EmulatedContacts(EmulatedGraph):
     def __init__(self, graph: GraphEmulator) -> None:
-        self.graph = graph
-        settings = Settings.from_env(
-            {"GRAPH_BASE_URL": graph.base_url, "GRAPH_AUTH_MODE": "static-token",
-             "GRAPH_STATIC_TOKEN": "contract-token", "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-             "CRM_BASE_URL": "http://127.0.0.1:9/", "CRM_API_TOKEN": "unused"}
-        )  # fmt: skip
-        self.side = GraphContacts(
-            build_graph_client(settings), GraphCaller(sleep=quick_sleep), page_size=PAGE
-        )
-        self.http = httpx.Client(
-            base_url=graph.base_url, headers={"Authorization": "Bearer outlook"}, timeout=30
-        )
-
-    def _outlook(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-    def add_user(self, upn: str) -> None:
-        self.graph.control.add_user(upn)
+        super().__init__(graph, "/contacts/delta")
+        self.side = GraphContacts(self.client, self.caller, page_size=PAGE)
 
     def make_folder(self, name: str) -> str:
         return str(self._outlook("POST", f"/users/{ANN}/contactFolders", {"displayName": name})["id"])
@@ -123,37 +101,12 @@ class EmulatedContacts:
         self._outlook("DELETE", f"/users/{ANN}/contacts/{contact_id}")
 
     def expire(self) -> None:
-        self.graph.control.expire_delta_tokens(ANN)
-
-    def fault(self, status: int, *, retry_after: str | None = None, count: int = 1) -> None:
-        extra: dict[str, Any] = {} if retry_after is None else {"retryAfter": retry_after}
-        self.graph.control.fault(status, count, method="GET", pathContains="/contacts/delta", **extra)
-
-
-@pytest.fixture(scope="session")
-def contacts_graph() -> Iterator[GraphEmulator]:
-    with graph_emulator() as emulator:
-        yield emulator
-
-
-@contextlib.asynccontextmanager
-async def _harness(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[ContactsHarness]:
-    if kind == "memory":
-        yield MemoryContacts()
-        return
-    graph: GraphEmulator = request.getfixturevalue("contacts_graph")
-    graph.control.reset(empty=True)
-    harness = EmulatedContacts(graph)
-    try:
-        yield harness
-    finally:
-        graph.control.clear_faults()
-        harness.http.close()
+        self.expire_tokens(ANN)
 
 
 @pytest.fixture(params=["memory", "emulator"])
 async def outlook(request: pytest.FixtureRequest) -> AsyncIterator[ContactsHarness]:
-    async with _harness(request.param, request) as harness:
+    async with harness_of(request.param, request, MemoryContacts, EmulatedContacts) as harness:
         harness.add_user(ANN)
         yield harness
 

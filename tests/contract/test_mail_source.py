@@ -8,31 +8,22 @@ the fake has to follow.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
 import pytest
 
-from emulators.graph.launcher import GraphEmulator, graph_emulator
-from shared.config import Settings
+from emulators.graph.launcher import GraphEmulator
 from shared.errors import DeltaExpired, GraphThrottled, MailboxDenied
-from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.mail import GraphMailReader, MailPage
 from shared.model import MailMessage, MessageChange, MessageRemoved
 from shared.sync.ports import MailSource
+from tests.contract.graph_harness import EmulatedGraph, harness_of, quick_sleep
 from tests.model.mailbox import InMemoryMailboxes
 
 ANN = "ann@contoso.com"
 PAGE = 3
-
-
-async def quick_sleep(seconds: float) -> None:
-    """Retry-After waits are honoured by the real `GraphCaller`; the suite does not need to sit them out."""
-    await asyncio.sleep(min(seconds, 0.01))
 
 
 class MailHarness(Protocol):
@@ -93,25 +84,10 @@ class MemoryMail:
         self.fake.allow(upn)
 
 
-class EmulatedMail:
+class EmulatedMail(EmulatedGraph):
     def __init__(self, graph: GraphEmulator) -> None:
-        self.graph = graph
-        settings = Settings.from_env(
-            {"GRAPH_BASE_URL": graph.base_url, "GRAPH_AUTH_MODE": "static-token",
-             "GRAPH_STATIC_TOKEN": "contract-token", "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-             "CRM_BASE_URL": "http://127.0.0.1:9/", "CRM_API_TOKEN": "unused"}
-        )  # fmt: skip
-        self.source = GraphMailReader(
-            build_graph_client(settings), GraphCaller(sleep=quick_sleep), page_size=PAGE
-        )
-        self.http = httpx.Client(
-            base_url=graph.base_url,
-            headers={"Authorization": "Bearer outlook", "Prefer": 'IdType="ImmutableId"'},
-            timeout=30,
-        )
-
-    def add_user(self, upn: str) -> None:
-        self.graph.control.add_user(upn)
+        super().__init__(graph, "/messages/delta", headers={"Prefer": 'IdType="ImmutableId"'})
+        self.source = GraphMailReader(self.client, self.caller, page_size=PAGE)
 
     def deliver(self, upn: str, *, folder: str = "inbox", subject: str = "Quote", days_ago: float = 0,
                 categories: tuple[str, ...] = (), internet_message_id: str = "") -> str:  # fmt: skip
@@ -124,9 +100,6 @@ class EmulatedMail:
         if internet_message_id:
             spec["internetMessageId"] = internet_message_id
         return str(self.graph.control.deliver(upn, spec)["immutableId"])
-
-    def _outlook(self, method: str, path: str, body: Any = None) -> None:
-        self.http.request(method, path, json=body).raise_for_status()
 
     def set_categories(self, upn: str, message_id: str, categories: tuple[str, ...]) -> None:
         self._outlook("PATCH", f"/users/{upn}/messages/{message_id}", {"categories": list(categories)})
@@ -141,11 +114,7 @@ class EmulatedMail:
         self._outlook("DELETE", f"/users/{upn}/messages/{message_id}")
 
     def expire(self, upn: str) -> None:
-        self.graph.control.expire_delta_tokens(upn)
-
-    def fault(self, status: int, *, retry_after: str | None = None, count: int = 1) -> None:
-        extra: dict[str, Any] = {} if retry_after is None else {"retryAfter": retry_after}
-        self.graph.control.fault(status, count, method="GET", pathContains="/messages/delta", **extra)
+        self.expire_tokens(upn)
 
     def deny(self, upn: str) -> None:
         self.graph.control.deny(upn)
@@ -154,30 +123,9 @@ class EmulatedMail:
         self.graph.control.allow(upn)
 
 
-@pytest.fixture(scope="session")
-def mail_graph() -> Iterator[GraphEmulator]:
-    with graph_emulator() as emulator:
-        yield emulator
-
-
-@contextlib.asynccontextmanager
-async def _harness(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[MailHarness]:
-    if kind == "memory":
-        yield MemoryMail()
-        return
-    graph: GraphEmulator = request.getfixturevalue("mail_graph")
-    graph.control.reset(empty=True)
-    harness = EmulatedMail(graph)
-    try:
-        yield harness
-    finally:
-        graph.control.clear_faults()
-        harness.http.close()
-
-
 @pytest.fixture(params=["memory", "emulator"])
 async def mail(request: pytest.FixtureRequest) -> AsyncIterator[MailHarness]:
-    async with _harness(request.param, request) as harness:
+    async with harness_of(request.param, request, MemoryMail, EmulatedMail) as harness:
         harness.add_user(ANN)
         yield harness
 

@@ -173,9 +173,10 @@ async def test_a_crash_mid_listing_resumes_the_listing(capped: Stack) -> None:
         outcome = await engine_for(stack, 20, state=state).run_job(Job(ANN, "mail:inbox"))
         assert outcome.status == "done", outcome
         assert len(stack.journals()) == 130
-        # the listing went on from its saved link: page 3 again, then the rest (two pages were done);
+        # page 3 was read ahead while page 2 was written, so the worker died before page 2's checkpoint:
+        # the listing went on from its saved link, page 2 again, then the rest (one page was done);
         # then the stored deltaLink is read once
-        assert route(stack, LIST_ROUTE) - list_before == math.ceil((130 - CAP + 1) / 20) - 2
+        assert route(stack, LIST_ROUTE) - list_before == math.ceil((130 - CAP + 1) / 20) - 1
         assert route(stack, DELTA_ROUTE) - delta_before == 1
         assert "backfill" not in (await state.get_cursor(ANN, "mail:inbox")).extra
     finally:

@@ -31,7 +31,7 @@ from shared.graph.calendar import EventPage
 from shared.graph.client import GraphCaller
 from shared.model import Address, Attendee, CrmAppointmentChange
 from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX, EventChange, EventRemoved, OutlookEvent
-from tests.model.faults import Faults, api_error, decode, encode
+from tests.model.faults import FakeGraph, api_error, decode, encode
 
 T = TypeVar("T")
 SEP = "_OID"
@@ -110,13 +110,14 @@ def in_window(event: _Event, start: datetime, end: datetime) -> list[_Instance]:
     return [i for i in instances(event) if i.start < end and i.end > start]
 
 
-class InMemoryCalendar:
+class InMemoryCalendar(FakeGraph):
     def __init__(
         self,
         *,
         page_size: int = 50,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        super().__init__()
         self.page_size = page_size
         self._caller = GraphCaller(sleep=sleep) if sleep is not None else GraphCaller()
         self._seq = itertools.count(1)
@@ -124,7 +125,6 @@ class InMemoryCalendar:
         self._events: dict[str, dict[str, _Event]] = {}  # user -> event id -> event
         self._logs: dict[str, dict[str, tuple[int, str]]] = {}  # user -> event id -> (seq, kind)
         self._states: dict[str, _State] = {}
-        self.faults = Faults()
 
     # -- what tests do (the users' Outlook, and Graph's own behaviour) -----------------------------
 
@@ -197,35 +197,6 @@ class InMemoryCalendar:
 
     def events(self, upn: str) -> list[_Event]:
         return [e for e in self._events[upn.lower()].values() if not e.deleted]
-
-    def expire_delta_tokens(self, upn: str) -> int:
-        expired = 0
-        for state in self._states.values():
-            if state.user == upn.lower() and not state.expired:
-                state.expired = True
-                expired += 1
-        return expired
-
-    def fault(
-        self,
-        status: int,
-        *,
-        count: int = 1,
-        operation: str = "*",
-        retry_after: str | None = None,
-        code: str = "",
-    ) -> None:
-        self.faults.add(status, count=count, operation=operation, retry_after=retry_after, code=code)
-
-    def clear_faults(self) -> None:
-        self.faults.clear()
-
-    @staticmethod
-    def position(link: str) -> tuple[str, int]:
-        if not link:
-            return "", 0
-        token = decode(link)
-        return str(token["s"]), int(token["p"])
 
     # -- the port ----------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from shared.errors import GraphError, GraphNotFound
 from shared.graph.client import GraphCaller
 from shared.graph.contacts import ContactPage, OutlookChange, OutlookChanged, OutlookItem
 from shared.model import ContactFields, OutlookContact, OutlookContactRemoved
-from tests.model.faults import Faults, api_error, decode, encode
+from tests.model.faults import FakeGraph, api_error, decode, encode
 
 PAGE_SIZE = 100
 T = TypeVar("T")
@@ -81,7 +81,7 @@ def clean(fields: ContactFields) -> ContactFields:
     )
 
 
-class InMemoryContacts:
+class InMemoryContacts(FakeGraph):
     def __init__(
         self,
         *,
@@ -89,6 +89,7 @@ class InMemoryContacts:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        super().__init__()
         self.page_size = page_size
         self._clock = clock
         self._caller = GraphCaller(sleep=sleep) if sleep is not None else GraphCaller()
@@ -96,7 +97,6 @@ class InMemoryContacts:
         self._ids = itertools.count(1)
         self._folders: dict[str, dict[str, _Folder]] = {}  # user -> folder id -> folder
         self._states: dict[str, _State] = {}
-        self.faults = Faults()
 
     # -- what tests do (the user's Outlook, and Graph's own behaviour) -----------------------------
 
@@ -133,37 +133,6 @@ class InMemoryContacts:
         return next(
             (f.id for f in self._folders[upn.lower()].values() if f.name.lower() == name.strip().lower()), ""
         )
-
-    def expire_delta_tokens(self, upn: str) -> int:
-        expired = 0
-        for state in self._states.values():
-            if state.user == upn.lower() and not state.expired:
-                state.expired = True
-                expired += 1
-        return expired
-
-    def fault(
-        self,
-        status: int,
-        *,
-        count: int = 1,
-        operation: str = "*",
-        retry_after: str | None = None,
-        code: str = "",
-    ) -> None:
-        """The next `count` calls of `operation` (a port method, or "*") answer `status`."""
-        self.faults.add(status, count=count, operation=operation, retry_after=retry_after, code=code)
-
-    def clear_faults(self) -> None:
-        self.faults.clear()
-
-    @staticmethod
-    def position(link: str) -> tuple[str, int]:
-        """(sync state, change-log position) a link resumes from; ("", 0) for a new round."""
-        if not link:
-            return "", 0
-        token = decode(link)
-        return str(token["s"]), int(token["p"])
 
     # -- the port ----------------------------------------------------------------------------------
 

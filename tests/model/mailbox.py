@@ -20,22 +20,18 @@ Links are opaque strings; `position(link)` reads one back for the test's "cursor
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from kiota_abstractions.api_error import APIError
-
 from shared.graph.client import GraphCaller
 from shared.graph.mail import MailPage
 from shared.model import Address, MailMessage, MessageChange, MessageRemoved
+from tests.model.faults import FakeGraph, api_error, decode, encode
 
 FOLDERS = ("inbox", "archive", "sentitems", "deleteditems")
-SCHEME = "memdelta:"
 
 
 @dataclass
@@ -62,16 +58,7 @@ class _State:
     expired: bool = False
 
 
-@dataclass
-class _Fault:
-    status: int
-    count: int
-    operation: str  # "read_page" | "get_message" | "*"
-    retry_after: str | None
-    code: str
-
-
-class InMemoryMailboxes:
+class InMemoryMailboxes(FakeGraph):
     def __init__(
         self,
         *,
@@ -79,6 +66,7 @@ class InMemoryMailboxes:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        super().__init__()
         self.page_size = page_size
         self._clock = clock
         self._caller = GraphCaller(sleep=sleep) if sleep is not None else GraphCaller()
@@ -86,9 +74,7 @@ class InMemoryMailboxes:
         self._ids = itertools.count(1)
         self._users: dict[str, dict[str, _Folder]] = {}
         self._messages: dict[str, dict[str, _Message]] = {}
-        self._denied: set[str] = set()
         self._states: dict[str, _State] = {}
-        self._faults: list[_Fault] = []
         self.requests = 0
 
     # -- what tests do (Outlook's side and Graph's own behaviour) ----------------------------------
@@ -160,49 +146,18 @@ class InMemoryMailboxes:
     def messages(self, upn: str) -> dict[str, MailMessage]:
         return {m.id: m.value for m in self._messages[upn.lower()].values()}
 
-    def expire_delta_tokens(self, upn: str) -> int:
-        expired = 0
-        for state in self._states.values():
-            if state.user == upn.lower() and not state.expired:
-                state.expired = True
-                expired += 1
-        return expired
-
     def deny(self, upn: str) -> None:
-        self._denied.add(upn.lower())
+        self.faults.denied.add(upn.lower())
 
     def allow(self, upn: str) -> None:
-        self._denied.discard(upn.lower())
-
-    def fault(
-        self,
-        status: int,
-        *,
-        count: int = 1,
-        operation: str = "*",
-        retry_after: str | None = None,
-        code: str = "",
-    ) -> None:
-        """The next `count` calls of `operation` answer `status` (with `Retry-After` when given)."""
-        self._faults.append(_Fault(status, count, operation, retry_after, code))
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
-    @staticmethod
-    def position(link: str) -> tuple[str, int]:
-        """(sync state, change-log position) a link resumes from; ("", 0) for a new round."""
-        if not link:
-            return "", 0
-        token = _decode(link)
-        return str(token["s"]), int(token["p"])
+        self.faults.denied.discard(upn.lower())
 
     def covered(self, upn: str, folder: str, link: str) -> set[str]:
         """Ids of the messages in `folder` whose latest change a client holding `link` has been given
         (its position is past them): what a cursor saved with that link claims to have dealt with."""
         if not link:
             return set()
-        position = int(_decode(link)["p"])
+        position = int(decode(link)["p"])
         user = upn.lower()
         return {
             mid
@@ -220,10 +175,10 @@ class InMemoryMailboxes:
 
     async def get_message(self, user: str, message_id: str) -> MailMessage | None:
         async def get() -> MailMessage | None:
-            self._gate(user.lower(), "get_message")
+            self.faults.gate(user.lower(), "get_message")
             message = self._messages[user.lower()].get(message_id)
             if message is None:
-                raise _api_error(404, "ErrorItemNotFound")
+                raise api_error(404, "ErrorItemNotFound")
             return message.value
 
         from shared.errors import GraphNotFound
@@ -241,8 +196,8 @@ class InMemoryMailboxes:
         last = until.replace(microsecond=999999) if until is not None else None
 
         async def get() -> MailPage:
-            self._gate(user.lower(), "list_page")
-            offset = int(_decode(link)["list"]) if link else 0
+            self.faults.gate(user.lower(), "list_page")
+            offset = int(decode(link)["list"]) if link else 0
             found = sorted(
                 (m.value for m in self._messages[user.lower()].values() if m.folder == folder),
                 key=lambda m: (m.received_at or since, m.id),
@@ -256,15 +211,15 @@ class InMemoryMailboxes:
             page = window[offset : offset + self.page_size]
             more = offset + self.page_size < len(window)
             self.requests += 1
-            return MailPage(list(page), next_link=_encode({"list": offset + self.page_size}) if more else "")
+            return MailPage(list(page), next_link=encode({"list": offset + self.page_size}) if more else "")
 
         return await self._caller.call(user, get)
 
     async def folder_id(self, user: str, folder: str) -> str:
         async def get() -> str:
-            self._gate(user.lower(), "folder_id")
+            self.faults.gate(user.lower(), "folder_id")
             if folder not in self._users.get(user.lower(), {}):
-                raise _api_error(404, "ErrorItemNotFound")
+                raise api_error(404, "ErrorItemNotFound")
             return folder
 
         return await self._caller.call(user, get)
@@ -272,9 +227,9 @@ class InMemoryMailboxes:
     # -- inside ------------------------------------------------------------------------------------
 
     async def _serve_page(self, user: str, folder_name: str, link: str, since: datetime | None) -> MailPage:
-        self._gate(user, "read_page")
+        self.faults.gate(user, "read_page")
         if user not in self._users:
-            raise _api_error(404, "ErrorInvalidUser")
+            raise api_error(404, "ErrorInvalidUser")
         high_now = self._last_seq()
         if not link:
             state_id = f"{len(self._states) + 1:x}"
@@ -283,10 +238,10 @@ class InMemoryMailboxes:
             )
             token = {"s": state_id, "b": 0, "p": 0, "h": high_now, "o": high_now}
         else:
-            token = _decode(link)
+            token = decode(link)
             state = self._states.get(str(token["s"]))
             if state is None or state.expired or state.user != user or state.folder != folder_name:
-                raise _api_error(410, "SyncStateNotFound")
+                raise api_error(410, "SyncStateNotFound")
             if token["h"] == -1:  # a deltaLink: a new round from its base up to now
                 token["o"] = high_now
             token["h"] = max(int(token["h"]), high_now)
@@ -323,20 +278,9 @@ class InMemoryMailboxes:
             value.append(message.value)
         self.requests += 1
         if not finished:
-            return MailPage(value, next_link=_encode({**token, "p": pos}))
+            return MailPage(value, next_link=encode({**token, "p": pos}))
         delta = {"s": token["s"], "b": token["h"], "p": token["h"], "h": -1, "o": token["h"]}
-        return MailPage(value, delta_link=_encode(delta))
-
-    def _gate(self, user: str, operation: str) -> None:
-        for fault in self._faults:
-            if fault.operation in ("*", operation):
-                fault.count -= 1
-                if fault.count <= 0:
-                    self._faults.remove(fault)
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-                raise _api_error(fault.status, fault.code or _CODES.get(fault.status, ""), headers)
-        if user in self._denied:
-            raise _api_error(403, "ErrorAccessDenied")
+        return MailPage(value, delta_link=encode(delta))
 
     def _arrive(self, user: str, message: _Message, folder: str) -> None:
         message.folder = folder
@@ -356,38 +300,3 @@ class InMemoryMailboxes:
     def _last_seq(self) -> int:
         seq = next(self._seq)  # the counter only grows; reading it costs one number
         return seq
-
-
-_CODES = {
-    429: "ApplicationThrottled",
-    503: "ServiceUnavailable",
-    504: "GatewayTimeout",
-    410: "SyncStateNotFound",
-}
-
-
-class _ODataError:
-    def __init__(self, code: str) -> None:
-        self.code = code
-        self.message = code
-
-
-def _api_error(status: int, code: str, headers: dict[str, str] | None = None) -> APIError:
-    error = APIError(f"Graph answered {status}", status, headers or {})
-    error.error = _ODataError(code)  # type: ignore[attr-defined]
-    return error
-
-
-def _encode(token: dict[str, Any]) -> str:
-    raw = json.dumps(token, separators=(",", ":")).encode()
-    return SCHEME + base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode(link: str) -> dict[str, Any]:
-    if not link.startswith(SCHEME):
-        raise _api_error(400, "ErrorInvalidUrlQuery")
-    try:
-        token: dict[str, Any] = json.loads(base64.urlsafe_b64decode(link[len(SCHEME) :]))
-    except ValueError:
-        raise _api_error(400, "ErrorInvalidUrlQuery") from None
-    return token

@@ -19,21 +19,11 @@ from shared.graph.calendar import GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.model import ContactFields, CrmContact, Job
 from shared.state.memory import InMemoryJobQueue
-from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.engine import Engine
-from tests.integration.bottlecrm.test_mail_sync import Clock, Writes, settings
-from tests.integration.crash import CrashAt, SimulatedCrash
-from tests.integration.stack import unique_prefix
+from tests.integration.bottlecrm.world import bottle_world, outlook
 
 pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
-
-
-def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
-    headers = {"Authorization": "Bearer outlook", "Prefer": 'IdType="ImmutableId"'}
-    response = httpx.request(method, f"{graph.base_url}{path}", json=body, headers=headers, timeout=30)
-    response.raise_for_status()
-    return response.json() if response.content else None
 
 
 def tasks_with_key(server: BottleCrm, key: str) -> int:
@@ -66,6 +56,7 @@ async def test_a_meeting_is_one_task_a_rerun_writes_nothing_and_a_delete_cancels
     seed = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, provision_owners=True)
     fields = ContactFields(given_name="Dora", surname="Guest", emails=(guest,))
     await seed.upsert_contact(CrmContact(ref=None, owner=owner, fields=fields, key=f"seed-{guest}"))
+    await seed.aclose()
     start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)
     event = outlook(graph, "POST", f"/users/{owner}/events", {
         "subject": f"Kickoff {tag}",
@@ -75,27 +66,16 @@ async def test_a_meeting_is_one_task_a_rerun_writes_nothing_and_a_delete_cancels
     })  # fmt: skip
     key = outlook(graph, "GET", f"/users/{owner}/events/{event['id']}")["iCalUId"]
 
-    config = settings(azurite_stack, graph, bottlecrm_server)
-    clock = Clock()
-    state = TableStateStore.from_connection_string(
-        config.storage_connection_string, clock=clock, table_prefix=unique_prefix()
-    )
-    await state.ensure_tables()
-    await state.put_config(owner, {"Enabled": True, "Mail": False, "Calendar": True})
-    writes = Writes("/api/tasks")
-    client = httpx.AsyncClient(timeout=30.0, event_hooks={"request": [writes]})
-    crm = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, client=client)
-    source = GraphCalendar(build_graph_client(config), GraphCaller())
-    engine = Engine(state, InMemoryJobQueue(), {"calendar": CalendarStream(state, crm, source)})
-    try:
-        if crash is not None:
-            target, method, nth, after = crash
-            parts: dict[str, Any] = {"crm": crm, "state": state}
-            parts[target] = CrashAt(parts[target], method, nth, after=after)
-            streams = {"calendar": CalendarStream(parts["state"], parts["crm"], source)}
-            with pytest.raises(SimulatedCrash):
-                await Engine(parts["state"], InMemoryJobQueue(), streams).run_job(Job(owner, "calendar"))
-            clock.now += timedelta(minutes=10)  # the dead worker's lease expires
+    columns = {"Enabled": True, "Mail": False, "Calendar": True}
+    async with bottle_world(bottlecrm_server, azurite_stack, graph, owner, columns, "/api/tasks") as world:
+        crm, writes = world.crm, world.writes
+        source = GraphCalendar(build_graph_client(world.config), GraphCaller())
+
+        def engine_of(crm: Any, state: Any) -> Engine:
+            return Engine(state, InMemoryJobQueue(), {"calendar": CalendarStream(state, crm, source)})
+
+        engine = engine_of(crm, world.state)
+        await world.die_once(crash, {"crm": crm, "state": world.state}, engine_of, Job(owner, "calendar"))
         assert (await engine.run_job(Job(owner, "calendar"))).status == "done"
         assert tasks_with_key(bottlecrm_server, key) == 1
         stored = await crm.get_appointment(key)
@@ -111,7 +91,3 @@ async def test_a_meeting_is_one_task_a_rerun_writes_nothing_and_a_delete_cancels
         assert (await engine.run_job(Job(owner, "calendar"))).status == "done"
         cancelled = await crm.get_appointment(key)
         assert cancelled is not None and cancelled.cancelled
-    finally:
-        await client.aclose()
-        await seed.aclose()
-        await state.aclose()

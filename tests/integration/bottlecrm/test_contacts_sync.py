@@ -5,10 +5,8 @@ second run writes nothing."""
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from emulators.azurite import AzuriteStack
@@ -19,22 +17,11 @@ from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.model import ContactFields, CrmContact, CrmContactRemoved, Job
 from shared.state.memory import InMemoryJobQueue
-from shared.state.tables import TableStateStore
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
-from tests.integration.bottlecrm.test_mail_sync import Clock, Writes, settings
-from tests.integration.crash import CrashAt, SimulatedCrash
-from tests.integration.stack import unique_prefix
+from tests.integration.bottlecrm.world import bottle_world, outlook
 
 pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
-
-
-def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
-    response = httpx.request(
-        method, f"{graph.base_url}{path}", json=body, headers={"Authorization": "Bearer outlook"}, timeout=30
-    )
-    response.raise_for_status()
-    return response.json() if response.content else None
 
 
 async def crm_contacts(crm: BottleCrmConnector, owner: str) -> dict[str, CrmContact]:
@@ -44,7 +31,7 @@ async def crm_contacts(crm: BottleCrmConnector, owner: str) -> dict[str, CrmCont
 
 
 # a crash right after BottleCRM applied a write, and right after Outlook created a contact
-CRASHES = [None, ("crm", "upsert_contact", 1, True), ("outlook", "create", 1, True)]
+CRASHES = [None, ("crm", "upsert_contact", 1, True), ("graph", "create", 1, True)]
 
 
 @pytest.mark.parametrize(
@@ -64,34 +51,24 @@ async def test_overlapping_address_books_meet_without_duplicates_and_a_rerun_wri
     for address, name in ((alice, "Alice"), (bert, "Bert")):
         fields = ContactFields(given_name=name, surname="Crm", emails=(address,), job_title="Buyer")
         await seed.upsert_contact(CrmContact(ref=None, owner=owner, fields=fields, key=f"seed-{address}"))
+    await seed.aclose()
     folder = outlook(graph, "POST", f"/users/{owner}/contactFolders", {"displayName": "CRM Contacts"})
     for address, name in ((alice, "Alice"), (carl, "Carl")):
         contact = {"givenName": name, "surname": "Outlook", "emailAddresses": [{"address": address.upper()}]}
         outlook(graph, "POST", f"/users/{owner}/contactFolders/{folder['id']}/contacts", contact)
 
-    config = settings(azurite_stack, graph, bottlecrm_server)
-    clock = Clock()
-    state = TableStateStore.from_connection_string(
-        config.storage_connection_string, clock=clock, table_prefix=unique_prefix()
-    )
-    await state.ensure_tables()
-    await state.put_config(owner, {"Enabled": True, "Mail": False, "Contacts": True})
-    writes = Writes("/api/contacts")
-    client = httpx.AsyncClient(timeout=30.0, event_hooks={"request": [writes]})
-    crm = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, client=client)
-    side = GraphContacts(build_graph_client(config), GraphCaller())
-    engine = Engine(state, InMemoryJobQueue(), {"contacts": ContactsStream(state, crm, side)})
-    try:
-        if crash is not None:
-            target, method, nth, after = crash
-            parts: dict[str, Any] = {"crm": crm, "outlook": side}
-            parts[target] = CrashAt(parts[target], method, nth, after=after)
-            dying = Engine(
-                state, InMemoryJobQueue(), {"contacts": ContactsStream(state, parts["crm"], parts["outlook"])}
+    columns = {"Enabled": True, "Mail": False, "Contacts": True}
+    async with bottle_world(bottlecrm_server, azurite_stack, graph, owner, columns, "/api/contacts") as world:
+        crm, writes = world.crm, world.writes
+        side = GraphContacts(build_graph_client(world.config), GraphCaller())
+
+        def engine_of(crm: Any, graph: Any) -> Engine:
+            return Engine(
+                world.state, InMemoryJobQueue(), {"contacts": ContactsStream(world.state, crm, graph)}
             )
-            with pytest.raises(SimulatedCrash):
-                await dying.run_job(Job(owner, "contacts"))
-            clock.now += timedelta(minutes=10)  # the dead worker's lease expires
+
+        engine = engine_of(crm, side)
+        await world.die_once(crash, {"crm": crm, "graph": side}, engine_of, Job(owner, "contacts"))
         assert (await engine.run_job(Job(owner, "contacts"))).status == "done"
         in_crm = await crm_contacts(crm, owner)
         assert sorted(in_crm) == sorted([alice, bert, carl])  # Alice linked, not duplicated
@@ -110,7 +87,3 @@ async def test_overlapping_address_books_meet_without_duplicates_and_a_rerun_wri
             if route.split()[0] in {"POST", "PATCH", "DELETE"} and "contact" in route.lower()
         }
         assert not any(graph_writes.values()), graph_writes
-    finally:
-        await client.aclose()
-        await seed.aclose()
-        await state.aclose()

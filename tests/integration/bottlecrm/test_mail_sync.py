@@ -8,22 +8,19 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from emulators.azurite import AzuriteStack
 from emulators.bottlecrm import BottleCrm
 from emulators.graph.launcher import GraphEmulator
-from shared.config import Settings
 from shared.crm.bottlecrm import BottleCrmConnector, journal_key
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.mail import GraphMailReader
 from shared.model import ContactFields, CrmContact, Job
 from shared.state.memory import InMemoryJobQueue
-from shared.state.tables import TableStateStore
 from shared.sync.engine import Engine
 from shared.sync.mail import MailStream
-from tests.integration.crash import CrashAt, SimulatedCrash
+from tests.integration.bottlecrm.world import bottle_world
 from tests.integration.stack import unique_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
@@ -39,41 +36,6 @@ CHECKPOINTS = [
     ("crm", "upsert_journals", 3, False),  # before the writes of the third page
     ("state", "save_cursor", 1, False),  # before the first page's cursor save
 ]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class Writes:
-    """Counts the writes BottleCRM receives under one API path (an httpx event hook, not a stand-in)."""
-
-    def __init__(self, path: str = "/api/interactions/") -> None:
-        self.path = path
-        self.count = 0
-
-    async def __call__(self, request: httpx.Request) -> None:
-        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.url.path.startswith(self.path):
-            self.count += 1
-
-
-def settings(azurite: AzuriteStack, graph: GraphEmulator, crm: BottleCrm) -> Settings:
-    return Settings.from_env(
-        {
-            "GRAPH_BASE_URL": graph.base_url,
-            "GRAPH_AUTH_MODE": "static-token",
-            "GRAPH_STATIC_TOKEN": "local-test-token",
-            "AzureWebJobsStorage": azurite.connection_string,
-            "CRM_CONNECTOR": "bottlecrm",
-            "CRM_BASE_URL": crm.base_url,
-            "CRM_API_TOKEN": crm.token,
-            "ORG_DOMAINS": "contoso.com",
-        }
-    )
 
 
 def interactions(crm: BottleCrm) -> dict[str, Any]:
@@ -127,37 +89,22 @@ async def run(
     prefix: str = "",
 ) -> int:
     """One mail job (after a crashed one, if asked); returns the interaction writes of the last job."""
-    config = settings(azurite, graph, server)
-    clock = Clock()
-    state = TableStateStore.from_connection_string(
-        config.storage_connection_string, clock=clock, table_prefix=prefix or unique_prefix()
-    )
-    await state.ensure_tables()
-    await state.put_config(ANN, {"Enabled": True, "MailFolders": "inbox"})
-    writes = Writes()
-    client = httpx.AsyncClient(timeout=30.0, event_hooks={"request": [writes]})
-    crm = BottleCrmConnector(server.base_url, server.token, client=client)
-    mail = GraphMailReader(build_graph_client(config), GraphCaller(), page_size=PAGE_SIZE)
+    columns = {"Enabled": True, "MailFolders": "inbox"}
+    async with bottle_world(
+        server, azurite, graph, ANN, columns, "/api/interactions/", prefix=prefix
+    ) as world:
+        mail = GraphMailReader(build_graph_client(world.config), GraphCaller(), page_size=PAGE_SIZE)
 
-    def engine(state: Any, crm: Any, mail: Any) -> Engine:
-        streams = {"mail": MailStream(state, crm, mail, org_domains=["contoso.com"])}
-        return Engine(state, InMemoryJobQueue(), streams)  # type: ignore[arg-type]
+        def engine(state: Any, crm: Any, graph: Any) -> Engine:
+            streams = {"mail": MailStream(state, crm, graph, org_domains=["contoso.com"])}
+            return Engine(state, InMemoryJobQueue(), streams)
 
-    try:
-        if crash is not None:
-            target, method, nth, after = crash
-            parts: dict[str, Any] = {"state": state, "crm": crm, "graph": mail}
-            parts[target] = CrashAt(parts[target], method, nth, after=after)
-            with pytest.raises(SimulatedCrash):
-                await engine(parts["state"], parts["crm"], parts["graph"]).run_job(Job(ANN, "mail:inbox"))
-            clock.now += timedelta(minutes=10)  # the dead worker's lease expires
-        writes.count = 0
-        outcome = await engine(state, crm, mail).run_job(Job(ANN, "mail:inbox"))
+        parts = {"state": world.state, "crm": world.crm, "graph": mail}
+        await world.die_once(crash, parts, engine, Job(ANN, "mail:inbox"))
+        world.writes.count = 0
+        outcome = await engine(**parts).run_job(Job(ANN, "mail:inbox"))
         assert outcome.status == "done", outcome
-        return writes.count
-    finally:
-        await client.aclose()
-        await state.aclose()
+        return world.writes.count
 
 
 async def test_mail_becomes_one_interaction_per_person_and_a_rerun_writes_nothing(
