@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.model.faults import encode
 from tests.model.machine import Crash, with_world
 from tests.model.pim import PHONES
 from tests.model.pim import with_world as pim_world
@@ -466,3 +467,13 @@ def test_a_meeting_deleted_after_its_attendee_was_deleted_in_the_crm_is_cancelle
         ],
         meetings=[(ANN, False, 2, 9, 0)],
     )
+
+
+def test_cursor_positions_order_every_sync_state_of_each_fake() -> None:
+    """Found by the deep mail hunt: the 12th mail sync state ("c") crashed `link_position`, which
+    stripped "c" and "e" as if they were only the contacts' and calendar's prefixes."""
+    world = MemoryWorld()
+    for prefix in ("", "c", "e"):
+        links = [encode({"s": f"{prefix}{n:x}", "b": 0, "p": 3, "h": -1, "o": 0}) for n in range(1, 300)]
+        positions = [world.link_position(link) for link in links]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions)
