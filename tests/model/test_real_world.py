@@ -12,6 +12,7 @@ from emulators.crm.launcher import ReferenceCrm
 from emulators.graph.launcher import GraphEmulator
 from shared.errors import CrmRetryableError
 from shared.model import Appointment
+from tests.model.pim import with_world
 from tests.model.real import RealWorld
 from tests.model.world import ANN
 
@@ -49,3 +50,20 @@ async def test_a_crm_timeout_is_never_applied_not_even_after_the_connector_gave_
         assert [a.cancelled for a in world.appointments()] == [False]
     finally:
         await world.close()
+
+
+def test_a_meeting_deleted_after_its_attendee_was_deleted_in_the_crm_is_cancelled_on_the_real_stack(
+    azurite_stack: AzuriteStack, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    """The reference CRM refuses a cancel that links a deleted person (the cause of a random real-stack
+    failure); `test_scenarios.py` pins the same history in memory, where `InMemoryCrm` now refuses too."""
+    model = with_world(lambda: RealWorld(azurite_stack, graph, crm_server))()
+    try:
+        model.setup([(ANN, False, 2, 9, 0)], [])
+        model.worker_runs(ANN, "calendar", False, None)
+        model.crm_deletes_contact(0)  # Bob, an attendee of every meeting
+        model.organizer_deletes_meeting(0)
+    except BaseException:
+        model.loop.close()
+        raise
+    model.teardown()
