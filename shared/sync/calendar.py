@@ -579,12 +579,14 @@ class CalendarStream:
         links = await self._state.list_links(config.upn, STREAM)
         result = _Page()
         checked = 0
-        for series in (link for link in links if link.extra.get("kind") == "seriesMaster"):
-            members = [m for m in links if m.extra.get("series") == series.item_id and m.crm_key]
-            if not members:
-                continue
+        # every series an occurrence is linked to, whether or not its master has a link of its own (a
+        # worker that died between linking the occurrences and the master left them to this check)
+        for series_id in sorted(
+            {str(m.extra["series"]) for m in links if m.extra.get("series") and m.crm_key}
+        ):
+            members = [m for m in links if m.extra.get("series") == series_id and m.crm_key]
             checked += 1
-            found = await self._source.instances(config.upn, series.item_id, window)
+            found = await self._source.instances(config.upn, series_id, window)
             present = {e.id for e in found or []}
             for member in members:
                 if member.item_id in present or not _within(member, window):
@@ -592,7 +594,7 @@ class CalendarStream:
                 if found is None or await self._source.get_event(config.upn, member.item_id) is None:
                     await self._withdraw(config, member, stats, result)
             if found is None:
-                await self._state.delete_link(config.upn, STREAM, series.item_id)
+                await self._state.delete_link(config.upn, STREAM, series_id)
             lease = await self._state.renew(lease, LEASE_SECONDS)
         await self._state.record_decisions(result.decisions)
         # how many series were checked: the sweep skips this hourly check for users without any

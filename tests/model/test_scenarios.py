@@ -477,3 +477,19 @@ def test_cursor_positions_order_every_sync_state_of_each_fake() -> None:
         links = [encode({"s": f"{prefix}{n:x}", "b": 0, "p": 3, "h": -1, "o": 0}) for n in range(1, 300)]
         positions = [world.link_position(link) for link in links]
         assert positions == sorted(positions) and len(set(positions)) == len(positions)
+
+
+def test_a_series_whose_worker_died_before_linking_its_master_leaves_no_stale_occurrence() -> None:
+    """Found by the deep in-memory hunt (also on main): the worker died after linking the occurrences
+    and before the master; one occurrence then deleted (Graph says nothing) and the series deleted
+    (its master's removal had no link to follow), and the hourly check only visited series whose
+    master was linked, so the deleted occurrence stayed live in the CRM."""
+    run_pim(
+        [
+            ("worker_runs", (DAN, "calendar", False, None)),
+            ("create_meeting", (DAN, False, 1, 8, 2)),
+            ("worker_runs", (DAN, "calendar", False, ("*", 12, False))),
+            ("organizer_deletes_one_occurrence", (0, 0)),
+            ("organizer_deletes_meeting", (0,)),
+        ]
+    )
