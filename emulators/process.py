@@ -59,21 +59,87 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _listening_sockets(ports: Sequence[int]) -> dict[int, set[int]] | None:
+    """Port -> inodes of the loopback/any-address sockets listening on it (Linux; None elsewhere)."""
+    found: dict[int, set[int]] = {port: set() for port in ports}
+    try:
+        lines = [
+            line.split()
+            for name in ("/proc/net/tcp", "/proc/net/tcp6")
+            if Path(name).exists()
+            for line in Path(name).read_text().splitlines()[1:]
+        ]
+    except OSError:
+        return None
+    if not lines:
+        return None
+    for fields in lines:
+        port = int(fields[1].rsplit(":", 1)[1], 16)
+        if port in found and fields[3] == "0A":  # TCP_LISTEN
+            found[port].add(int(fields[9]))
+    return found
+
+
+def _family(pid: int) -> set[int]:
+    """`pid` and every process descended from it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    family, todo = set(), [pid]
+    while todo:
+        member = todo.pop()
+        if member not in family:
+            family.add(member)
+            todo += children.get(member, [])
+    return family
+
+
+def _foreign_ports(proc: subprocess.Popen[bytes], ports: Sequence[int]) -> list[int]:
+    """The ports whose listener is not `proc` or a process it started: another server answers there (it
+    took the port first, so ours cannot bind it). Empty where this cannot be told (not Linux)."""
+    listening = _listening_sockets(ports)
+    if listening is None:
+        return []
+    held: set[int] = set()
+    for pid in _family(proc.pid):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        held.add(int(link[8:-1]))
+    return [port for port in ports if listening[port] and not listening[port] & held]
+
+
 def wait_until_ready(
     proc: subprocess.Popen[bytes], *, ports: Sequence[int] = (), url: str = "", timeout: float = 60.0
 ) -> None:
+    """Wait until `proc` listens on all `ports` and `url` answers. A port answered by another process
+    does not count: two test stacks that ended up on one port would reset each other's data."""
     deadline = time.monotonic() + timeout
+    foreign: list[int] = []
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before it was ready")
+            taken = f" (another process listens on {foreign})" if foreign else ""
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before it was ready{taken}")
         if all(_port_open(p) for p in ports):
+            foreign = _foreign_ports(proc, ports)
+            if foreign:
+                time.sleep(0.05)
+                continue
             if not url:
                 return
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=1.0).status_code < 500:
                     return
         time.sleep(0.05)
-    raise TimeoutError(f"{proc.args!r} not ready after {timeout} s")
+    taken = f" (another process listens on {foreign})" if foreign else ""
+    raise TimeoutError(f"{proc.args!r} not ready after {timeout} s{taken}")
 
 
 @contextlib.contextmanager

@@ -207,6 +207,9 @@ class InMemoryCrm:
         def cancel() -> None:
             stored = self._by_key(key)
             if stored is not None and not stored.value.cancelled:
+                # as the reference CRM (and BottleCRM, whose cancel is a rewrite): every write checks the
+                # links, so a person deleted since the appointment was written makes the cancel refused
+                self._check_links(stored.value.people)
                 stored.value, stored.seq = dataclasses.replace(stored.value, cancelled=True), self._next()
 
         self._run("cancel_appointment", (key,), cancel)

@@ -371,7 +371,7 @@ class CalendarStream:
     async def _write(self, appointment: Appointment, mailbox: str) -> bool:
         return await write_keyed(
             self._state, appointment, mailbox, merge=plan.merge, upsert=self._crm.upsert_appointment,
-            key_record_after=plan.key_record_after,
+            key_record_after=plan.key_record_after, doubt_first=True,
         )  # fmt: skip
 
     async def _lookup(self, config: UserConfig, events: Sequence[OutlookEvent]) -> dict[str, list[PersonRef]]:
@@ -477,22 +477,25 @@ class CalendarStream:
             record = await self._state.get_key(key)
             outcome = plan.withdraw(record, config.upn)
             cancel = outcome.cancel or cancelled_by_organizer
+            if record is not None:
+                # The key row first: a cancel the CRM applied whose answer was lost (a timeout, a 5xx
+                # after the write, a worker that died) must not leave a row that says live, or the
+                # meeting coming back (a series moved back) would look unchanged and stay cancelled.
+                # A write that did not happen is retried with the removal, as before.
+                extra = {**record.extra, "cancelled": bool(record.extra.get("cancelled")) or cancel}
+                try:
+                    await self._state.put_key(replace(record, mailboxes=outcome.remaining, extra=extra))
+                except ConcurrencyError:
+                    continue
             if cancel and config.calendar_delete_in_crm:
                 await self._crm.delete_appointment(key)
             elif cancel:
-                await self._crm.cancel_appointment(key)
+                await self._cancel(key)
             elif record is not None:
                 current = await self._crm.get_appointment(key)
                 if current is not None:
                     await self._keep_seen_by(replace(current, seen_by=outcome.remaining))
-            if record is None:
-                break
-            extra = {**record.extra, "cancelled": bool(record.extra.get("cancelled")) or cancel}
-            try:
-                await self._state.put_key(replace(record, mailboxes=outcome.remaining, extra=extra))
-                break
-            except ConcurrencyError:
-                continue
+            break
         reason = "cancelled by the organizer" if cancelled_by_organizer else outcome.reason
         if cancel:
             stats.cancelled += 1
@@ -504,9 +507,22 @@ class CalendarStream:
             self._decision(config, key, link.item_id, "removed", reason, crm_key=key if cancel else "")
         )
 
+    async def _cancel(self, key: str) -> None:
+        """Cancel the appointment. A CRM that checks an appointment's links on every write (the
+        reference CRM, and BottleCRM's cancel, which is a rewrite) refuses it once a person it links was
+        deleted there: it is then written cancelled with only the people the CRM still matches."""
+        try:
+            await self._crm.cancel_appointment(key)
+        except CrmRejectedError:
+            current = await self._crm.get_appointment(key)
+            if current is None or not current.people:
+                raise
+            await self._keep_seen_by(replace(current, cancelled=True))
+
     async def _keep_seen_by(self, appointment: Appointment) -> None:
-        """Rewrite an appointment (fewer calendars hold it). When the CRM refuses it because a linked
-        person was deleted there meanwhile, write it again with only the people it still matches."""
+        """Rewrite an appointment (fewer calendars hold it, or cancelled). When the CRM refuses it
+        because a linked person was deleted there meanwhile, write it again with only the people it
+        still matches."""
         try:
             await self._crm.upsert_appointment(appointment)
         except CrmRejectedError:
@@ -563,12 +579,14 @@ class CalendarStream:
         links = await self._state.list_links(config.upn, STREAM)
         result = _Page()
         checked = 0
-        for series in (link for link in links if link.extra.get("kind") == "seriesMaster"):
-            members = [m for m in links if m.extra.get("series") == series.item_id and m.crm_key]
-            if not members:
-                continue
+        # every series an occurrence is linked to, whether or not its master has a link of its own (a
+        # worker that died between linking the occurrences and the master left them to this check)
+        for series_id in sorted(
+            {str(m.extra["series"]) for m in links if m.extra.get("series") and m.crm_key}
+        ):
+            members = [m for m in links if m.extra.get("series") == series_id and m.crm_key]
             checked += 1
-            found = await self._source.instances(config.upn, series.item_id, window)
+            found = await self._source.instances(config.upn, series_id, window)
             present = {e.id for e in found or []}
             for member in members:
                 if member.item_id in present or not _within(member, window):
@@ -576,7 +594,7 @@ class CalendarStream:
                 if found is None or await self._source.get_event(config.upn, member.item_id) is None:
                     await self._withdraw(config, member, stats, result)
             if found is None:
-                await self._state.delete_link(config.upn, STREAM, series.item_id)
+                await self._state.delete_link(config.upn, STREAM, series_id)
             lease = await self._state.renew(lease, LEASE_SECONDS)
         await self._state.record_decisions(result.decisions)
         # how many series were checked: the sweep skips this hourly check for users without any
@@ -649,6 +667,10 @@ class CalendarStream:
                                               extra={"eventId": "", "cancelled": True})])  # fmt: skip
             return
         if event_id:
+            if link is not None and link.crm_fingerprint:
+                # doubt first: an update Outlook applied whose answer was lost must not leave the link
+                # vouching for the old version, or the CRM moving the appointment back looks like nothing
+                await self._state.put_links([replace(link, crm_fingerprint="")])
             change_key = await self._source.update_event(user, event_id, change)
             if change_key is None:  # the user deleted it in Outlook: their choice stands
                 assert link is not None

@@ -391,6 +391,8 @@ class ContactsStream:
         if a.drop:
             await self._state.put_links([Link(user, DROPPED, a.drop)])
         crm_ref, crm_print, version = a.crm_ref, a.crm_print, a.crm_version
+        if (a.to_crm is None) != (a.to_outlook is None) and a.crm_ref is not None and a.outlook_id:
+            await self._note_pending(user, a, notes)
         if a.to_crm is not None:
             written = await self._crm.upsert_contact(
                 CrmContact(ref=a.crm_ref, owner=config.owner, fields=a.to_crm, key=a.crm_key)
@@ -426,6 +428,23 @@ class ContactsStream:
         )  # fmt: skip
         if a.undrop:
             await self._state.delete_link(user, DROPPED, a.undrop)
+
+    async def _note_pending(self, user: str, a: cp.SyncPair, notes: bool) -> None:
+        """Before a linked contact's one-sided write, on its link: should the answer be lost while the
+        side applied it, the next run recognises that side's copy as this write, not as an edit there."""
+        link = await self._state.get_link(user, STREAM, a.outlook_id)
+        if link is None or a.crm_ref is None or link.crm_key != a.crm_ref.id:
+            return
+        crm_print, outlook_print = a.crm_print, a.outlook_print
+        if a.to_crm is not None:
+            crm_print = cp.print_of(cp.project(a.to_crm, notes=notes))
+        if a.to_outlook is not None:
+            outlook_print = cp.print_of(cp.project(a.to_outlook, notes=notes))
+        pending = {
+            "side": "crm" if a.to_crm is not None else "outlook", "crm": crm_print, "local": outlook_print,
+            "changeKey": a.outlook_change_key, "base": cp.to_dict(a.merged),
+        }  # fmt: skip
+        await self._state.put_links([replace(link, extra={**link.extra, cp.PENDING_WRITE: pending})])
 
     async def _failed(
         self, config: UserConfig, action: cp.Action, error: Exception, stats: ContactsStats

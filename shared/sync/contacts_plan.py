@@ -42,6 +42,10 @@ from shared.users import UserConfig
 
 MAX_EMAILS = 3  # Outlook's cap on emailAddresses
 REMOVING = "removing"  # Link.extra flag: we are deleting this contact from Outlook (the CRM's is gone)
+# Link.extra: a one-sided write of a linked contact, noted before it is made: {"side": "crm" | "outlook"
+# (the side written), "crm": the CRM print, "local": the Outlook print, "changeKey": Outlook's (each as
+# they are once the write is done; the written side's changeKey is unknown), "base": the fields agreed}
+PENDING_WRITE = "pendingWrite"
 MAX_BUSINESS_PHONES = 2  # Outlook's cap on businessPhones
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ContactFields))
 API_NAMES = {
@@ -406,6 +410,7 @@ class _Planner:
             )  # fmt: skip
 
     def _pair(self, oid: str, link: Link, o: OutlookItem | None, c: CrmContact | None) -> None:
+        stored, link = link, self._confirmed(link, o, c)
         base = from_dict(link.extra["base"]) if isinstance(link.extra.get("base"), Mapping) else None
         o_fields = project(o.contact.fields, notes=self.notes) if o is not None else None
         c_fields = project(c.fields, notes=self.notes) if c is not None else None
@@ -420,6 +425,16 @@ class _Planner:
         if not o_changed and not c_changed:
             if o is not None and o.contact.change_key != link.change_key:
                 self._record(oid, link, base, o, c, reason="Outlook changed unmapped fields")
+            elif link is not stored:  # the lost answer's write, confirmed: the link as that write left it
+                self.out.actions.append(
+                    SyncPair(
+                        outlook_id=oid, crm_ref=CrmRef(link.crm_key), crm_key="", merged=base,
+                        to_outlook=None, to_crm=None, outlook_change_key=link.change_key,
+                        outlook_print=link.local_fingerprint, crm_print=link.crm_fingerprint,
+                        crm_version=c.ref.version if c is not None and c.ref else "",
+                        reason="a CRM write whose answer was lost is there",
+                    )
+                )  # fmt: skip
             return
         assert link.crm_key
         if o_changed and o_fields is not None and self.to_crm and reused(base, o_fields):
@@ -451,6 +466,30 @@ class _Planner:
             )
             self.out.conflicts.append(Conflict(link.crm_key, conflicts, self.rule, winner))
         self._emit(oid, link, merged, o, c, o_print, c_print, conflicts, reason="changed")
+
+    def _confirmed(self, link: Link, o: OutlookItem | None, c: CrmContact | None) -> Link:
+        """A one-sided write whose answer was lost (a timeout, a 5xx after the write, a worker that died)
+        and which the written side now holds exactly: the link as if the write had been confirmed.
+        Otherwise our copy would look like an edit made on that side, and win over the other side's
+        user setting the field back meanwhile. A write the side does not hold is planned again."""
+        pending = link.extra.get(PENDING_WRITE)
+        if not isinstance(pending, Mapping) or not isinstance(pending.get("base"), Mapping):
+            return link
+        change_key = str(pending.get("changeKey", ""))
+        if pending.get("side") == "crm":
+            if c is None or print_of(project(c.fields, notes=self.notes)) != pending.get("crm"):
+                return link
+        elif pending.get("side") == "outlook":
+            if o is None or print_of(project(o.contact.fields, notes=self.notes)) != pending.get("local"):
+                return link
+            change_key = o.contact.change_key
+        else:
+            return link
+        extra = {k: v for k, v in link.extra.items() if k != PENDING_WRITE}
+        return dataclasses.replace(
+            link, change_key=change_key, crm_fingerprint=str(pending.get("crm", "")),
+            local_fingerprint=str(pending.get("local", "")), extra={**extra, "base": pending["base"]},
+        )  # fmt: skip
 
     def _emit(
         self,

@@ -10,6 +10,7 @@ what the winner wrote, so the last CRM write always holds every mailbox's contri
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from shared.errors import ConcurrencyError, CrmError, CrmRetryableError
@@ -34,13 +35,24 @@ async def write_keyed(
     merge: Callable[[KeyRecord | None, R, str], tuple[R, bool]],
     upsert: Callable[[R], Awaitable[CrmRef]],
     key_record_after: Callable[[KeyRecord | None, R, str], KeyRecord],
+    doubt_first: bool = False,
 ) -> bool:
-    """Merge `record` (this mailbox's view) with the key's row and write both. False: nothing new."""
+    """Merge `record` (this mailbox's view) with the key's row and write both. False: nothing new.
+
+    With `doubt_first`, an existing row first loses its fingerprint, so it no longer vouches for what
+    the CRM holds: a write the CRM applied whose answer was lost (a timeout, a 5xx after the write, a
+    worker that died) is written again when the item comes back to what the row held (a meeting moved
+    and moved back), instead of being taken for nothing new. Costs one row write per rewrite."""
     for _ in range(ATTEMPTS):
         row = await keys.get_key(record.key)
         merged, needed = merge(row, record, mailbox)
         if not needed:
             return False
+        if doubt_first and row is not None and row.fingerprint:
+            try:
+                row = await keys.put_key(replace(row, fingerprint=""))
+            except ConcurrencyError:
+                continue
         ref = await upsert(merged)
         try:
             await keys.put_key(key_record_after(row, merged, ref.id))

@@ -179,6 +179,7 @@ class Meeting:
     exceptions: dict[date, tuple[datetime, datetime]] = field(default_factory=dict)
     deleted: bool = False  # by the organizer
     attendee_removed: bool = False
+    earlier: list[datetime] = field(default_factory=list)  # starts it was moved away from
 
     def holders(self) -> set[str]:
         if self.deleted:
@@ -211,6 +212,7 @@ class CrmAppointment:
     start: datetime
     end: datetime
     cancelled: bool = False
+    earlier: list[datetime] = field(default_factory=list)  # starts it was moved away from
 
 
 def at(day: int, hour: int) -> datetime:
@@ -375,6 +377,23 @@ class PimSyncModel(RuleBasedStateMachine):
             person.fields[name].write("outlook", value)
 
     @precondition(lambda self: bool(self.people))
+    @rule(index=st.integers(0, 30), side=st.sampled_from(["crm", "outlook"]), n=st.integers(0, 3))
+    def job_title_set_back(self, index: int, side: str, n: int) -> None:
+        """A job title set back, on either side, to a value it held before: the content a write whose
+        answer was lost left the state vouching for."""
+        person = self._person(index)
+        if person is None:
+            return
+        history = person.fields["job_title"]
+        values = sorted(history.seen - {history.value} - {""})
+        if not values:
+            return
+        if side == "crm":
+            self.crm_edits_contact(index, "job_title", values[n % len(values)])
+        else:
+            self.outlook_edits_contact(index, "job_title", values[n % len(values)])
+
+    @precondition(lambda self: bool(self.people))
     @rule(index=st.integers(0, 30))
     def outlook_deletes_contact(self, index: int) -> None:
         person = self._person(index)
@@ -471,6 +490,24 @@ class PimSyncModel(RuleBasedStateMachine):
         self.world.patch_meeting(
             meeting.organizer, meeting.event_id, start=start, end=start + timedelta(hours=1)
         )
+        meeting.earlier.append(meeting.start)
+        meeting.start, meeting.end = start, start + timedelta(hours=1)
+        self._note_calendar()
+
+    @precondition(lambda self: any(m.earlier for m in self.meetings))
+    @rule(index=st.integers(0, 30))
+    def meeting_moves_back(self, index: int) -> None:
+        """Back where it was before its last move: the content a write whose answer was lost left the
+        state vouching for (a single meeting keeps its key; a series' occurrences get their old keys)."""
+        movable = [m for m in self.meetings if m.earlier and not m.deleted]
+        if not movable:
+            return
+        meeting = movable[index % len(movable)]
+        start = meeting.earlier[-1]
+        self.world.patch_meeting(
+            meeting.organizer, meeting.event_id, start=start, end=start + timedelta(hours=1)
+        )
+        meeting.earlier.append(meeting.start)
         meeting.start, meeting.end = start, start + timedelta(hours=1)
         self._note_calendar()
 
@@ -555,6 +592,20 @@ class PimSyncModel(RuleBasedStateMachine):
             return
         start = at(day, hour)
         self.world.crm_update_appointment(appointment.crm_id, start=start, end=start + timedelta(hours=1))
+        appointment.earlier.append(appointment.start)
+        appointment.start, appointment.end = start, start + timedelta(hours=1)
+
+    @precondition(lambda self: any(a.earlier for a in self.crm_appointments))
+    @rule(index=st.integers(0, 30))
+    def crm_moves_appointment_back(self, index: int) -> None:
+        """Back where it was before its last move in the CRM (see `meeting_moves_back`)."""
+        movable = [a for a in self.crm_appointments if a.earlier and not a.cancelled]
+        if not movable:
+            return
+        appointment = movable[index % len(movable)]
+        start = appointment.earlier[-1]
+        self.world.crm_update_appointment(appointment.crm_id, start=start, end=start + timedelta(hours=1))
+        appointment.earlier.append(appointment.start)
         appointment.start, appointment.end = start, start + timedelta(hours=1)
 
     # -- faults -------------------------------------------------------------------------------------------

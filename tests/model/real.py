@@ -46,6 +46,12 @@ CRM_ROUTES = {
     "cancel_appointment": ("POST", "/cancel"), "appointment_changes": ("GET", "/appointments/changes"),
     "find_people": ("POST", "/people/lookup"),
 }  # fmt: skip
+# A CRM timeout as the model means it (`MemoryWorld`: the call fails, nothing is written): the server
+# answers after the connector (timeout 1.0 s) gave up, and never applies the request. A request that
+# the server applied *after* the connector gave up (a body-less `POST …/cancel` would be, read or not)
+# lands behind the next steps' writes: a reordering no client can defend against, not the fault the
+# model injects. "ambiguous" is the one that applies and loses the answer.
+TIMEOUT_STATUS = 503  # what the server answers once the connector is gone (nobody reads it)
 
 
 def _graph_time(value: datetime) -> dict[str, str]:
@@ -138,9 +144,9 @@ class RealWorld:
     def crm_fault(self, name: str, count: int) -> None:
         if name == "rejected":
             self._crm.fault(422, count=count, method="PUT", path_contains="/journals/")
-        elif name == "timeout":  # slower than the connector waits, every attempt
+        elif name == "timeout":  # slower than the connector waits, every attempt; never applied
             self._crm.fault(
-                None, count=count * 2, method="PUT", path_contains="/journals/", delay_seconds=1.5
+                TIMEOUT_STATUS, count=count * 2, method="PUT", path_contains="/journals/", delay_seconds=1.5
             )
         else:
             self._crm.fault(
@@ -299,7 +305,9 @@ class RealWorld:
         if name == "rejected":
             self._crm.fault(422, count=count, method=method, path_contains=path)
         elif name == "timeout":
-            self._crm.fault(None, count=count * 2, method=method, path_contains=path, delay_seconds=1.5)
+            self._crm.fault(
+                TIMEOUT_STATUS, count=count * 2, method=method, path_contains=path, delay_seconds=1.5
+            )
         else:
             self._crm.fault(
                 503, count=count * 2, method=method, path_contains=path, apply_then_fail=name == "ambiguous"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.model.faults import encode
 from tests.model.machine import Crash, with_world
 from tests.model.pim import PHONES
 from tests.model.pim import with_world as pim_world
@@ -340,4 +341,155 @@ def test_a_contact_refused_by_the_crm_then_deleted_in_outlook_leaves_no_issue() 
             ("worker_runs", (ANN, "contacts", False, None)),
         ],
         contacts=[(ANN, "outlook")],
+    )
+
+
+@pytest.mark.parametrize(
+    "cancel",
+    [
+        [
+            ("crm_fault", ("cancel_appointment", "ambiguous", 1)),
+            ("worker_runs", (ANN, "calendar", False, None)),
+        ],
+        [("worker_runs", (ANN, "calendar", False, ("crm.cancel_appointment", 1, True)))],
+    ],
+    ids=["cancel-applied-answer-lost", "worker-died-after-the-cancel"],
+)
+def test_a_series_moved_back_after_a_cancel_the_crm_applied_unseen_is_live_again(
+    cancel: list[tuple[str, tuple]],
+) -> None:
+    """Found by reading the real-stack adapter (a CRM timeout there was a cancel applied after the
+    connector gave up, which `ambiguous` and a crash after the call reproduce in memory): the moved
+    series' old occurrences were cancelled in the CRM while their key rows still said live, so when the
+    series moved back nothing wrote them again and they stayed cancelled."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("reschedule_meeting", (0, 2, 10)),  # new keys; the 9:00 occurrences are withdrawn
+            *cancel,
+            ("reschedule_meeting", (0, 2, 9)),  # back: the 9:00 keys are live again
+        ],
+        meetings=[(ANN, False, 2, 9, 2)],
+    )
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        [
+            ("crm_fault", ("upsert_appointment", "ambiguous", 1)),
+            ("worker_runs", (ANN, "calendar", False, None)),
+        ],
+        [("worker_runs", (ANN, "calendar", False, ("crm.upsert_appointment", 1, True)))],
+    ],
+    ids=["write-applied-answer-lost", "worker-died-after-the-write"],
+)
+def test_a_meeting_moved_back_after_a_write_the_crm_applied_unseen_has_its_times(
+    write: list[tuple[str, tuple]],
+) -> None:
+    """Found by reading, after the cancel above: the CRM took the moved meeting's new times while its
+    key row kept the old ones, so when the meeting moved back it looked unchanged and the CRM kept the
+    times it had moved to."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("reschedule_meeting", (0, 3, 10)),
+            *write,
+            ("reschedule_meeting", (0, 2, 9)),  # back where it was
+        ],
+        meetings=[(ANN, False, 2, 9, 0)],
+    )
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        [("crm_fault", ("upsert_contact", "ambiguous", 1)), ("worker_runs", (ANN, "contacts", False, None))],
+        [("worker_runs", (ANN, "contacts", False, ("crm.upsert_contact", 1, True)))],
+    ],
+    ids=["write-applied-answer-lost", "worker-died-after-the-write"],
+)
+def test_an_outlook_edit_undone_after_a_write_the_crm_applied_unseen_stays_undone(
+    write: list[tuple[str, tuple]],
+) -> None:
+    """Found by reading, after the calendar's: the CRM took an Outlook edit while the link kept the
+    old fingerprints; the user then edited the field back, Outlook looked unchanged, and the CRM's copy
+    of the edit looked like a CRM edit, which came back to Outlook over the user's latest value."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, None)),
+            ("outlook_edits_contact", (2, "job_title", "CFO")),  # P1, made in Outlook as a Buyer
+            *write,
+            ("outlook_edits_contact", (2, "job_title", "Buyer")),  # back
+        ],
+        contacts=[(ANN, "outlook")],
+    )
+
+
+def test_a_crm_edit_undone_after_outlook_took_it_unseen_stays_undone() -> None:
+    """The other way round: Outlook took a CRM edit and the worker died before the link; the CRM user
+    then set the field back, and Outlook's copy of the edit looked like an Outlook edit."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "contacts", False, None)),
+            ("crm_edits_contact", (2, "job_title", "CFO")),  # P1, made in the CRM as Head of Buying
+            ("worker_runs", (ANN, "contacts", False, ("graph.update", 1, True))),
+            ("crm_edits_contact", (2, "job_title", "Head of Buying")),  # back
+        ],
+        contacts=[(ANN, "crm")],
+    )
+
+
+def test_a_crm_appointment_moved_back_after_the_push_updated_outlook_unseen_has_its_times() -> None:
+    """The push's update reached Outlook and the worker died before the link; the CRM appointment then
+    moved back, and the link still vouched for those times, so Outlook kept the moved ones."""
+    run_pim(
+        [
+            ("crm_makes_appointment", (2, 9)),
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("crm_moves_or_cancels_appointment", (0, 3, 10, False)),
+            ("worker_runs", (ANN, "calendar", False, ("graph.update_event", 1, True))),
+            ("crm_moves_or_cancels_appointment", (0, 2, 9, False)),  # back
+        ]
+    )
+
+
+def test_a_meeting_deleted_after_its_attendee_was_deleted_in_the_crm_is_cancelled() -> None:
+    """Found on the real stack (`MODEL_REAL_STEPS=20`): the reference CRM checks an appointment's links
+    on every write, its cancel included, so once Bob was deleted in the CRM the deleted meeting could
+    never be cancelled: an error on every run and a stale live appointment. `InMemoryCrm` now refuses
+    such a cancel too; the stream then writes it cancelled with the people the CRM still matches."""
+    run_pim(
+        [
+            ("worker_runs", (ANN, "calendar", False, None)),
+            ("crm_deletes_contact", (0,)),  # Bob, an attendee of every meeting
+            ("organizer_deletes_meeting", (0,)),
+        ],
+        meetings=[(ANN, False, 2, 9, 0)],
+    )
+
+
+def test_cursor_positions_order_every_sync_state_of_each_fake() -> None:
+    """Found by the deep mail hunt: the 12th mail sync state ("c") crashed `link_position`, which
+    stripped "c" and "e" as if they were only the contacts' and calendar's prefixes."""
+    world = MemoryWorld()
+    for prefix in ("", "c", "e"):
+        links = [encode({"s": f"{prefix}{n:x}", "b": 0, "p": 3, "h": -1, "o": 0}) for n in range(1, 300)]
+        positions = [world.link_position(link) for link in links]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions)
+
+
+def test_a_series_whose_worker_died_before_linking_its_master_leaves_no_stale_occurrence() -> None:
+    """Found by the deep in-memory hunt (also on main): the worker died after linking the occurrences
+    and before the master; one occurrence then deleted (Graph says nothing) and the series deleted
+    (its master's removal had no link to follow), and the hourly check only visited series whose
+    master was linked, so the deleted occurrence stayed live in the CRM."""
+    run_pim(
+        [
+            ("worker_runs", (DAN, "calendar", False, None)),
+            ("create_meeting", (DAN, False, 1, 8, 2)),
+            ("worker_runs", (DAN, "calendar", False, ("*", 12, False))),
+            ("organizer_deletes_one_occurrence", (0, 0)),
+            ("organizer_deletes_meeting", (0,)),
+        ]
     )

@@ -261,7 +261,9 @@ class MemoryWorld:
 
     def link_position(self, link: str) -> tuple[int, int] | None:
         state, pos = InMemoryMailboxes.position(link)
-        return (int(state.lstrip("ce"), 16) if state else 0, pos)
+        # mail's state ids are hex counts, contacts' "c" + hex, the calendar's "e" + hex: all hex, and
+        # each fake's ids grow as numbers (a prefix stripped with lstrip also ate the count's own c/e)
+        return (int(state, 16) if state else 0, pos)
 
     def covered(self, user: str, folder: str, link: str) -> set[str] | None:
         return self.mail.covered(user, folder, link)
