@@ -132,65 +132,70 @@ class MailStream:
         cursor = book.cursor
         restarts = 0
         ahead: asyncio.Task[MailPage | Exception] | None = None
-        while True:
-            since = (
-                cursor.round_started - timedelta(days=config.days_back)
-                if not cursor.link and cursor.round_started
-                else None
-            )
-            given, ahead = ahead, None
-            try:
-                if given is None:
-                    page = await self._source.read_page(user, folder, cursor.link, since)
-                else:
-                    page = _read(await given)
-            except (DeltaExpired, GraphNotFound) as error:
-                # an expired token, or a stored link whose folder was deleted and recreated: start over
-                # by the folder's configured name; a fresh round that 404s means the folder is gone
-                restarts += 1
-                if restarts > 2 or (isinstance(error, GraphNotFound) and not cursor.link):
-                    raise
-                logger.info(
-                    "stored link unusable (%s) stream=%s: starting a fresh round", error.status, stream
+        try:
+            while True:
+                since = (
+                    cursor.round_started - timedelta(days=config.days_back)
+                    if not cursor.link and cursor.round_started
+                    else None
                 )
-                cursor = self._new_round((await book.settled())[0])
-                book.restart(cursor)
-                stats.fresh_rounds += 1
-                continue
-            stats.pages += 1
-            before = stats.as_dict()
-            result, ahead = await self._apply_reading_ahead(
-                config,
-                stream,
-                page,
-                stats,
-                partial(self._source.read_page, user, folder, page.next_link, None),
-            )
-            link, kind = (page.next_link, "next") if page.next_link else (page.delta_link, "delta")
-            if not link:
-                raise GraphError("Graph returned a delta page with neither nextLink nor deltaLink")
-            cursor = (await book.settled())[0]
-            extra = _counted(cursor, before, stats, self._clock())
-            if since is not None or extra.get("roundFiltered"):
-                extra["roundFiltered"] = True
-                received = [c for c in page.changes if isinstance(c, MailMessage)]
-                extra["roundItems"] = int(extra.get("roundItems", 0)) + len(received)
-                if found := _oldest(received, extra.get("roundOldest")):
-                    extra["roundOldest"] = found
-            capped = kind == "delta" and extra.pop("roundFiltered", False)
-            oldest = str(extra.pop("roundOldest", "")) if kind == "delta" else ""
-            if capped and int(extra.pop("roundItems", 0)) >= self._filter_cap and cursor.round_started:
-                # Graph ends a filtered round at 5,000 messages. The round is ordered newest first, so
-                # it holds the newest 5,000: list only the messages received at or before the oldest
-                # of them (the rest of the window); newer arrivals come through the deltaLink.
-                window = cursor.round_started - timedelta(days=config.days_back)
-                extra["backfill"] = {"link": "", "since": window.isoformat()}
-                if oldest:
-                    extra["backfill"]["until"] = oldest
-            cursor = replace(cursor, link=link, link_kind=kind, extra=extra)
-            book.start(result.decisions, cursor, stats)
-            if kind == "delta":
-                return
+                given, ahead = ahead, None
+                try:
+                    if given is None:
+                        page = await self._source.read_page(user, folder, cursor.link, since)
+                    else:
+                        page = _read(await given)
+                except (DeltaExpired, GraphNotFound) as error:
+                    # an expired token, or a stored link whose folder was deleted and recreated: start over
+                    # by the folder's configured name; a fresh round that 404s means the folder is gone
+                    restarts += 1
+                    if restarts > 2 or (isinstance(error, GraphNotFound) and not cursor.link):
+                        raise
+                    logger.info(
+                        "stored link unusable (%s) stream=%s: starting a fresh round", error.status, stream
+                    )
+                    cursor = self._new_round((await book.settled())[0])
+                    book.restart(cursor)
+                    stats.fresh_rounds += 1
+                    continue
+                stats.pages += 1
+                before = stats.as_dict()
+                result, ahead = await self._apply_reading_ahead(
+                    config,
+                    stream,
+                    page,
+                    stats,
+                    partial(self._source.read_page, user, folder, page.next_link, None),
+                )
+                link, kind = (page.next_link, "next") if page.next_link else (page.delta_link, "delta")
+                if not link:
+                    raise GraphError("Graph returned a delta page with neither nextLink nor deltaLink")
+                cursor = (await book.settled())[0]
+                extra = _counted(cursor, before, stats, self._clock())
+                if since is not None or extra.get("roundFiltered"):
+                    extra["roundFiltered"] = True
+                    received = [c for c in page.changes if isinstance(c, MailMessage)]
+                    extra["roundItems"] = int(extra.get("roundItems", 0)) + len(received)
+                    if found := _oldest(received, extra.get("roundOldest")):
+                        extra["roundOldest"] = found
+                capped = kind == "delta" and extra.pop("roundFiltered", False)
+                oldest = str(extra.pop("roundOldest", "")) if kind == "delta" else ""
+                if capped and int(extra.pop("roundItems", 0)) >= self._filter_cap and cursor.round_started:
+                    # Graph ends a filtered round at 5,000 messages. The round is ordered newest first, so
+                    # it holds the newest 5,000: list only the messages received at or before the oldest
+                    # of them (the rest of the window); newer arrivals come through the deltaLink.
+                    window = cursor.round_started - timedelta(days=config.days_back)
+                    extra["backfill"] = {"link": "", "since": window.isoformat()}
+                    if oldest:
+                        extra["backfill"]["until"] = oldest
+                cursor = replace(cursor, link=link, link_kind=kind, extra=extra)
+                book.start(result.decisions, cursor, stats)
+                if kind == "delta":
+                    return
+        except BaseException:  # a page read ahead is not left running behind a failed run
+            if ahead is not None:
+                ahead.cancel()
+            raise
 
     async def _backfill(self, config: UserConfig, stream: str, book: _Bookkeeping, stats: MailStats) -> None:
         """List the part of the window a capped round did not return, page by page: the messages
@@ -203,39 +208,44 @@ class MailStream:
         since = datetime.fromisoformat(str(state["since"]))
         until = datetime.fromisoformat(str(state["until"])) if state.get("until") else None
         ahead: asyncio.Task[MailPage | Exception] | None = None
-        while True:
-            given, ahead = ahead, None
-            try:
-                if given is None:
-                    page = await self._source.list_page(
-                        user, folder, str(state.get("link", "")), since, until
-                    )
+        try:
+            while True:
+                given, ahead = ahead, None
+                try:
+                    if given is None:
+                        page = await self._source.list_page(
+                            user, folder, str(state.get("link", "")), since, until
+                        )
+                    else:
+                        page = _read(await given)
+                except (DeltaExpired, GraphNotFound):
+                    if not state.get("link"):
+                        raise
+                    state["link"] = ""  # the listing's link expired: list again from the start (idempotent)
+                    continue
+                stats.pages += 1
+                before = stats.as_dict()
+                result, ahead = await self._apply_reading_ahead(
+                    config,
+                    stream,
+                    page,
+                    stats,
+                    partial(self._source.list_page, user, folder, page.next_link, since, until),
+                )
+                cursor = (await book.settled())[0]
+                extra = _counted(cursor, before, stats, self._clock())
+                if page.next_link:
+                    state["link"] = page.next_link
+                    extra["backfill"] = dict(state)
                 else:
-                    page = _read(await given)
-            except (DeltaExpired, GraphNotFound):
-                if not state.get("link"):
-                    raise
-                state["link"] = ""  # the listing's link expired: list again from the start (idempotent)
-                continue
-            stats.pages += 1
-            before = stats.as_dict()
-            result, ahead = await self._apply_reading_ahead(
-                config,
-                stream,
-                page,
-                stats,
-                partial(self._source.list_page, user, folder, page.next_link, since, until),
-            )
-            cursor = (await book.settled())[0]
-            extra = _counted(cursor, before, stats, self._clock())
-            if page.next_link:
-                state["link"] = page.next_link
-                extra["backfill"] = dict(state)
-            else:
-                extra.pop("backfill", None)
-            book.start(result.decisions, replace(cursor, extra=extra), stats)
-            if not page.next_link:
-                return
+                    extra.pop("backfill", None)
+                book.start(result.decisions, replace(cursor, extra=extra), stats)
+                if not page.next_link:
+                    return
+        except BaseException:  # a page read ahead is not left running behind a failed run
+            if ahead is not None:
+                ahead.cancel()
+            raise
 
     async def _apply_reading_ahead(
         self,
