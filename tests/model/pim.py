@@ -123,14 +123,25 @@ class History:
     crm_value: str | None
     loose: set[str] = field(default_factory=set)  # values a glitch or a reassignment may leave
     seen: set[str] = field(default_factory=set)  # every value it held
+    writes: list[tuple[str, str]] = field(default_factory=list)  # (side, value), from the first value on
+    set_back_over: set[str] = field(default_factory=set)  # see `write`
 
     def __post_init__(self) -> None:
         self.seen.add(self.value)
+        self.writes.append(("start", self.value))
 
     def write(self, side: str, value: str) -> None:
+        """The CRM setting the field back to a value it held (A → B → A) leaves it as the sync last
+        agreed, if A was agreed: the merge compares contents (README, edits on both sides), so it sees no
+        CRM change, and an Outlook user's write made since A was held stands instead."""
+        self.set_back_over = set()
+        if side == "crm" and value in self.seen:
+            last = max(n for n, (_, held) in enumerate(self.writes) if held == value)
+            self.set_back_over = {held for by, held in self.writes[last + 1 :] if by == "outlook"}
         self.loose |= {self.value} if self.loose else set()
         self.value, self.side = value, side
         self.seen.add(value)
+        self.writes.append((side, value))
         if side == "crm":
             self.crm_value = value
 
@@ -138,9 +149,11 @@ class History:
         """Under `crm-wins`: the CRM's last write stands; an Outlook write stands unless the CRM
         wrote the same field meanwhile (a conflict, which the CRM wins)."""
         if self.loose:
-            return self.loose | {self.value} | ({self.crm_value} if self.crm_value is not None else set())
+            return (
+                self.loose | {self.value} | ({self.crm_value} if self.crm_value is not None else set())
+            ) | self.set_back_over
         if self.side == "crm":
-            return {self.value}
+            return {self.value} | self.set_back_over
         return {self.value} | ({self.crm_value} if self.crm_value is not None else set())
 
 

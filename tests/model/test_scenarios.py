@@ -440,6 +440,22 @@ def test_a_crm_edit_undone_after_outlook_took_it_unseen_stays_undone() -> None:
     )
 
 
+def test_a_crm_edit_set_back_while_outlook_edited_the_field_leaves_outlook_s_edit() -> None:
+    """No fault: the CRM sets a field and sets it back (A → B → A) while the Outlook user edits it. The
+    merge compares contents with what both sides last agreed (README, edits on both sides), so the CRM
+    looks unchanged and the Outlook edit stands; the model allows it (found by a deep hunt, which
+    expected only the CRM's last write)."""
+    run_pim(
+        [
+            ("two_workers_one_job", (ANN, "contacts")),
+            ("crm_edits_contact", (2, "job_title", "Buyer")),  # P1, made in the CRM as Head of Buying
+            ("outlook_edits_contact", (2, "job_title", "Buyer")),
+            ("job_title_set_back", (2, "crm", 0)),  # the CRM back to Head of Buying
+        ],
+        contacts=[(ANN, "crm")],
+    )
+
+
 def test_a_crm_appointment_moved_back_after_the_push_updated_outlook_unseen_has_its_times() -> None:
     """The push's update reached Outlook and the worker died before the link; the CRM appointment then
     moved back, and the link still vouched for those times, so Outlook kept the moved ones."""
