@@ -136,7 +136,8 @@ class History:
         CRM change, and an Outlook user's write made since A was held stands instead."""
         self.set_back_over = set()
         if side == "crm" and value in self.seen:
-            last = max(n for n, (_, held) in enumerate(self.writes) if held == value)
+            # (a value held only before this record began counts as held at its start)
+            last = max((n for n, (_, held) in enumerate(self.writes) if held == value), default=0)
             self.set_back_over = {held for by, held in self.writes[last + 1 :] if by == "outlook"}
         self.loose |= {self.value} if self.loose else set()
         self.value, self.side = value, side
