@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
-from typing import Any
 
 from shared.model import Address, Appointment, Attendee, PersonRef, fingerprint
 from shared.state.port import KeyRecord
 from shared.sync.body import body_text
+from shared.sync.keyed_write import merged_people
 
 CAPTURED_KINDS = ("singleInstance", "occurrence", "exception")
 # The transactionId of every event the CRM → Outlook push creates (Graph keeps it on the event): such an
@@ -215,30 +215,20 @@ def merge(record: KeyRecord | None, appointment: Appointment, mailbox: str) -> t
     mailbox = mailbox.lower()
     if record is None or not record.mailboxes:
         return replace(appointment, seen_by=(mailbox,)), True
-    stored: Mapping[str, Any] = record.extra.get("people", {})
-    # A person another calendar linked is kept unless this calendar looked the same address up and the
-    # CRM no longer matches it (deleted or changed there): linking it again would be refused forever.
     looked_up = {a.address.normalized for a in appointment.attendees if a.type != "resource"}
     looked_up |= {appointment.organizer.normalized} if appointment.organizer else set()
     looked_up.discard(mailbox)
-    found = {p.id for p in appointment.people}
-    people = {
-        pid: PersonRef(id=pid, **stored[pid])
-        for pid in record.people
-        if pid in stored and (pid in found or str(stored[pid].get("email", "")).lower() not in looked_up)
-    }
-    for person in appointment.people:
-        people.setdefault(person.id, person)
+    people = merged_people(record, appointment.people, looked_up)
     merged = replace(
         appointment,
         seen_by=tuple(dict.fromkeys([*record.mailboxes, mailbox])),
-        people=tuple(people.values()),
+        people=people,
         owner=str(record.extra.get("owner", appointment.owner)),
     )
     unchanged = (
         mailbox in record.mailboxes
         and not record.extra.get("cancelled")
-        and set(record.people) == set(people)
+        and set(record.people) == {p.id for p in people}
         and record.fingerprint == content_fingerprint(appointment)
     )
     return merged, not unchanged

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from shared.errors import ConcurrencyError, CrmError, CrmRetryableError
-from shared.model import CrmRef
+from shared.model import CrmRef, PersonRef
 from shared.state.port import KeyRecord, KeyStore
 
 
@@ -121,3 +121,19 @@ async def write_keyed_many(
         except CrmError as error:
             outcomes[n] = error
     return outcomes
+
+
+def merged_people(record: KeyRecord, mine: Sequence[PersonRef], looked_up: set[str]) -> tuple[PersonRef, ...]:
+    """The people linked under a key once this mailbox's (`mine`) are added. A person another mailbox
+    linked is kept unless this mailbox looked the same address up (`looked_up`, normalized) and the CRM
+    no longer matches it (deleted or changed there): linking it again would be refused on every run."""
+    stored = record.extra.get("people", {})
+    found = {p.id for p in mine}
+    people = {
+        pid: PersonRef(id=pid, **stored[pid])
+        for pid in record.people
+        if pid in stored and (pid in found or str(stored[pid].get("email") or "").lower() not in looked_up)
+    }
+    for person in mine:
+        people.setdefault(person.id, person)
+    return tuple(people.values())

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from shared.model import Address, Direction, Journal, MailMessage, PersonRef, fingerprint
 from shared.state.port import KeyRecord
 from shared.sync.body import body_text, cap
+from shared.sync.keyed_write import merged_people
 from shared.users import UserConfig
 
 
@@ -135,31 +135,21 @@ def merge(record: KeyRecord | None, journal: Journal, mailbox: str) -> tuple[Jou
     """
     if record is None:
         return replace(journal, seen_by=(mailbox.lower(),)), True
-    stored: Mapping[str, Any] = record.extra.get("people", {})
-    # A person another mailbox linked is kept unless this mailbox looked the same address up and the CRM
-    # no longer matches it (deleted or changed there): linking it again would be refused on every run.
     looked_up = {
         a.normalized for a in ([journal.sender] if journal.sender else []) + [*journal.to, *journal.cc]
     }
     looked_up.discard(mailbox.lower())
-    found = {p.id for p in journal.people}
-    people = {
-        pid: PersonRef(id=pid, **stored[pid])
-        for pid in record.people
-        if pid in stored and (pid in found or str(stored[pid].get("email") or "").lower() not in looked_up)
-    }
-    for person in journal.people:
-        people.setdefault(person.id, person)
+    people = merged_people(record, journal.people, looked_up)
     merged = replace(
         journal,
         seen_by=tuple(dict.fromkeys([*record.mailboxes, mailbox.lower()])),
-        people=tuple(people.values()),
+        people=people,
         owner=str(record.extra.get("owner", journal.owner)),
         direction=Direction(record.extra.get("direction", journal.direction.value)),
     )
     unchanged = (
         mailbox.lower() in record.mailboxes
-        and set(record.people) == set(people)
+        and set(record.people) == {p.id for p in people}
         and record.fingerprint == content_fingerprint(journal)
     )
     return merged, not unchanged
