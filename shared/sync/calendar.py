@@ -300,10 +300,9 @@ class CalendarStream:
             old = links.get(event.id)
             stale = str(old.extra.get(PENDING_KEY, "")) if old is not None else ""
             if old is not None and stale not in ("", key, old.crm_key):
-                extra = {k: v for k, v in old.extra.items() if k != PENDING_KEY}
                 await self._withdraw(
                     config,
-                    replace(old, crm_key=stale, extra=extra),
+                    _at_pending_key(old),
                     stats,
                     result,
                     keep_link=True,
@@ -466,9 +465,8 @@ class CalendarStream:
         `pending`, so is the new key a worker that died while re-keying it may have written."""
         new_key = str(link.extra.get(PENDING_KEY, ""))
         if pending and new_key and new_key != link.crm_key:
-            extra = {k: v for k, v in link.extra.items() if k != PENDING_KEY}
             await self._withdraw(
-                config, replace(link, crm_key=new_key, extra=extra), stats, result,
+                config, _at_pending_key(link), stats, result,
                 cancelled_by_organizer=cancelled_by_organizer, keep_link=True, pending=False,
             )  # fmt: skip
         key = link.crm_key
@@ -764,3 +762,9 @@ def _push_fingerprint(change: CrmAppointmentChange) -> str:
             change.cancelled,
         ]
     )
+
+
+def _at_pending_key(link: Link) -> Link:
+    """The link as if it led to the new key noted on it (a re-keyed occurrence), without the note."""
+    extra = {k: v for k, v in link.extra.items() if k != PENDING_KEY}
+    return replace(link, crm_key=str(link.extra[PENDING_KEY]), extra=extra)
