@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.crm.port import CrmPort
 from shared.errors import StateError, SyncError, UserConfigError
 from shared.graph.probe import Check, MailboxProbe
-from shared.model import Job
-from shared.state.port import Cursor, JobQueue, StateStore
+from shared.model import Cursor, Job
+from shared.ports.crm import CrmPort
+from shared.ports.state import JobQueue, StateStore
 from shared.users import is_enabled, parse_user
 
 

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from shared.errors import GraphError, GraphNotFound, UserConfigError
-from shared.state.port import JobQueue, StateStore, SubscriptionRecord
-from shared.users import UserConfig, parse_user
+from shared.model import SubscriptionRecord, UserConfig
+from shared.ports.state import JobQueue, StateStore
+from shared.users import parse_user
 
 if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
     from shared.graph.subscriptions import GraphSubscriptions

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import Settings
-from shared.crm.port import CrmPort
 from shared.graph.probe import MailboxProbe
-from shared.state.port import JobQueue, StateStore
+from shared.ports.crm import CrmPort
+from shared.ports.graph import MailSource
+from shared.ports.state import JobQueue, StateStore
 from shared.subscriptions import SubscriptionKeeper
 from shared.sync.engine import Engine
-from shared.sync.ports import MailSource
 
 
 @dataclass

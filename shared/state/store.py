@@ -35,6 +35,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from shared.errors import ConcurrencyError
+from shared.model import (
+    Cursor,
+    Decision,
+    Issue,
+    KeyRecord,
+    Lease,
+    Link,
+    LinkKind,
+    Outcome,
+    SubscriptionRecord,
+    UserRow,
+)
 from shared.state.entities import (
     KEY_COLUMNS,
     MAX_BATCH,
@@ -46,17 +58,8 @@ from shared.state.entities import (
     to_json,
     utc,
 )
+from shared.state.extras import cursor_extra, cursor_parts, key_extra, key_parts, link_extra, link_parts
 from shared.state.keys import decode_key, encode_key, join_key, key_partition, prefix_range
-from shared.state.port import (
-    Cursor,
-    Decision,
-    Issue,
-    KeyRecord,
-    Lease,
-    Link,
-    SubscriptionRecord,
-    UserRow,
-)
 
 Clock = Callable[[], datetime]
 
@@ -151,8 +154,8 @@ class EntityStateStore:
             "User": user,
             "Stream": stream,
             "Link": cursor.link,
-            "LinkKind": cursor.link_kind,
-            "Extra": to_json(dict(cursor.extra)),
+            "LinkKind": cursor.link_kind.value,
+            "Extra": to_json(cursor_extra(cursor)),
         }
         _put_times(
             entity,
@@ -567,13 +570,14 @@ def _user(row: Row) -> UserRow:
 
 
 def _cursor(row: Row) -> Cursor:
+    kind = _text(row, "LinkKind")
     return Cursor(
         link=_text(row, "Link"),
-        link_kind=_text(row, "LinkKind"),
+        link_kind=LinkKind(kind) if kind in LinkKind.__members__.values() else LinkKind.NONE,
         round_started=_time(row, "RoundStarted"),
         window_start=_time(row, "WindowStart"),
         window_end=_time(row, "WindowEnd"),
-        extra=_mapping(row, "Extra"),
+        **cursor_parts(_text(row, "Stream") or decode_key(row.row_key), _mapping(row, "Extra")),
         etag=row.etag,
     )
 
@@ -601,7 +605,7 @@ def _link_entity(link: Link) -> Entity:
         "ChangeKey": link.change_key,
         "LocalFingerprint": link.local_fingerprint,
         "CrmFingerprint": link.crm_fingerprint,
-        "Extra": to_json(dict(link.extra)),
+        "Extra": to_json(link_extra(link)),
     }
 
 
@@ -614,7 +618,7 @@ def _link(row: Row) -> Link:
         change_key=_text(row, "ChangeKey"),
         local_fingerprint=_text(row, "LocalFingerprint"),
         crm_fingerprint=_text(row, "CrmFingerprint"),
-        extra=_mapping(row, "Extra"),
+        **link_parts(_mapping(row, "Extra")),
         etag=row.etag,
     )
 
@@ -626,9 +630,9 @@ def _key_entity(record: KeyRecord) -> Entity:
         "Key": record.key,
         "CrmRef": record.crm_ref,
         "Mailboxes": to_json(list(record.mailboxes)),
-        "People": to_json(list(record.people)),
+        "People": to_json([p.id for p in record.people]),
         "Fingerprint": record.fingerprint,
-        "Extra": to_json(dict(record.extra)),
+        "Extra": to_json(key_extra(record)),
     }
 
 
@@ -637,9 +641,8 @@ def _key_record(row: Row) -> KeyRecord:
         key=_text(row, "Key"),
         crm_ref=_text(row, "CrmRef"),
         mailboxes=_strings(row, "Mailboxes"),
-        people=_strings(row, "People"),
         fingerprint=_text(row, "Fingerprint"),
-        extra=_mapping(row, "Extra"),
+        **key_parts(_strings(row, "People"), _mapping(row, "Extra")),
         etag=row.etag,
     )
 
@@ -678,7 +681,7 @@ def _decision_entity(decision: Decision) -> Entity:
         "User": decision.user,
         "ItemKey": decision.item_key,
         "Stream": decision.stream,
-        "Outcome": decision.outcome,
+        "Outcome": decision.outcome.value,
         "Reason": decision.reason,
         "At": utc(decision.at),
         "CrmKey": decision.crm_key,
@@ -686,12 +689,16 @@ def _decision_entity(decision: Decision) -> Entity:
     }
 
 
+def _outcome(text: str) -> Outcome:
+    return Outcome(text) if text in Outcome.__members__.values() else Outcome.FAILED
+
+
 def _decision(row: Row) -> Decision:
     return Decision(
         user=_text(row, "User"),
         item_key=_text(row, "ItemKey"),
         stream=_text(row, "Stream"),
-        outcome=_text(row, "Outcome"),
+        outcome=_outcome(_text(row, "Outcome")),
         reason=_text(row, "Reason"),
         at=_time(row, "At") or datetime.min.replace(tzinfo=UTC),
         crm_key=_text(row, "CrmKey"),

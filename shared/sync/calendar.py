@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 
-from shared.crm.port import CrmPort
 from shared.errors import (
     ConcurrencyError,
     CrmError,
@@ -34,13 +33,26 @@ from shared.errors import (
     DeltaExpired,
     GraphError,
 )
-from shared.model import Appointment, CrmAppointmentChange, PersonRef, fingerprint
-from shared.state.port import Cursor, Decision, Issue, Lease, Link, StateStore
+from shared.model import (
+    Appointment,
+    CrmAppointmentChange,
+    Cursor,
+    Decision,
+    EventChange,
+    EventRemoved,
+    Issue,
+    Lease,
+    Link,
+    OutlookEvent,
+    PersonRef,
+    UserConfig,
+    fingerprint,
+)
+from shared.ports.crm import CrmPort
+from shared.ports.graph import CalendarSource
+from shared.ports.state import StateStore
 from shared.sync import calendar_plan as plan
-from shared.sync.calendar_plan import EventChange, EventRemoved, OutlookEvent
 from shared.sync.keyed_write import write_keyed
-from shared.sync.ports import CalendarSource
-from shared.users import UserConfig
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 
-from shared.model import Address, Appointment, Attendee, PersonRef, fingerprint
-from shared.state.port import KeyRecord
+from shared.model import Address, Appointment, EventChange, KeyRecord, OutlookEvent, PersonRef, fingerprint
 from shared.sync.body import body_text
 from shared.sync.keyed_write import merged_people
 
@@ -25,46 +24,6 @@ CAPTURED_KINDS = ("singleInstance", "occurrence", "exception")
 # The transactionId of every event the CRM → Outlook push creates (Graph keeps it on the event): such an
 # event is never captured back, even when the worker died before writing its link row.
 PUSH_TRANSACTION_PREFIX = "crmsync-push-"
-
-
-@dataclass(frozen=True)
-class OutlookEvent:
-    """One calendarView entry as the engine needs it (times already in UTC)."""
-
-    id: str
-    type: str  # singleInstance | occurrence | exception | seriesMaster
-    start: datetime
-    end: datetime
-    series_master_id: str = ""
-    ical_uid: str = ""
-    change_key: str = ""
-    original_start: datetime | None = None
-    subject: str = ""
-    body: str = ""
-    body_type: str = "text"  # we ask for text; HTML (a server that ignores the Prefer) is converted
-    is_all_day: bool = False
-    start_date: date | None = None  # all-day events: the calendar dates (end exclusive)
-    end_date: date | None = None
-    location: str = ""
-    organizer: Address | None = None
-    attendees: tuple[Attendee, ...] = ()
-    online_meeting_url: str = ""
-    categories: tuple[str, ...] = ()
-    sensitivity: str = "normal"
-    is_cancelled: bool = False
-    is_draft: bool = False
-    skeletal: bool = False  # an occurrence as delta gives it: id, type, master id, start, end only
-    transaction_id: str = ""  # set by the app that created the event (the push: PUSH_TRANSACTION_PREFIX)
-
-
-@dataclass(frozen=True)
-class EventRemoved:
-    """A delta `@removed` entry: the event left the view (deleted, or moved out of the window)."""
-
-    id: str
-
-
-EventChange = OutlookEvent | EventRemoved
 
 
 @dataclass(frozen=True)

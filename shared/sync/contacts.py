@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.crm.port import CrmPort
 from shared.errors import (
     CrmRejectedError,
     DeltaExpired,
@@ -27,13 +26,28 @@ from shared.errors import (
     GraphNotFound,
     GraphThrottled,
     MassChangeRefused,
+    OutlookChanged,
 )
-from shared.graph.contacts import OutlookChange, OutlookChanged, OutlookItem, change_id
-from shared.model import ContactFeedPage, CrmContact, CrmContactRemoved, CrmRef, OutlookContactRemoved
-from shared.state.port import Cursor, Decision, Issue, Lease, Link, StateStore
+from shared.model import (
+    ContactFeedPage,
+    CrmContact,
+    CrmContactRemoved,
+    CrmRef,
+    Cursor,
+    Decision,
+    Issue,
+    Lease,
+    Link,
+    OutlookChange,
+    OutlookContactRemoved,
+    OutlookItem,
+    UserConfig,
+    change_id,
+)
+from shared.ports.crm import CrmPort
+from shared.ports.graph import ContactsSide
+from shared.ports.state import StateStore
 from shared.sync import contacts_plan as cp
-from shared.sync.ports import ContactsSide
-from shared.users import UserConfig
 
 logger = logging.getLogger(__name__)
 

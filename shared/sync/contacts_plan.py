@@ -27,18 +27,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.graph.contacts import OutlookChange, OutlookItem, change_id
 from shared.model import (
     ContactFields,
     CrmContact,
     CrmContactRemoved,
     CrmRef,
+    Link,
+    OutlookChange,
     OutlookContactRemoved,
+    OutlookItem,
     PostalAddress,
+    UserConfig,
+    change_id,
     fingerprint,
 )
-from shared.state.port import Link
-from shared.users import UserConfig
 
 MAX_EMAILS = 3  # Outlook's cap on emailAddresses
 REMOVING = "removing"  # Link.extra flag: we are deleting this contact from Outlook (the CRM's is gone)

@@ -30,10 +30,10 @@ from shared.errors import (
     SyncError,
     UserConfigError,
 )
-from shared.model import Job
-from shared.state.port import JobQueue, Lease, StateStore
+from shared.model import Job, Lease, UserConfig
+from shared.ports.state import JobQueue, StateStore
 from shared.sync.mail import LEASE_SECONDS
-from shared.users import UserConfig, parse_user
+from shared.users import parse_user
 
 if TYPE_CHECKING:
     from shared.sync.sweep import Sweeper

@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from shared.errors import ConcurrencyError, CrmError, CrmRetryableError
-from shared.model import CrmRef, PersonRef
-from shared.state.port import KeyRecord, KeyStore
+from shared.model import CrmRef, KeyRecord, PersonRef
+from shared.ports.state import KeyStore
 
 
 class Keyed(Protocol):

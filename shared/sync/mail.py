@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from shared.crm.port import CrmPort
 from shared.errors import (
     CrmError,
     CrmRetryableError,
@@ -25,15 +24,26 @@ from shared.errors import (
     GraphError,
     GraphNotFound,
 )
-from shared.model import Journal, MailMessage, MessageChange, MessageRemoved, PersonRef
-from shared.state.port import Cursor, Decision, Issue, Lease, StateStore
+from shared.model import (
+    Cursor,
+    Decision,
+    Issue,
+    Journal,
+    Lease,
+    MailMessage,
+    MessageChange,
+    MessageRemoved,
+    PersonRef,
+    UserConfig,
+)
+from shared.ports.crm import CrmPort
+from shared.ports.graph import MailSource
+from shared.ports.state import StateStore
 from shared.sync import mail_plan
 from shared.sync.keyed_write import write_keyed_many
-from shared.sync.ports import MailSource
-from shared.users import UserConfig
 
 if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
-    from shared.graph.mail import MailPage
+    from shared.model import Page
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +141,7 @@ class MailStream:
         user, folder = config.upn, stream.partition(":")[2]
         cursor = book.cursor
         restarts = 0
-        ahead: asyncio.Task[MailPage | Exception] | None = None
+        ahead: asyncio.Task[Page | Exception] | None = None
         try:
             while True:
                 since = (
@@ -207,7 +217,7 @@ class MailStream:
         state = dict((await book.settled())[0].extra["backfill"])
         since = datetime.fromisoformat(str(state["since"]))
         until = datetime.fromisoformat(str(state["until"])) if state.get("until") else None
-        ahead: asyncio.Task[MailPage | Exception] | None = None
+        ahead: asyncio.Task[Page | Exception] | None = None
         try:
             while True:
                 given, ahead = ahead, None
@@ -251,10 +261,10 @@ class MailStream:
         self,
         config: UserConfig,
         stream: str,
-        page: MailPage,
+        page: Page,
         stats: MailStats,
-        read_next: Callable[[], Awaitable[MailPage]],
-    ) -> tuple[_PageResult, asyncio.Task[MailPage | Exception] | None]:
+        read_next: Callable[[], Awaitable[Page]],
+    ) -> tuple[_PageResult, asyncio.Task[Page | Exception] | None]:
         """Apply `page` while the page after it (if any) is read by `read_next`."""
         ahead = _prefetch(read_next) if page.next_link else None
         try:
@@ -523,11 +533,11 @@ class _Bookkeeping:
         return cursor, await self._state.renew(lease, LEASE_SECONDS)
 
 
-def _prefetch(read: Callable[[], Awaitable[MailPage]]) -> asyncio.Task[MailPage | Exception]:
+def _prefetch(read: Callable[[], Awaitable[Page]]) -> asyncio.Task[Page | Exception]:
     """Read a page in the background. Its error is kept and raised when the page loop gets to it (by
     `_read`), so a failed read ahead never stops the writes of the page before it."""
 
-    async def kept() -> MailPage | Exception:
+    async def kept() -> Page | Exception:
         try:
             return await read()
         except Exception as error:  # noqa: BLE001 - handed to the page loop, which handles or raises it
@@ -536,7 +546,7 @@ def _prefetch(read: Callable[[], Awaitable[MailPage]]) -> asyncio.Task[MailPage 
     return asyncio.create_task(kept())
 
 
-def _read(page: MailPage | Exception) -> MailPage:
+def _read(page: Page | Exception) -> Page:
     if isinstance(page, Exception):
         raise page
     return page

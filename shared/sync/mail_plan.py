@@ -9,11 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from shared.model import Address, Direction, Journal, MailMessage, PersonRef, fingerprint
-from shared.state.port import KeyRecord
+from shared.model import (
+    Address,
+    Direction,
+    Journal,
+    KeyRecord,
+    MailMessage,
+    PersonRef,
+    UserConfig,
+    fingerprint,
+)
 from shared.sync.body import body_text, cap
 from shared.sync.keyed_write import merged_people
-from shared.users import UserConfig
 
 
 @dataclass(frozen=True)

@@ -46,17 +46,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from shared.errors import ConcurrencyError, GraphError, GraphThrottled, StateError
-from shared.graph.batch import MAX_BATCH, GraphBatch, SubRequest
-from shared.model import Job
+from shared.graph.batch import GraphBatch
+from shared.model import Cursor, Job, SubRequest, UserConfig
+from shared.ports.graph import MAX_BATCH
+from shared.ports.state import JobQueue, StateStore
 from shared.retry_after import parse_retry_after
-from shared.state.port import Cursor, JobQueue, StateStore
 from shared.sync.calendar import roll_over_due, series_check_due
 from shared.sync.contacts import RETRY_PREFIX as CONTACTS_RETRY
 from shared.sync.contacts import STREAM as CONTACTS
-from shared.users import UserConfig
 
 if TYPE_CHECKING:
-    from shared.crm.port import CrmPort
+    from shared.ports.crm import CrmPort
 
 logger = logging.getLogger(__name__)
 

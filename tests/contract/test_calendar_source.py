@@ -16,17 +16,10 @@ import pytest
 
 from emulators.graph.launcher import GraphEmulator
 from shared.errors import DeltaExpired, GraphThrottled
-from shared.graph.calendar import EventPage, GraphCalendar
-from shared.model import CrmAppointmentChange, CrmRef
-from shared.sync.calendar_plan import (
-    PUSH_TRANSACTION_PREFIX,
-    EventChange,
-    EventRemoved,
-    OutlookEvent,
-    appointment_key,
-    hydrate,
-)
-from shared.sync.ports import CalendarSource
+from shared.graph.calendar import GraphCalendar
+from shared.model import CrmAppointmentChange, CrmRef, EventChange, EventRemoved, OutlookEvent, Page
+from shared.ports.graph import CalendarSource
+from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX, appointment_key, hydrate
 from tests.contract.graph_harness import EmulatedGraph, harness_of, quick_sleep
 from tests.model.calendarbook import InMemoryCalendar
 
@@ -132,8 +125,8 @@ async def cal(request: pytest.FixtureRequest) -> AsyncIterator[CalendarHarness]:
 
 async def round_of(
     source: CalendarSource, link: str = "", upn: str = ANN, window: tuple[datetime, datetime] = WINDOW
-) -> tuple[list[EventPage], str]:
-    pages: list[EventPage] = []
+) -> tuple[list[Page], str]:
+    pages: list[Page] = []
     while True:
         page = await source.read_page(upn, link, None if link else window)
         pages.append(page)
@@ -144,7 +137,7 @@ async def round_of(
         assert len(pages) < 50
 
 
-def by_id(pages: list[EventPage]) -> dict[str, EventChange]:
+def by_id(pages: list[Page]) -> dict[str, EventChange]:
     found: dict[str, EventChange] = {}
     for change in (c for p in pages for c in p.changes):
         found.pop(change.id, None)

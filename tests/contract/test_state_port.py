@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from emulators.azurite import AzuriteStack, azurite
 from emulators.process import free_port
 from shared.errors import ConcurrencyError, StateError
-from shared.model import Job
+from shared.model import Cursor, Decision, Issue, Job, KeyRecord, Link, SubscriptionRecord
+from shared.ports.state import StateStore
 from shared.state.entities import EntityTables
 from shared.state.keys import (
     MAX_KEY_UNITS,
@@ -33,7 +34,6 @@ from shared.state.keys import (
     prefix_range,
 )
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore, MemoryTables
-from shared.state.port import Cursor, Decision, Issue, KeyRecord, Link, StateStore, SubscriptionRecord
 from shared.state.queue import JOBS_QUEUE, POISON_QUEUE, StorageJobQueue
 from shared.state.store import TABLES, EntityStateStore
 from shared.state.tables import AzureTables, TableStateStore

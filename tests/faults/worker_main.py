@@ -39,12 +39,12 @@ from shared.graph.calendar import GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.graph.mail import GraphMailReader
-from shared.model import Job
+from shared.model import Job, JobOutcome
 from shared.state.memory import InMemoryJobQueue
 from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
-from shared.sync.engine import Engine, JobOutcome
+from shared.sync.engine import Engine
 from shared.sync.mail import MailStream
 from shared.wiring import build_crm
 

@@ -20,7 +20,7 @@ from playwright.async_api import BrowserContext, Page, async_playwright
 
 from emulators.azurite import AzuriteStack, azurite
 from emulators.funchost.launcher import RunningHost, function_host
-from shared.state.port import Cursor, Issue
+from shared.model import Cursor, Issue
 from shared.state.queue import StorageJobQueue
 from shared.state.tables import TableStateStore
 

@@ -9,10 +9,10 @@ import pytest
 
 from shared import admin
 from shared.crm.memory import InMemoryCrm
-from shared.crm.port import Capabilities
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.model import Job
+from shared.ports.crm import Capabilities
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine

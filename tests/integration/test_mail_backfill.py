@@ -14,8 +14,8 @@ import pytest
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.mail import GraphMailReader
 from shared.model import Job
+from shared.ports.state import StateStore
 from shared.state.memory import InMemoryJobQueue
-from shared.state.port import StateStore
 from shared.state.tables import TableStateStore
 from shared.sync.engine import Engine
 from shared.sync.mail import MailStream

@@ -57,12 +57,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from shared import notifications
 from shared.errors import SyncError
-from shared.model import ContactFields, Job
+from shared.model import ContactFields, Job, JobOutcome, SubscriptionRecord
 from shared.state.memory import QueuedMessage
-from shared.state.port import SubscriptionRecord
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
-from shared.sync.engine import Engine, JobOutcome
+from shared.sync.engine import Engine
 from shared.sync.mail import LEASE_SECONDS
 from tests.integration.crash import SimulatedCrash
 from tests.model.tripwire import Tripwire

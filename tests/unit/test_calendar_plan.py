@@ -7,10 +7,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from shared.model import Address, Appointment, Attendee, PersonRef
-from shared.state.port import KeyRecord
+from shared.model import Address, Appointment, Attendee, EventRemoved, KeyRecord, OutlookEvent, PersonRef
 from shared.sync import calendar_plan as plan
-from shared.sync.calendar_plan import EventRemoved, OutlookEvent
 
 ANN = "ann@contoso.com"
 BOB = Address("bob@fabrikam.example", "Bob")

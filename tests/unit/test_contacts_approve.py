@@ -6,9 +6,8 @@ import pytest
 
 from shared import admin
 from shared.errors import UserConfigError
-from shared.model import Job
+from shared.model import Cursor, Job
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
-from shared.state.port import Cursor
 
 ANN = "ann@contoso.com"
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

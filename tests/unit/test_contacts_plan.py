@@ -6,16 +6,16 @@ from typing import Any
 
 import pytest
 
-from shared.graph.contacts import OutlookItem
 from shared.model import (
     ContactFields,
     CrmContact,
     CrmContactRemoved,
     CrmRef,
+    Link,
     OutlookContact,
     OutlookContactRemoved,
+    OutlookItem,
 )
-from shared.state.port import Link
 from shared.sync import contacts_plan as cp
 from shared.users import parse_user
 
