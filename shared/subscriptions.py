@@ -97,9 +97,7 @@ class SubscriptionKeeper:
             for stream in config.streams():
                 folder_id = ""
                 if stream == "contacts":
-                    folder_id = str(
-                        (await self._state.get_cursor(config.upn, stream)).extra.get("folderId", "")
-                    )
+                    folder_id = (await self._state.get_cursor(config.upn, stream)).contacts.folder_id
                 resource = resource_for(config, stream, folder_id)
                 if resource:
                     wanted[(config.upn, resource)] = stream

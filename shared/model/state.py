@@ -74,7 +74,8 @@ class Held:
 
 @dataclass(frozen=True)
 class ContactsProgress:
-    folder_id: str = ""
+    folder_id: str = ""  # the owned folder (subscriptions read it too)
+    folder_name: str = ""  # the ContactsFolder it was found by (another name: another folder)
     held: Held | None = None
 
 

@@ -100,6 +100,7 @@ def cursor_extra(cursor: Cursor) -> Json:
             "seriesCheckedUtc": _iso(cursor.calendar.series_checked),
             "seriesLinked": cursor.calendar.series_linked,
             "folderId": cursor.contacts.folder_id,
+            "folderName": cursor.contacts.folder_name,
             "held": {"since": held.since.isoformat(), "changes": held.changes} if held else None,
         }
     )
@@ -135,6 +136,7 @@ def cursor_parts(stream: str, extra: Mapping[str, Any]) -> Json:
         since = _time(raw, "since")
         parts["contacts"] = ContactsProgress(
             folder_id=_str(extra, "folderId"),
+            folder_name=_str(extra, "folderName"),
             held=Held(since, _int(raw, "changes") or 0) if since else None,
         )
     return parts

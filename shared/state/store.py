@@ -154,7 +154,7 @@ class EntityStateStore:
             "User": user,
             "Stream": stream,
             "Link": cursor.link,
-            "LinkKind": cursor.link_kind.value,
+            "LinkKind": str(cursor.link_kind),
             "Extra": to_json(cursor_extra(cursor)),
         }
         _put_times(
@@ -681,7 +681,7 @@ def _decision_entity(decision: Decision) -> Entity:
         "User": decision.user,
         "ItemKey": decision.item_key,
         "Stream": decision.stream,
-        "Outcome": decision.outcome.value,
+        "Outcome": str(decision.outcome),
         "Reason": decision.reason,
         "At": utc(decision.at),
         "CrmKey": decision.crm_key,

@@ -40,7 +40,8 @@ from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
-from shared.sync.mail import LEASE_SECONDS, MailStream
+from shared.sync.mail import MailStream
+from shared.sync.runner import LEASE_SECONDS
 from tests.faults.killing import LEASE_EXPIRED, Matrix, Outlook, differences, finish, spawn
 from tests.faults.test_kill_points import (
     calendar_end,

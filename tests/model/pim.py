@@ -62,7 +62,7 @@ from shared.state.memory import QueuedMessage
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
-from shared.sync.mail import LEASE_SECONDS
+from shared.sync.runner import LEASE_SECONDS
 from tests.integration.crash import SimulatedCrash
 from tests.model.tripwire import Tripwire
 from tests.model.world import (

@@ -6,7 +6,7 @@ import pytest
 
 from shared import admin
 from shared.errors import UserConfigError
-from shared.model import Cursor, Job
+from shared.model import ContactsProgress, Cursor, Held, Job
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
 
 ANN = "ann@contoso.com"
@@ -19,8 +19,8 @@ async def test_approve_stamps_the_row_and_queues_the_contacts_job_only_when_a_ru
     assert "nothing" in await admin.approve(state, queue, ANN, now=NOW)
     assert queue.receive() == []
 
-    held = {"held": {"since": NOW.isoformat(), "changes": 14}}
-    await state.save_cursor(ANN, "contacts", Cursor(extra=held))
+    held = ContactsProgress(held=Held(NOW, 14))
+    await state.save_cursor(ANN, "contacts", Cursor(contacts=held))
     assert "approved 14" in await admin.approve(state, queue, ANN, now=NOW)
     row = await state.get_user(ANN)
     assert row is not None and row.columns["ContactsApprovedUtc"] == NOW.isoformat()
