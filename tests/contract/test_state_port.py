@@ -1072,10 +1072,8 @@ async def test_rows_written_before_typed_state_read_as_they_are(backend: Backend
         assert link is not None
         await store.put_links([link])
         row = await backend.raw.get(backend.table("SyncLinks"), encode_key(user), join_key(stream, item))
-        assert row is not None and json.loads(row.entity["Extra"]) == old_links[(stream, item)], (
-            stream,
-            item,
-        )
+        wanted = {k: v for k, v in old_links[(stream, item)].items() if v != ""}
+        assert row is not None and json.loads(row.entity["Extra"]) == wanted, (stream, item)
 
     key = unique("<old") + "@x>"
     extra = {
