@@ -62,6 +62,10 @@ class Engine:
         self._clock = clock
         self._sweeper = sweeper  # probes delta links in one $batch per user (shared/sync/sweep.py)
 
+    @property
+    def streams(self) -> Mapping[StreamKind, Stream]:
+        return self._streams
+
     async def load_user(self, upn: str) -> UserConfig | None:
         """The user's parsed config; None when there is no row. A bad row raises UserConfigError."""
         row = await self._state.get_user(upn)

@@ -199,7 +199,7 @@ class Contacts(Backlog):
         settings = self.stack.services.settings
         assert settings is not None
         side = GraphContacts(build_graph_client(settings), GraphCaller())
-        return ContactsStream(state, self.stack.services.crm, side, clock=clock)
+        return ContactsStream(state, self.stack.services.crm, side)
 
 
 class Calendar(Backlog):

@@ -46,6 +46,7 @@ from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
 from shared.sync.mail import MailStream
+from shared.sync.push import PushStream
 from shared.wiring import build_crm
 
 
@@ -124,10 +125,11 @@ async def main() -> int:
     calendar = kill.wrap(GraphCalendar(client, caller, page_size=page_size), "graph")
     streams = {
         "mail": MailStream(state, crm_w, mail, org_domains=settings.org_domains, clock=clock),
-        "contacts": ContactsStream(state, crm_w, contacts, clock=clock),
+        "contacts": ContactsStream(state, crm_w, contacts),
         "calendar": CalendarStream(
             state, crm_w, calendar, body_limit=settings.journal_body_max_chars, clock=clock
         ),
+        "push": PushStream(state, crm_w, calendar),
     }
     engine = Engine(state, InMemoryJobQueue(), streams, clock=clock)
     outcomes: list[JobOutcome] = []

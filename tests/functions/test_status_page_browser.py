@@ -81,10 +81,8 @@ async def seed(connection_string: str) -> None:
                 Cursor(
                     link=f"https://graph.microsoft.com/v1.0/delta?$deltatoken={DELTA_SECRET}",
                     link_kind="delta",
-                    extra={
-                        "totals": {"journaled": totals[0], "skipped": totals[1], "failed": 0},
-                        "lastPageUtc": (now - timedelta(minutes=3)).isoformat(),
-                    },
+                    totals={"journaled": totals[0], "skipped": totals[1], "failed": 0},
+                    last_page=now - timedelta(minutes=3),
                     etag=cursor.etag,
                 ),
             )
