@@ -72,7 +72,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _compact(data: Json) -> Json:
     """Only what is set: a row holds the keys its stream uses."""
-    return {k: v for k, v in data.items() if v not in (None, "", False, {}, [])}
+    return {k: v for k, v in data.items() if not (v is None or v is False or v == "" or v == {} or v == [])}
 
 
 # ---------------------------------------------------------------------------------------------
