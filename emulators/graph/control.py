@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.graph import calendar, mail
+from emulators.graph import calendar, mail, mailbox, meetings
 from emulators.graph.protocol import GraphError, Response
 from emulators.graph.routing import Ctx, Router
 from emulators.graph.throttling import Fault
@@ -16,8 +16,42 @@ def add_user(ctx: Ctx) -> Response:
     upn = body.get("userPrincipalName", "")
     if "@" not in upn:
         raise GraphError(400, "BadRequest", "userPrincipalName must be an address.")
-    user = ctx.emu.tenant.add_user(upn, body.get("displayName") or upn.split("@")[0], body.get("id", ""))
+    enabled = body.get("accountEnabled")
+    user = ctx.emu.tenant.add_user(
+        upn,
+        body.get("displayName") or upn.split("@")[0],
+        body.get("id", ""),
+        purpose=str(body.get("userPurpose") or "user"),
+        enabled=None if enabled is None else bool(enabled),
+    )
     return Response(201, mail.render_user(user))
+
+
+def get_mailbox(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    return Response(200, mailbox.describe(tenant, tenant.user(ctx.params["upn"])))
+
+
+def patch_mailbox(ctx: Ctx) -> Response:
+    """Set-Mailbox / Add-RecipientPermission / Add-MailboxPermission / Outlook's delegate dialog."""
+    tenant = ctx.emu.tenant
+    return Response(200, mailbox.configure(tenant, tenant.user(ctx.params["upn"]), ctx.req.json()))
+
+
+def organise_meeting(ctx: Ctx) -> Response:
+    return Response(201, meetings.organise(ctx.emu.tenant, ctx.req.json()))
+
+
+def respond(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    body = ctx.req.json()
+    return Response(200, meetings.respond(tenant, tenant.user(ctx.params["upn"]), ctx.params["id"], body))
+
+
+def cancel_meeting(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    comment = str(ctx.req.json().get("comment", ""))
+    return Response(200, meetings.cancel(tenant, tenant.user(ctx.params["upn"]), ctx.params["id"], comment))
 
 
 def deliver(ctx: Ctx) -> Response:
@@ -45,6 +79,9 @@ def organizer_cancel(ctx: Ctx) -> Response:
     else:
         ev.data.update(isCancelled=True, subject="Canceled: " + ev.data.get("subject", ""))
     calendar.touch_event(ctx.emu.tenant, user, ev)
+    if ctx.req.json().get("sendMessage"):
+        messages = meetings.cancelled_by_outside_organizer(ctx.emu.tenant, user, ev)
+        return Response(200, {"messages": messages})
     return Response(204)
 
 
@@ -145,6 +182,11 @@ def routes(r: Router) -> None:
     r.add("POST", "/users/{upn}/deny", deny)
     r.add("POST", "/users/{upn}/allow", allow)
     r.add("POST", "/users/{upn}/events/{id}/organizer-cancel", organizer_cancel)
+    r.add("GET", "/users/{upn}/mailbox", get_mailbox)
+    r.add("PATCH", "/users/{upn}/mailbox", patch_mailbox)
+    r.add("POST", "/meetings", organise_meeting)
+    r.add("POST", "/users/{upn}/events/{id}/respond", respond)
+    r.add("POST", "/users/{upn}/events/{id}/cancel-meeting", cancel_meeting)
     r.add("POST", "/faults", add_fault)
     r.add("DELETE", "/faults", clear_faults)
     r.add("POST", "/subscriptions/{id}/lifecycle", lifecycle)

@@ -30,14 +30,35 @@ class Control:
             raise RuntimeError(f"control {method} {path}: {r.status_code} {r.text}")
         return r.json() if r.content else None
 
-    def add_user(self, upn: str, display_name: str = "") -> dict[str, Any]:
-        return self._call("POST", "/users", {"userPrincipalName": upn, "displayName": display_name or upn})
+    def add_user(self, upn: str, display_name: str = "", **kw: Any) -> dict[str, Any]:
+        """kw: userPurpose ("shared", "room", …), accountEnabled, id."""
+        body = {"userPrincipalName": upn, "displayName": display_name or upn, **kw}
+        return self._call("POST", "/users", body)
+
+    def mailbox(self, upn: str, **settings: Any) -> dict[str, Any]:
+        """Read, or change (sendAs, grantSendOnBehalfTo, fullAccess, delegates,
+        messageCopyForSentAsEnabled, messageCopyForSendOnBehalfEnabled,
+        delegateMeetingMessageDeliveryOptions, accountEnabled, timeZone), a mailbox's configuration."""
+        path = f"/users/{upn}/mailbox"
+        return self._call("PATCH", path, settings) if settings else self._call("GET", path)
+
+    def meeting(self, organizer: str, **event: Any) -> dict[str, Any]:
+        """A meeting organised in Outlook (event: subject, start, end, attendees, …, bookedBy)."""
+        return self._call("POST", "/meetings", {"organizer": organizer, **event})
+
+    def respond(self, upn: str, event_id: str, response: str, **kw: Any) -> dict[str, Any]:
+        body = {"response": response, **kw}
+        return self._call("POST", f"/users/{upn}/events/{event_id}/respond", body)
+
+    def cancel_meeting(self, upn: str, event_id: str, comment: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/users/{upn}/events/{event_id}/cancel-meeting", {"comment": comment})
 
     def deliver(self, upn: str, message: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/users/{upn}/deliver", message)
 
-    def organizer_cancel(self, upn: str, event_id: str) -> None:
-        self._call("POST", f"/users/{upn}/events/{event_id}/organizer-cancel")
+    def organizer_cancel(self, upn: str, event_id: str, send_message: bool = False) -> Any:
+        body = {"sendMessage": True} if send_message else None
+        return self._call("POST", f"/users/{upn}/events/{event_id}/organizer-cancel", body)
 
     def fault(self, status: int, count: int = 1, **kw: Any) -> None:
         """kw: method, pathContains, retryAfter, errorCode, message."""

@@ -20,7 +20,17 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
-from emulators.graph import batch, calendar, categories, contacts, control, mail, subscriptions
+from emulators.graph import (
+    batch,
+    calendar,
+    categories,
+    contacts,
+    control,
+    mail,
+    mailbox,
+    sending,
+    subscriptions,
+)
 from emulators.graph.delta import SyncStates
 from emulators.graph.protocol import GraphError, Request, Response
 from emulators.graph.routing import Ctx, Router
@@ -38,12 +48,34 @@ class Config:
     throttle_scope: str = "mailbox"  # or "app": the limits apply per app whatever the mailbox
     filter_cap: int = 5000  # a $filter'ed message delta round returns at most this many items
     latency_ms: int = 0  # added to every Graph request (makes concurrency limits reachable)
+    latency_per_item_ms: float = 0.0  # added per item a response carries (a page of `value`, or one entity)
     duplicate_rate: float = 0.25  # share of change notifications Graph sends twice
     random_seed: int = 1
     notify_timeout: float = 3.0
     notify_retries: int = 3
     notify_retry_delay: float = 1.0
     validation_timeout: float = 10.0
+
+
+# Named latency settings. "graph": what a Function App in an Azure region sees from Graph's Outlook
+# endpoints, chosen at the low end of what is reported (no per-request figure is published), so that a
+# ratio of engine time to bare read time measured under it is not flattered: see the README.
+LATENCY_PROFILES: dict[str, dict[str, Any]] = {
+    "off": {"latency_ms": 0, "latency_per_item_ms": 0.0},
+    "graph": {"latency_ms": 100, "latency_per_item_ms": 2.0},
+}
+
+
+def response_items(resp: Response) -> int:
+    """How many items a response carries, for the per-item latency: a collection page's `value`, or one
+    entity; none for errors, empty bodies and the $batch envelope (its sub-requests pay their own)."""
+    body = resp.body
+    if resp.status >= 300 or not isinstance(body, dict):
+        return 0
+    value = body.get("value")
+    if isinstance(value, list):
+        return len(value)
+    return 0 if "responses" in body else 1
 
 
 class Stats:
@@ -72,7 +104,7 @@ class Emulator:
         self.config = config or Config()
         self.seed = seed
         self.router = Router()
-        for module in (batch, mail, contacts, calendar, categories, subscriptions):
+        for module in (batch, mail, sending, mailbox, contacts, calendar, categories, subscriptions):
             module.routes(self.router)
         self.control = Router()
         control.routes(self.control)
@@ -95,6 +127,14 @@ class Emulator:
         return asdict(self.config)
 
     def apply_settings(self, changes: dict[str, Any]) -> None:
+        profile = changes.get("latency_profile")
+        if profile is not None:
+            if profile not in LATENCY_PROFILES:
+                raise GraphError(400, "BadRequest", f"Unknown latency profile {profile}.")
+            changes = {
+                **LATENCY_PROFILES[profile],
+                **{k: v for k, v in changes.items() if k != "latency_profile"},
+            }
         for k, v in changes.items():
             if not hasattr(self.config, k):
                 raise GraphError(400, "BadRequest", f"Unknown setting {k}.")
@@ -151,6 +191,8 @@ class Emulator:
                     await asyncio.sleep(self.config.latency_ms / 1000)
                 result = route.handler(ctx)
                 resp = await result if inspect.isawaitable(result) else result
+                if self.config.latency_per_item_ms:
+                    await asyncio.sleep(self.config.latency_per_item_ms * response_items(resp) / 1000)
             finally:
                 if throttled:
                     self.throttle.release(key)

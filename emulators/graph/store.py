@@ -14,6 +14,7 @@ from typing import Any
 
 from emulators.graph.protocol import GraphError, utcnow
 
+USER_PURPOSES = ("user", "linked", "shared", "room", "equipment", "others")
 WELL_KNOWN_FOLDERS = (
     ("inbox", "Inbox"),
     ("sentitems", "Sent Items"),
@@ -69,7 +70,7 @@ class Message:
     subject: str
     body_html: str
     unique_html: str
-    sender: tuple[str, str]  # (name, address)
+    sender: tuple[str, str]  # (name, address) of who actually sent it
     to: list[tuple[str, str]]
     cc: list[tuple[str, str]]
     bcc: list[tuple[str, str]]
@@ -90,6 +91,11 @@ class Message:
     sensitivity: int = 0
     deleted: bool = False
     preview: str | None = None  # bodyPreview, computed once per body
+    from_addr: tuple[str, str] | None = None  # whom it is from, when not the sender (send on behalf)
+    odata_type: str = "#microsoft.graph.message"  # or eventMessage, eventMessageRequest, eventMessageResponse
+    meeting: dict[str, Any] | None = (
+        None  # a meeting message's own properties, and "event": (user id, event id)
+    )
 
 
 @dataclass(eq=False)
@@ -137,6 +143,7 @@ class Event:
     cancelled: set[str] = field(default_factory=set)  # occurrence dates (YYYY-MM-DD)
     exception_keys: dict[str, str] = field(default_factory=dict)  # occurrence date -> change key
     deleted: bool = False
+    booked_by: str = ""  # user id of the delegate who booked this meeting in its organizer's calendar
 
 
 @dataclass(eq=False)
@@ -156,6 +163,16 @@ class User:
     event_log: ChangeLog = field(default_factory=ChangeLog)
     denied: bool = False
     master_categories: list[dict[str, str]] = field(default_factory=list)
+    purpose: str = "user"  # mailboxSettings.userPurpose: user, shared, room, equipment, linked, others
+    account_enabled: bool = True  # shared mailboxes: false unless created the legacy way
+    settings: dict[str, Any] = field(default_factory=dict)  # the rest of mailboxSettings
+    # Exchange's recipient permissions and Set-Mailbox switches, by the grantee's user id
+    send_as: set[str] = field(default_factory=set)
+    send_on_behalf: set[str] = field(default_factory=set)
+    full_access: set[str] = field(default_factory=set)
+    delegates: list[str] = field(default_factory=list)  # calendar delegates (Outlook), who get meeting mail
+    copy_sent_as: bool = False  # MessageCopyForSentAsEnabled
+    copy_send_on_behalf: bool = False  # MessageCopyForSendOnBehalfEnabled
 
     def folder(self, ref: str) -> MailFolder:
         fid = self.well_known.get(ref.lower(), ref) if ref.lower() != "msgfolderroot" else self.root_folder_id
@@ -240,14 +257,45 @@ class Tenant:
             )
         return u
 
-    def add_user(self, upn: str, display_name: str, user_id: str = "") -> User:
+    def add_user(
+        self,
+        upn: str,
+        display_name: str,
+        user_id: str = "",
+        purpose: str = "user",
+        enabled: bool | None = None,
+    ) -> User:
+        """A mailbox: a person's (`purpose` "user") or a shared, room or equipment mailbox, which has a
+        user object whose sign-in is blocked (accountEnabled false) unless `enabled` says otherwise."""
         if upn.lower() in self.by_upn:
             raise GraphError(409, "ErrorConflict", f"A user with userPrincipalName {upn} already exists.")
+        if purpose not in USER_PURPOSES:
+            raise GraphError(400, "BadRequest", f"userPurpose must be one of {', '.join(USER_PURPOSES)}.")
         uid = user_id or str(
             uuid.UUID(bytes=hashlib.sha256(f"{self.epoch}:{upn.lower()}".encode()).digest()[:16])
         )
         root = self.new_id("AAMkAGfolder")
-        user = User(id=uid, upn=upn, display_name=display_name, root_folder_id=root)
+        user = User(id=uid, upn=upn, display_name=display_name, root_folder_id=root, purpose=purpose)
+        user.account_enabled = purpose in ("user", "linked") if enabled is None else enabled
+        user.settings = {
+            "timeZone": "UTC",
+            "delegateMeetingMessageDeliveryOptions": "sendToDelegateOnly",
+            "dateFormat": "M/d/yyyy",
+            "timeFormat": "h:mm tt",
+            "language": {"locale": "en-US", "displayName": "English (United States)"},
+            "automaticRepliesSetting": {
+                "status": "disabled",
+                "externalAudience": "all",
+                "internalReplyMessage": "",
+                "externalReplyMessage": "",
+            },
+            "workingHours": {
+                "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                "startTime": "08:00:00.0000000",
+                "endTime": "17:00:00.0000000",
+                "timeZone": {"name": "UTC"},
+            },
+        }
         self.users[uid] = user
         self.by_upn[upn.lower()] = user
         for name, display in WELL_KNOWN_FOLDERS:
