@@ -8,7 +8,7 @@ from pathlib import Path
 
 import uvicorn
 
-from emulators.graph.server import LATENCY_PROFILES, Config, Emulator, create_app
+from emulators.graph.server import LATENCY_PROFILES, TASKS_PERMISSIONS, Config, Emulator, create_app, flag
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,6 +50,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--notify-retries", type=int, default=d.notify_retries)
     p.add_argument("--notify-retry-delay", type=float, default=d.notify_retry_delay)
     p.add_argument("--validation-timeout", type=float, default=d.validation_timeout)
+    p.add_argument(
+        "--tasks-permission",
+        choices=TASKS_PERMISSIONS,
+        default=d.tasks_permission,
+        help="the app's To Do role: Tasks.ReadWrite.All, Tasks.Read.All or none (401 on To Do)",
+    )
+    p.add_argument(
+        "--todo-due-change-duplicates",
+        type=flag,
+        default=d.todo_due_change_duplicates,
+        help="true: a new due date on a recurring task leaves a second open task (a reported To Do bug)",
+    )
     a = p.parse_args(argv)
     latency = dict(LATENCY_PROFILES[a.latency_profile])
     if a.latency_ms is not None:
@@ -70,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         notify_retries=a.notify_retries,
         notify_retry_delay=a.notify_retry_delay,
         validation_timeout=a.validation_timeout,
+        tasks_permission=a.tasks_permission,
+        todo_due_change_duplicates=a.todo_due_change_duplicates,
     )
     logging.basicConfig(level=logging.WARNING)
     emu = Emulator(config, a.seed)

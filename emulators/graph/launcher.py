@@ -60,6 +60,29 @@ class Control:
         body = {"sendMessage": True} if send_message else None
         return self._call("POST", f"/users/{upn}/events/{event_id}/organizer-cancel", body)
 
+    # To Do, changed as its user would in the app: `ref` is a list id, a wellknownListName or a name
+    def todo_list(self, upn: str, display_name: str, shared: bool = False) -> dict[str, Any]:
+        body = {"displayName": display_name, "isShared": shared}
+        return self._call("POST", f"/users/{upn}/todo/lists", body)
+
+    def todo_rename_list(self, upn: str, ref: str, display_name: str) -> dict[str, Any]:
+        return self._call("PATCH", f"/users/{upn}/todo/lists/{ref}", {"displayName": display_name})
+
+    def todo_delete_list(self, upn: str, ref: str) -> None:
+        self._call("DELETE", f"/users/{upn}/todo/lists/{ref}")
+
+    def todo_task(self, upn: str, ref: str, task: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/users/{upn}/todo/lists/{ref}/tasks", task)
+
+    def todo_update(self, upn: str, task_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"/users/{upn}/todo/tasks/{task_id}", changes)
+
+    def todo_delete(self, upn: str, task_id: str) -> None:
+        self._call("DELETE", f"/users/{upn}/todo/tasks/{task_id}")
+
+    def todo_move(self, upn: str, task_id: str, ref: str) -> dict[str, Any]:
+        return self._call("POST", f"/users/{upn}/todo/tasks/{task_id}/move", {"list": ref})
+
     def fault(self, status: int, count: int = 1, **kw: Any) -> None:
         """kw: method, pathContains, retryAfter, errorCode, message."""
         self._call("POST", "/faults", {"status": status, "count": count, **kw})

@@ -30,6 +30,7 @@ from emulators.graph import (
     mailbox,
     sending,
     subscriptions,
+    todo,
 )
 from emulators.graph.delta import SyncStates
 from emulators.graph.protocol import GraphError, Request, Response
@@ -55,6 +56,8 @@ class Config:
     notify_retries: int = 3
     notify_retry_delay: float = 1.0
     validation_timeout: float = 10.0
+    tasks_permission: str = "readwrite"  # the app's To Do role: readwrite, read (Tasks.Read.All) or none
+    todo_due_change_duplicates: bool = False  # a recurring task's new due date leaves a second open task
 
 
 # Named latency settings. "graph": what a Function App in an Azure region sees from Graph's Outlook
@@ -64,6 +67,14 @@ LATENCY_PROFILES: dict[str, dict[str, Any]] = {
     "off": {"latency_ms": 0, "latency_per_item_ms": 0.0},
     "graph": {"latency_ms": 100, "latency_per_item_ms": 2.0},
 }
+
+
+TASKS_PERMISSIONS = ("readwrite", "read", "none")
+
+
+def flag(value: Any) -> bool:
+    """A boolean setting from JSON or the command line ("true"/"false", "1"/"0")."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def response_items(resp: Response) -> int:
@@ -104,7 +115,7 @@ class Emulator:
         self.config = config or Config()
         self.seed = seed
         self.router = Router()
-        for module in (batch, mail, sending, mailbox, contacts, calendar, categories, subscriptions):
+        for module in (batch, mail, sending, mailbox, contacts, calendar, categories, todo, subscriptions):
             module.routes(self.router)
         self.control = Router()
         control.routes(self.control)
@@ -138,7 +149,10 @@ class Emulator:
         for k, v in changes.items():
             if not hasattr(self.config, k):
                 raise GraphError(400, "BadRequest", f"Unknown setting {k}.")
-            setattr(self.config, k, type(getattr(self.config, k))(v))
+            kind = type(getattr(self.config, k))
+            setattr(self.config, k, flag(v) if kind is bool else kind(v))
+        if self.config.tasks_permission not in TASKS_PERMISSIONS:
+            raise GraphError(400, "BadRequest", f"tasks_permission must be one of {TASKS_PERMISSIONS}.")
         self.throttle.concurrency = self.config.concurrency
         self.throttle.budget = self.config.budget
         self.throttle.window = self.config.window
@@ -175,7 +189,7 @@ class Emulator:
             if "user" in params:
                 ctx.user = self.tenant.user(params["user"])
                 labels["X-User"] = ctx.user.upn
-                if ctx.user.denied:
+                if ctx.user.denied and "/todo/" not in route.template:  # scoping leaves To Do out
                     raise GraphError(403, "ErrorAccessDenied", "Access to OData is disabled.")
                 if self.config.throttle_scope != "app":
                     key += "|" + ctx.user.id

@@ -147,6 +147,35 @@ class Event:
 
 
 @dataclass(eq=False)
+class TodoTask:
+    """A Microsoft To Do task (not an outlookItem: no changeKey, an @odata.etag only)."""
+
+    id: str
+    list_id: str
+    data: dict[str, Any]  # title, body (plain text), importance, status, isReminderOn, categories, recurrence
+    dates: dict[str, datetime]  # dueDateTime, startDateTime, reminderDateTime, completedDateTime (UTC)
+    due_zone: str  # the time zone the due date was written in: its date is the local midnight there
+    created: datetime
+    modified: datetime
+    body_modified: datetime
+    etag: str
+    linked: list[dict[str, Any]] = field(default_factory=list)  # linkedResources
+    checklist: list[dict[str, Any]] = field(default_factory=list)  # checklistItems
+
+
+@dataclass(eq=False)
+class TodoTaskList:
+    id: str
+    display_name: str
+    etag: str
+    wellknown: str = "none"  # defaultList ("Tasks"), flaggedEmails ("Flagged emails") or none
+    is_owner: bool = True
+    is_shared: bool = False
+    tasks: dict[str, TodoTask] = field(default_factory=dict)
+    log: ChangeLog = field(default_factory=ChangeLog)
+
+
+@dataclass(eq=False)
 class User:
     id: str
     upn: str
@@ -173,6 +202,8 @@ class User:
     delegates: list[str] = field(default_factory=list)  # calendar delegates (Outlook), who get meeting mail
     copy_sent_as: bool = False  # MessageCopyForSentAsEnabled
     copy_send_on_behalf: bool = False  # MessageCopyForSendOnBehalfEnabled
+    todo_lists: dict[str, TodoTaskList] = field(default_factory=dict)
+    todo_log: ChangeLog = field(default_factory=ChangeLog)  # the lists themselves (lists delta)
 
     def folder(self, ref: str) -> MailFolder:
         fid = self.well_known.get(ref.lower(), ref) if ref.lower() != "msgfolderroot" else self.root_folder_id
@@ -235,6 +266,19 @@ class Tenant:
         self.counter += 1
         digest = hashlib.sha256(f"{self.epoch}:{prefix}:{self.counter}".encode()).digest()
         return prefix + base64.urlsafe_b64encode(digest[:30]).decode()
+
+    def new_padded_id(self, prefix: str, size: int = 29) -> str:
+        """A To Do id: URL-safe base64 with its padding, so ids hold `-`, `_` and `=` as Exchange's do."""
+        self.counter += 1
+        digest = hashlib.sha256(f"{self.epoch}:{prefix}:{self.counter}".encode()).digest()
+        return prefix + base64.urlsafe_b64encode(digest[:size]).decode()
+
+    def new_etag(self) -> str:
+        """A To Do @odata.etag value (base64 with + / =, as in Graph's examples)."""
+        self.counter += 1
+        return base64.b64encode(
+            hashlib.sha256(f"{self.epoch}:etag:{self.counter}".encode()).digest()[:22]
+        ).decode()
 
     def new_change_key(self) -> str:
         self.counter += 1
@@ -301,6 +345,8 @@ class Tenant:
         for name, display in WELL_KNOWN_FOLDERS:
             folder = self.add_mail_folder(user, display, root)
             user.well_known[name] = folder.id
+        for name, wellknown in (("Tasks", "defaultList"), ("Flagged emails", "flaggedEmails")):
+            self.add_todo_list(user, name, wellknown)
         croot = self.new_id("AAMkAGcfolder")
         user.contact_root_id = croot
         user.contact_folders[croot] = ContactFolder(croot, "Contacts", self.new_id("AAMkAGcroot"))
@@ -314,6 +360,14 @@ class Tenant:
         if parent_id in user.folders:
             user.folder_log.record(self.next_seq(), parent_id, "upsert")
         return folder
+
+    def add_todo_list(
+        self, user: User, name: str, wellknown: str = "none", shared: bool = False
+    ) -> TodoTaskList:
+        lst = TodoTaskList(self.new_padded_id("AQMkAD", 28), name, self.new_etag(), wellknown, True, shared)
+        user.todo_lists[lst.id] = lst
+        user.todo_log.record(self.next_seq(), lst.id, "upsert")
+        return lst
 
     def touch_folder(self, user: User, folder: MailFolder) -> None:
         """Counts changed: mailFolders/delta reports the folder as updated."""
