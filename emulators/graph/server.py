@@ -205,8 +205,9 @@ class Emulator:
                     await asyncio.sleep(self.config.latency_ms / 1000)
                 result = route.handler(ctx)
                 resp = await result if inspect.isawaitable(result) else result
-                if self.config.latency_per_item_ms:
-                    await asyncio.sleep(self.config.latency_per_item_ms * response_items(resp) / 1000)
+                per_item = self.config.latency_per_item_ms * response_items(resp)
+                if per_item:
+                    await asyncio.sleep(per_item / 1000)
             finally:
                 if throttled:
                     self.throttle.release(key)
