@@ -376,7 +376,7 @@ USER_EXTRA = ("accountEnabled", "assignedLicenses", "userType", "mailboxSettings
 def _user_select(req: Request, single: bool) -> frozenset[str] | None:
     """`$select` on users: the default properties, plus accountEnabled, assignedLicenses and userType;
     mailboxSettings only on a single user: on `/users` neither `$select` nor `$filter` can reach it
-    (graph-behaviour-2.md 10.1)."""
+    (as reported; undocumented)."""
     raw = req.query.get("$select", "") + "," + req.query.get("$expand", "")
     if not single and "mailboxsettings" in (raw + req.query.get("$filter", "")).lower():
         raise GraphError(
@@ -749,9 +749,10 @@ def move_message(ctx: Ctx) -> Response:
 
 
 def create_message(ctx: Ctx) -> Response:
-    """POST …/messages creates a draft, in Drafts or in the folder named, whatever the body says
-    (graph-behaviour-2.md 13.1); only PR_MESSAGE_FLAGS without MSGFLAG_UNSENT, set at creation, makes an
-    item that is not a draft (the way mail importers do it), with its read flag and delivery times."""
+    """POST …/messages creates a draft, in Drafts or in the folder named, whatever the body says (Microsoft:
+    "Create a draft of a new message"; reported for folders too); only PR_MESSAGE_FLAGS without
+    MSGFLAG_UNSENT, set at creation, makes an item that is not a draft (the way mail importers do it), with
+    its read flag and delivery times."""
     u = ctx.u
     folder = u.folder(ctx.params.get("folder", "drafts"))
     body = ctx.req.json()

@@ -1,7 +1,8 @@
 """Mailbox settings (`/users/{id}/mailboxSettings`, with `userPurpose` telling a person's mailbox from a
-shared, room or equipment one: graph-behaviour-2.md 10.1) and the Exchange-side mailbox configuration the
-control API sets as an admin would with Set-Mailbox / Add-RecipientPermission / Outlook's delegate
-dialog: Send As, Send on Behalf, Full Access, delegates and the MessageCopyFor… switches."""
+shared, room or equipment one, as Microsoft's userPurpose page has it) and the Exchange-side mailbox
+configuration the control API sets as an admin would with Set-Mailbox / Add-RecipientPermission /
+Outlook's delegate dialog: Send As, Send on Behalf, Full Access, delegates and the MessageCopyFor…
+switches."""
 
 from __future__ import annotations
 

@@ -1,16 +1,17 @@
-"""Meeting messages and delegates (graph-behaviour-2.md 12): a meeting request, response or cancellation
-arrives as an `eventMessageRequest` / `eventMessageResponse` / `eventMessage` (with `meetingMessageType`,
-the derived type's properties, and the `event` navigation), never creatable through `POST /messages`.
+"""Meeting messages and delegates (Microsoft's eventMessage pages and "share or delegate a calendar"): a
+meeting request, response or cancellation arrives as an `eventMessageRequest` / `eventMessageResponse` /
+`eventMessage` (with `meetingMessageType`, the derived type's properties, and the `event` navigation),
+never creatable through `POST /messages`.
 
 A mailbox with calendar delegates has Exchange's hidden forwarding rule: each delegate gets a copy in
 their Inbox (`isDelegated: true`, a Message-ID of its own, its `event` the owner's), and the owner's own
 copy goes by `delegateMeetingMessageDeliveryOptions`: to Deleted Items (`sendToDelegateOnly`, the
-default), to the Inbox marked `principalWantsCopy` (`sendToDelegateAndInformationToPrincipal`), or to
-the Inbox (`sendToDelegateAndPrincipal`).
+default), to the Inbox marked `principalWantsCopy` (`sendToDelegateAndInformationToPrincipal`), or to the
+Inbox (`sendToDelegateAndPrincipal`).
 
 Meeting traffic is made through the control API (a meeting organised inside or outside the tenant, by its
-organizer or by a delegate in the organizer's calendar; an attendee's answer; a cancellation): Graph's
-own calendar writes here still send nothing, as before."""
+organizer or by a delegate in the organizer's calendar; an attendee's answer; a cancellation): Graph's own
+calendar writes here still send nothing, as before."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Sending mail: `sendMail` and a draft's `send`, with Exchange's send rights and the copies it keeps
-(graph-behaviour-2.md 11 and 13.2).
+(Microsoft's "send mail from another user" and message-send pages, and Exchange's "save sent items in the
+delegator's mailbox" settings).
 
 Whom a message is from is resolved against the from-mailbox's rights: the sending mailbox itself; Send As
 (from = sender = the other mailbox, no trace of who sent it); Send on Behalf (from = the other mailbox,

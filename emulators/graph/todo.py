@@ -1,15 +1,15 @@
-"""Microsoft To Do (graph-behaviour-2.md 9): task lists and tasks, linkedResources and checklistItems,
-and delta over the lists and over each list's tasks.
+"""Microsoft To Do (Microsoft's todoTask and todoTaskList pages, and what users report of them): task lists
+and tasks, linkedResources and checklistItems, and delta over the lists and over each list's tasks.
 
 To Do's own ways, kept: the built-in lists (`defaultList` "Tasks", `flaggedEmails` "Flagged emails")
 cannot be renamed or deleted; `$filter` on `wellknownListName` fails; a task has an `@odata.etag` and no
 `changeKey`; a due date keeps only its date (local midnight in the time zone it was written in, returned
 in UTC or the `Prefer: outlook.timezone` zone, so its UTC date can be the day before); `completedDateTime`
 is midnight UTC of the day it was completed; a body comes back as plain text; at most one linkedResource
-in a create; completing a recurring task moves the same id to the next occurrence and leaves the
-completed occurrence as a new task; and (a knob) changing a recurring task's due date leaves a second
-open task. App-only reach: To Do ignores the mailbox scoping that denies mail, calendar and contacts, and
-answers 401 to an app without a Tasks role (the `tasks_permission` setting)."""
+in a create; completing a recurring task moves the same id to the next occurrence and leaves the completed
+occurrence as a new task; and (a knob) changing a recurring task's due date leaves a second open task.
+App-only reach: To Do ignores the mailbox scoping that denies mail, calendar and contacts, and answers 401
+to an app without a Tasks role (the `tasks_permission` setting)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ LIST_PROPS = frozenset(["id", "displayName", "isOwner", "isShared", "wellknownLi
 LINK_PROPS = ("webUrl", "applicationName", "displayName", "externalId")
 PATTERN_TYPES = ("daily", "weekly", "absoluteMonthly", "relativeMonthly", "absoluteYearly", "relativeYearly")
 TASK_PAGE = 10  # not documented; Outlook's default page
-LIST_PAGE = 50  # one user saw exactly 50 lists (graph-behaviour-2.md 9.2)
+LIST_PAGE = 50  # undocumented; one user reported seeing exactly 50 lists
 
 
 def now() -> datetime:
@@ -410,7 +410,7 @@ def move_task(tenant: Tenant, user: User, t: TodoTask, target: TodoTaskList) -> 
 
 def touch_task(tenant: Tenant, user: User, t: TodoTask) -> None:
     """A linkedResource or checklistItem changed: the task changes with it (a new etag, in delta), an
-    assumption the docs leave open (graph-behaviour-2.md 9.4)."""
+    assumption, since the docs leave it open."""
     _record(tenant, user.todo_lists[t.list_id], t)
 
 
