@@ -753,7 +753,15 @@ def tasks_delta(ctx: Ctx) -> Response:
     return _with_tz(Response(200, page.body(context(req, "Collection(todoTask)"))), req, tz)
 
 
+def get_todo(ctx: Ctx) -> Response:
+    """GET /users/{id}/todo: the container of the lists (a cheap probe of To Do access)."""
+    _access(ctx)
+    body = {"@odata.context": context(ctx.req, f"users('{ctx.u.id}')/todo/$entity"), "id": "todo" + ctx.u.id}
+    return Response(200, body)
+
+
 def routes(r: Router) -> None:
+    r.add("GET", "/users/{user}/todo", get_todo)
     base = "/users/{user}/todo/lists"
     r.add("GET", base + "/delta", lists_delta)
     r.add("GET", base, list_lists)

@@ -187,26 +187,26 @@ def weekly(*days: DayOfWeek) -> PatternedRecurrence:
     )
 
 
+async def mondays(graph, upn: str, lid: str, title: str, **kw) -> TodoTask:
+    """A weekly task due on Mondays, from Monday 2 March 2026."""
+    first = due("2026-03-02T00:00:00", "UTC")
+    body = TodoTask(title=title, due_date_time=first, recurrence=weekly(DayOfWeek.Monday), **kw)
+    return await tasks(graph, upn, lid).post(body)
+
+
 async def test_completing_a_recurring_task_moves_it_on_and_leaves_a_completed_copy(graph, emulator):
     upn = fresh(emulator, "ann")
     lid = await new_list(graph, upn)
-    series = await tasks(graph, upn, lid).post(
-        TodoTask(
-            title="Weekly report",
-            due_date_time=due("2026-03-02T00:00:00", "UTC"),  # a Monday
-            reminder_date_time=due("2026-03-02T09:00:00", "UTC"),
-            recurrence=weekly(DayOfWeek.Monday),
-        )
+    series = await mondays(
+        graph, upn, lid, "Weekly report", reminder_date_time=due("2026-03-02T09:00:00", "UTC")
     )
     assert series.recurrence.range.start_date.isoformat() == "2026-03-02"
     _, _, link = await delta_round(tasks(graph, upn, lid).delta)
-    moved = (
-        await tasks(graph, upn, lid).by_todo_task_id(series.id).patch(TodoTask(status=TaskStatus.Completed))
-    )
+    item = tasks(graph, upn, lid).by_todo_task_id(series.id)
+    moved = await item.patch(TodoTask(status=TaskStatus.Completed))
     assert moved.id == series.id and moved.status == TaskStatus.NotStarted
-    assert moved.due_date_time.date_time.startswith(
-        "2026-03-09"
-    ) and moved.reminder_date_time.date_time.startswith("2026-03-09T09:00")
+    assert moved.due_date_time.date_time.startswith("2026-03-09")
+    assert moved.reminder_date_time.date_time.startswith("2026-03-09T09:00")
     items, _, _ = await delta_round(tasks(graph, upn, lid).delta, link)
     (done,) = [x for x in items if x.id != series.id]
     assert (done.title, done.status, done.recurrence) == ("Weekly report", TaskStatus.Completed, None)
@@ -217,13 +217,7 @@ async def test_completing_a_recurring_task_moves_it_on_and_leaves_a_completed_co
 async def test_a_new_due_date_on_a_recurring_task_can_leave_a_duplicate(graph, emulator):
     upn = fresh(emulator, "ann")
     lid = await new_list(graph, upn)
-    series = await tasks(graph, upn, lid).post(
-        TodoTask(
-            title="Standup",
-            due_date_time=due("2026-03-02T00:00:00", "UTC"),
-            recurrence=weekly(DayOfWeek.Monday),
-        )
-    )
+    series = await mondays(graph, upn, lid, "Standup")
     emulator.control.settings(todo_due_change_duplicates=True)
     try:
         await (
@@ -371,6 +365,7 @@ async def test_to_do_ignores_mailbox_scoping_but_needs_a_tasks_role(graph, emula
     with pytest.raises(ODataError):
         await graph.users.by_user_id(upn).mail_folders.get()
     assert len((await lists(graph, upn).get()).value) == 2
+    assert (await graph.users.by_user_id(upn).todo.get()).id
     emulator.control.settings(tasks_permission="read")
     try:
         with pytest.raises(ODataError) as e:
