@@ -33,7 +33,7 @@ def get_mailbox(ctx: Ctx) -> Response:
 
 
 def patch_mailbox(ctx: Ctx) -> Response:
-    """Set-Mailbox / Add-RecipientPermission / Add-MailboxPermission / Outlook's delegate dialog."""
+    """Set-Mailbox / Add-RecipientPermission / Outlook's delegate dialog."""
     tenant = ctx.emu.tenant
     return Response(200, mailbox.configure(tenant, tenant.user(ctx.params["upn"]), ctx.req.json()))
 

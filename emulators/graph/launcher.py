@@ -36,7 +36,7 @@ class Control:
         return self._call("POST", "/users", body)
 
     def mailbox(self, upn: str, **settings: Any) -> dict[str, Any]:
-        """Read, or change (sendAs, grantSendOnBehalfTo, fullAccess, delegates,
+        """Read, or change (sendAs, grantSendOnBehalfTo, delegates,
         messageCopyForSentAsEnabled, messageCopyForSendOnBehalfEnabled,
         delegateMeetingMessageDeliveryOptions, accountEnabled, timeZone), a mailbox's configuration."""
         path = f"/users/{upn}/mailbox"

@@ -26,11 +26,6 @@ from emulators.graph.store import Attachment, MailFolder, Message, Tenant, User
 
 MESSAGE_TYPE = "#microsoft.graph.message"
 MESSAGE_SELECT_TYPE = "Microsoft.OutlookServices.Message"  # as Outlook names it in a $select error
-MEETING_TYPES = (
-    "#microsoft.graph.eventMessage",
-    "#microsoft.graph.eventMessageRequest",
-    "#microsoft.graph.eventMessageResponse",
-)
 EVENT_EXPAND = "microsoft.graph.eventmessage/event"
 DRAFT_ONLY = frozenset(
     [
@@ -370,7 +365,25 @@ def _sensitivity(value: Any) -> int:
 
 
 # handlers -----------------------------------------------------------------------------------------------
-USER_EXTRA = ("accountEnabled", "assignedLicenses", "userType", "mailboxSettings")
+USER_PROPS = frozenset(
+    [
+        "id",
+        "userPrincipalName",
+        "displayName",
+        "mail",
+        "businessPhones",
+        "givenName",
+        "surname",
+        "jobTitle",
+        "mobilePhone",
+        "officeLocation",
+        "preferredLanguage",
+        "accountEnabled",  # these four only when selected
+        "assignedLicenses",
+        "userType",
+        "mailboxSettings",
+    ]
+)
 
 
 def _user_select(req: Request, single: bool) -> frozenset[str] | None:
@@ -384,13 +397,7 @@ def _user_select(req: Request, single: bool) -> frozenset[str] | None:
             "Request_BadRequest",
             "mailboxSettings can be read only for one user, not on the users collection.",
         )
-    known = frozenset([*render_user_defaults(), *USER_EXTRA])
-    return parse_select(req, known, "microsoft.graph.user")
-
-
-def render_user_defaults() -> tuple[str, ...]:
-    return ("id", "userPrincipalName", "displayName", "mail", "businessPhones", "givenName", "surname",
-            "jobTitle", "mobilePhone", "officeLocation", "preferredLanguage")  # fmt: skip
+    return parse_select(req, USER_PROPS, "microsoft.graph.user")
 
 
 def _user_body(u: User, select: frozenset[str] | None) -> dict[str, Any]:

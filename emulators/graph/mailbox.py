@@ -1,7 +1,7 @@
 """Mailbox settings (`/users/{id}/mailboxSettings`, with `userPurpose` telling a person's mailbox from a
 shared, room or equipment one, as Microsoft's userPurpose page has it) and the Exchange-side mailbox
 configuration the control API sets as an admin would with Set-Mailbox / Add-RecipientPermission /
-Outlook's delegate dialog: Send As, Send on Behalf, Full Access, delegates and the MessageCopyFor…
+Outlook's delegate dialog: Send As, Send on Behalf, delegates and the MessageCopyFor…
 switches."""
 
 from __future__ import annotations
@@ -95,8 +95,6 @@ def configure(tenant: Tenant, u: User, body: dict[str, Any]) -> dict[str, Any]:
         u.send_as = ids("sendAs")
     if "grantSendOnBehalfTo" in body:
         u.send_on_behalf = ids("grantSendOnBehalfTo")
-    if "fullAccess" in body:
-        u.full_access = ids("fullAccess")
     if "delegates" in body:
         u.delegates = [tenant.user(str(a)).id for a in body["delegates"] or []]
         u.send_on_behalf |= set(u.delegates)
@@ -129,7 +127,6 @@ def describe(tenant: Tenant, u: User) -> dict[str, Any]:
         "accountEnabled": u.account_enabled,
         "sendAs": upns(u.send_as),
         "grantSendOnBehalfTo": upns(u.send_on_behalf),
-        "fullAccess": upns(u.full_access),
         "delegates": [tenant.users[i].upn for i in u.delegates],
         "messageCopyForSentAsEnabled": u.copy_sent_as,
         "messageCopyForSendOnBehalfEnabled": u.copy_send_on_behalf,

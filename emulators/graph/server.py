@@ -149,10 +149,11 @@ class Emulator:
         for k, v in changes.items():
             if not hasattr(self.config, k):
                 raise GraphError(400, "BadRequest", f"Unknown setting {k}.")
+            if k == "tasks_permission" and v not in TASKS_PERMISSIONS:
+                raise GraphError(400, "BadRequest", f"tasks_permission must be one of {TASKS_PERMISSIONS}.")
+        for k, v in changes.items():
             kind = type(getattr(self.config, k))
             setattr(self.config, k, flag(v) if kind is bool else kind(v))
-        if self.config.tasks_permission not in TASKS_PERMISSIONS:
-            raise GraphError(400, "BadRequest", f"tasks_permission must be one of {TASKS_PERMISSIONS}.")
         self.throttle.concurrency = self.config.concurrency
         self.throttle.budget = self.config.budget
         self.throttle.window = self.config.window

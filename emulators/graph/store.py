@@ -93,9 +93,7 @@ class Message:
     preview: str | None = None  # bodyPreview, computed once per body
     from_addr: tuple[str, str] | None = None  # whom it is from, when not the sender (send on behalf)
     odata_type: str = "#microsoft.graph.message"  # or eventMessage, eventMessageRequest, eventMessageResponse
-    meeting: dict[str, Any] | None = (
-        None  # a meeting message's own properties, and "event": (user id, event id)
-    )
+    meeting: dict[str, Any] | None = None  # a meeting message's own properties; "_event": (User, event id)
 
 
 @dataclass(eq=False)
@@ -198,7 +196,6 @@ class User:
     # Exchange's recipient permissions and Set-Mailbox switches, by the grantee's user id
     send_as: set[str] = field(default_factory=set)
     send_on_behalf: set[str] = field(default_factory=set)
-    full_access: set[str] = field(default_factory=set)
     delegates: list[str] = field(default_factory=list)  # calendar delegates (Outlook), who get meeting mail
     copy_sent_as: bool = False  # MessageCopyForSentAsEnabled
     copy_send_on_behalf: bool = False  # MessageCopyForSendOnBehalfEnabled
