@@ -45,7 +45,7 @@ SECTION_CHAIN = re.compile(rf"({DOC})((?:\s*(?:,|and|or|to|–|-)?\s*{SECTION})+
 SECTION_NUMBER = re.compile(r"§\s?(\d+(?:\.\d+)*)")
 NUMBER_WITHOUT_MARK = re.compile(rf"({DOC})[,:]?\s+\(?(\d+\.\d+)\b")
 BACKTICKS = re.compile(r"`([^`\n]+)`")
-MD_MENTION = re.compile(r"(?<![\w/.-])([\w][\w./-]*\.md)\b")
+MD_MENTION = re.compile(rf"(?<![\w/.-])({DOC})\b")
 PLAIN_PATH_SUFFIXES = r"(?:md|py|yaml|yml|json|bicep|sh|ps1|toml)"
 
 
@@ -239,7 +239,7 @@ def problems(source: Path, text: str) -> list[str]:
     prose = _blank_links(text) if is_markdown else text
     for match in MD_MENTION.finditer(prose):
         before, after = prose[match.start() - 1 : match.start()], prose[match.end() : match.end() + 1]
-        if source.suffix == ".py" and before in "\"'" and before == after:
+        if source.suffix == ".py" and before and before in "\"'" and before == after:
             continue  # a path part in code (`ROOT / "docs" / "deploy.md"`), not a reference
         if _resolve_doc(source, match.group(1)) is None:
             found.append(f"names a document that does not exist: {match.group(1)}")
