@@ -34,18 +34,21 @@ TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".json", ".toml", ".bicep", ".sh
 TEXT_NAMES = {"Makefile", "run", ".funcignore", ".gitignore"}
 SKIPPED = {"package-lock.json"}
 
+# Markdown: code fences, headings (numbered or not), numbered list items, links `[text](target "title")`
 FENCE = re.compile(r"^\s*(```|~~~)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 NUMBERED = re.compile(r"^(\d+(?:\.\d+)*)\.?\s")
 LIST_ITEM = re.compile(r"^\s{0,3}(\d+)\.\s")
 MD_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+# References: a document, its sections (`docs/x.md §1.2, §3`), a number without §, paths
 DOC = r"[\w][\w./-]*\.md"
-SECTION = r"§\s?\d+(?:\.\d+)*"
-SECTION_CHAIN = re.compile(rf"({DOC})((?:\s*(?:,|and|or|to|–|-)?\s*{SECTION})+)")
 SECTION_NUMBER = re.compile(r"§\s?(\d+(?:\.\d+)*)")
+SECTION_CHAIN = re.compile(rf"({DOC})((?:\s*(?:,|and|or|to|–|-)?\s*{SECTION_NUMBER.pattern})+)")
 NUMBER_WITHOUT_MARK = re.compile(rf"({DOC})[,:]?\s+\(?(\d+\.\d+)\b")
-BACKTICKS = re.compile(r"`([^`\n]+)`")
 MD_MENTION = re.compile(rf"(?<![\w/.-])({DOC})\b")
+
+BACKTICKS = re.compile(r"`([^`\n]+)`")
 PLAIN_PATH_SUFFIXES = r"(?:md|py|yaml|yml|json|bicep|sh|ps1|toml)"
 
 
