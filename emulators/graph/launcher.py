@@ -140,8 +140,8 @@ class GraphEmulator:
 
 
 def sdk_client(base_url: str, token: str = "emulator-token") -> Any:
-    """A msgraph-sdk GraphServiceClient for the emulator (graph-behaviour.md 6.3): a static bearer token,
-    the SDK's default middleware (retry, redirect) kept."""
+    """A msgraph-sdk GraphServiceClient for the emulator (docs/graph-behaviour.md §6.3): a static bearer
+    token, the SDK's default middleware (retry, redirect) kept."""
     from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
     from kiota_abstractions.authentication.base_bearer_token_authentication_provider import (
         BaseBearerTokenAuthenticationProvider,

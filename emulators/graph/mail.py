@@ -564,7 +564,7 @@ def message_delta(ctx: Ctx) -> Response:
     link = f"{req.base_url}/users/{u.id}/mailFolders/{folder.id}/messages/delta"
     if o.get("orderby") and cursor.base == 0 and o.get("after") != "done":
         # a first round ordered newest first: its initial contents by receivedDateTime desc, so a
-        # capped round returns the newest messages (graph-behaviour.md 1.2, `$orderby`)
+        # capped round returns the newest messages (docs/graph-behaviour.md §1.2, `$orderby`)
         ordered = sorted(
             (
                 (m.received, key, m.created_seq)  # in the initial contents: seq ≤ origin
