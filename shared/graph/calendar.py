@@ -34,6 +34,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from shared.errors import GraphNotFound
 from shared.graph.client import GraphCaller
 from shared.model import (
+    PUSH_TRANSACTION_PREFIX,
     Address,
     Attendee,
     CrmAppointmentChange,
@@ -42,7 +43,6 @@ from shared.model import (
     OutlookEvent,
     Page,
 )
-from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX
 
 
 def prefer_headers(page_size: int) -> HeadersCollection:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from shared.model.batch import SubRequest, SubResponse
 from shared.model.calendar import (
+    PUSH_TRANSACTION_PREFIX,
     Appointment,
     Attendee,
     CrmAppointmentChange,
@@ -57,6 +58,7 @@ from shared.model.state import (
 from shared.model.users import CalendarPolicy, ConflictRule, ContactsDirection, MailPolicy, UserConfig
 
 __all__ = [
+    "PUSH_TRANSACTION_PREFIX",
     "Address",
     "Appointment",
     "Attachment",

@@ -8,6 +8,10 @@ from typing import Literal
 
 from shared.model.people import Address, CrmRef, PersonRef
 
+# The transactionId of every event the CRM → Outlook push creates (Graph keeps it on the event): such an
+# event is never captured back, even when the worker died before writing its link row.
+PUSH_TRANSACTION_PREFIX = "crmsync-push-"
+
 
 @dataclass(frozen=True)
 class Attendee:

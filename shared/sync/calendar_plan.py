@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time
 
 from shared.model import (
+    PUSH_TRANSACTION_PREFIX,
     Address,
     Appointment,
     EventChange,
@@ -32,9 +33,6 @@ from shared.sync.body import body_text
 from shared.sync.keyed_write import KeyedKind, collision_key, identity_of, merged_people
 
 CAPTURED_KINDS = ("singleInstance", "occurrence", "exception")
-# The transactionId of every event the CRM → Outlook push creates (Graph keeps it on the event): such an
-# event is never captured back, even when the worker died before writing its link row.
-PUSH_TRANSACTION_PREFIX = "crmsync-push-"
 
 
 @dataclass(frozen=True)

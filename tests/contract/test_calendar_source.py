@@ -17,9 +17,17 @@ import pytest
 from emulators.graph.launcher import GraphEmulator
 from shared.errors import DeltaExpired, GraphThrottled
 from shared.graph.calendar import GraphCalendar
-from shared.model import CrmAppointmentChange, CrmRef, EventChange, EventRemoved, OutlookEvent, Page
+from shared.model import (
+    PUSH_TRANSACTION_PREFIX,
+    CrmAppointmentChange,
+    CrmRef,
+    EventChange,
+    EventRemoved,
+    OutlookEvent,
+    Page,
+)
 from shared.ports.graph import CalendarSource
-from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX, appointment_key, hydrate
+from shared.sync.calendar_plan import appointment_key, hydrate
 from tests.contract.graph_harness import EmulatedGraph, harness_of, quick_sleep
 from tests.model.calendarbook import InMemoryCalendar
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from shared.errors import GraphNotFound
 from shared.graph.client import GraphCaller
 from shared.model import (
+    PUSH_TRANSACTION_PREFIX,
     Address,
     Attendee,
     CrmAppointmentChange,
@@ -37,7 +38,6 @@ from shared.model import (
     OutlookEvent,
     Page,
 )
-from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX
 from tests.model.faults import FakeGraph, api_error, decode, encode
 
 T = TypeVar("T")
