@@ -129,6 +129,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
         state,
         GraphSubscriptions(client, caller),
         queue,
+        streams,
         webhook_base_url=settings.webhook_base_url,
         webhook_key=settings.webhook_key,
     )

@@ -34,6 +34,7 @@ from shared.model import (
     OutlookContactRemoved,
     OutlookItem,
     Page,
+    StreamId,
     StreamKind,
     UserConfig,
     change_id,
@@ -99,6 +100,10 @@ class ContactsStream:
         """A contact that does not fit Outlook is an issue until it changes in the CRM (the peek sees
         that); only an action that failed (`retry:`) is retried by a job."""
         return issue.item_key.startswith(RETRY_PREFIX)
+
+    def subscription(self, config: UserConfig, stream: StreamId, cursor: Cursor) -> str | None:
+        folder = cursor.contacts.folder_id  # known once the first run found (or made) the owned folder
+        return f"users/{config.upn}/contactFolders/{folder}/contacts" if folder else None
 
     # -- a run ---------------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from shared.model import (
     MessageRemoved,
     Outcome,
     Page,
-    PersonRef,
+    StreamId,
     StreamKind,
     UserConfig,
 )
@@ -41,6 +41,7 @@ from shared.ports.graph import MailSource
 from shared.ports.state import StateStore
 from shared.sync import mail_plan
 from shared.sync.keyed_write import Written, write_keyed_many
+from shared.sync.people import people_by_address
 from shared.sync.runner import Run, advanced
 from shared.sync.stream import Applied, Reading
 
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 FILTER_CAP = 5000  # Graph ends a message delta round with $filter after this many messages
 MAX_CONSECUTIVE_CRM_FAILURES = 3  # then the CRM is down, not one item bad: stop without checkpointing
-LOOKUP_CHUNK = 200
 GONE = "the message was deleted in Outlook before the CRM accepted it"
 COLLIDED = (
     "its Message-ID was already taken by another message (another sender or sent time): "
@@ -95,6 +95,9 @@ class MailStream:
 
     def retries(self, issue: Issue) -> bool:
         return True
+
+    def subscription(self, config: UserConfig, stream: StreamId, cursor: Cursor) -> str | None:
+        return f"users/{config.upn}/mailFolders('{stream.scope}')/messages"
 
     # -- a run ---------------------------------------------------------------------------------------
 
@@ -214,7 +217,9 @@ class MailStream:
                 messages=messages,
                 config=config,
                 org_domains=self._org_domains,
-                matches=await self._lookup(mail_plan.addresses(messages, config, self._org_domains)),
+                matches=await people_by_address(
+                    self._crm, mail_plan.addresses(messages, config, self._org_domains)
+                ),
                 body_limit=self._body_limit,
                 subject_limit=self._subject_limit,
                 multi_person=self._crm.capabilities.multi_person_journal,
@@ -281,12 +286,6 @@ class MailStream:
             if message is not None and message.folder_id == here:
                 back.append(message)
         return back
-
-    async def _lookup(self, addresses: Sequence[str]) -> dict[str, list[PersonRef]]:
-        found: dict[str, list[PersonRef]] = {}
-        for start in range(0, len(addresses), LOOKUP_CHUNK):
-            found.update(await self._crm.find_people(addresses[start : start + LOOKUP_CHUNK]))
-        return found
 
     async def _write(
         self, config: UserConfig, captures: Sequence[mail_plan.Capture]

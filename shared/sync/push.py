@@ -61,6 +61,9 @@ class PushStream:
     def retries(self, issue: Issue) -> bool:
         return True
 
+    def subscription(self, config: UserConfig, stream: StreamId, cursor: Cursor) -> str | None:
+        return None  # the CRM side has no notifications: the sweep's peek wakes it
+
     # -- a run ---------------------------------------------------------------------------------------
 
     async def run(self, run: Run, *, fresh_round: bool) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from shared.errors import GraphError
-from shared.model import Cursor, Decision, Issue, Link, Page, StreamKind, UserConfig
+from shared.model import Cursor, Decision, Issue, Link, Page, StreamId, StreamKind, UserConfig
 
 if TYPE_CHECKING:
     from shared.sync.runner import Run
@@ -103,4 +103,9 @@ class Stream(Protocol):
 
     def retries(self, issue: Issue) -> bool:
         """Whether an open issue of this stream is retried by a job (so the sweep queues one)."""
+        ...
+
+    def subscription(self, config: UserConfig, stream: StreamId, cursor: Cursor) -> str | None:
+        """The Graph resource whose change notifications wake this stream (None: it has none, or it is
+        not known yet)."""
         ...
