@@ -110,6 +110,7 @@ class Lease:
     expires: datetime
     holder: str = ""  # who holds it: host and process id (for an admin deciding whether it is alive)
     acquired: datetime | None = None
+    renewed: datetime | None = None  # when its holder last showed it was alive (taken or renewed)
     etag: str = ""
 
 

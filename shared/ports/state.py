@@ -60,9 +60,21 @@ class CursorStore(Protocol):
 
 
 class LeaseStore(Protocol):
-    async def acquire(self, user: str, stream: str, owner: str, ttl_seconds: float) -> Lease | None:
-        """Take the lease if it is free or expired. If another live holder has it, set its pending
-        flag (so the holder runs again before letting go) and return None."""
+    async def acquire(
+        self, user: str, stream: str, owner: str, ttl_seconds: float, holder: str = ""
+    ) -> Lease | None:
+        """Take the lease if it is free or expired, recording who takes it (`holder`: host and process).
+        If another live holder has it, set its pending flag (so the holder runs again before letting
+        go) and return None."""
+        ...
+
+    async def get_lease(self, user: str, stream: str) -> Lease | None:
+        """The lease as it stands, when a job holds it (expired or not); None when it is free."""
+        ...
+
+    async def break_lease(self, lease: Lease) -> None:
+        """Free a lease whose holder is gone (an admin's take-over), conditionally on `lease.etag`:
+        raises ConcurrencyError when it changed since it was read (renewed, released, taken)."""
         ...
 
     async def renew(self, lease: Lease, ttl_seconds: float) -> Lease:

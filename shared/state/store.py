@@ -162,7 +162,9 @@ class EntityStateStore:
 
     # -- leases ---------------------------------------------------------------------------------
 
-    async def acquire(self, user: str, stream: str, owner: str, ttl_seconds: float) -> Lease | None:
+    async def acquire(
+        self, user: str, stream: str, owner: str, ttl_seconds: float, holder: str = ""
+    ) -> Lease | None:
         if not owner:
             raise ValueError("a lease owner id must not be empty")
         table, keys = self._name(LEASES), _lease_keys(user, stream)
@@ -179,14 +181,16 @@ class EntityStateStore:
                 "Expires": now + timedelta(seconds=ttl_seconds),
                 "Ttl": float(ttl_seconds),
                 "Pending": False,
+                "Holder": holder,
+                "Acquired": now,
             }
             if row is None:
                 return _lease(Row(taken, await self._tables.insert(table, taken)))
-            holder = _text(row, "Owner")
-            if holder == owner:  # a retried acquire that had succeeded: keep any pending flag
+            current = _text(row, "Owner")
+            if current == owner:  # a retried acquire that had succeeded: keep any pending flag
                 entity = {**row.entity, **taken, "Pending": row.get("Pending") is True}
                 return _lease(Row(entity, await self._tables.replace(table, entity, row.etag)))
-            if not holder or _expired(row, now):
+            if not current or _expired(row, now):
                 entity = {**row.entity, **taken}
                 return _lease(Row(entity, await self._tables.replace(table, entity, row.etag)))
             if row.get("Pending") is not True:
@@ -194,6 +198,18 @@ class EntityStateStore:
             return None
 
         return await _retry(attempt)
+
+    async def get_lease(self, user: str, stream: str) -> Lease | None:
+        row = await self._tables.get(self._name(LEASES), *_lease_keys(user, stream))
+        return _lease(row) if row is not None and _text(row, "Owner") else None
+
+    async def break_lease(self, lease: Lease) -> None:
+        table, keys = self._name(LEASES), _lease_keys(lease.user, lease.stream)
+        row = await self._tables.get(table, *keys)
+        if row is None or row.etag != lease.etag:
+            raise ConcurrencyError("the lease changed since it was read")
+        entity = {**row.entity, "Owner": "", "Pending": False, "Expires": self._now(), "Holder": ""}
+        await self._tables.replace(table, entity, row.etag)
 
     async def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
         table, keys = self._name(LEASES), _lease_keys(lease.user, lease.stream)
@@ -574,6 +590,11 @@ def _lease(row: Row) -> Lease:
         stream=_text(row, "Stream"),
         owner=_text(row, "Owner"),
         expires=expires,
+        holder=_text(row, "Holder"),
+        acquired=_time(row, "Acquired"),
+        renewed=expires - timedelta(seconds=float(ttl))
+        if isinstance(ttl := row.get("Ttl"), int | float)
+        else None,
         etag=row.etag,
     )
 

@@ -14,6 +14,8 @@ raise after writing the status, so the queue retries and, after `maxDequeueCount
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"  # who takes a lease: this host and process
 MAX_BACKOFF = timedelta(hours=6)
 BASE_BACKOFF = timedelta(minutes=5)
 
@@ -87,11 +90,9 @@ class Engine:
         if stream is None or stream_id is None or stream_id not in config.streams():
             return JobOutcome(JobStatus.UNKNOWN_STREAM, f"{job.stream!r} is not a stream this user syncs")
 
-        lease = await self._state.acquire(config.upn, stream_id, uuid.uuid4().hex, LEASE_SECONDS)
+        lease = await self._state.acquire(config.upn, stream_id, uuid.uuid4().hex, LEASE_SECONDS, HOLDER)
         if lease is None:
-            return JobOutcome(
-                JobStatus.BUSY, "another job holds this user+stream; it will run again before letting go"
-            )
+            return JobOutcome(JobStatus.BUSY, busy(await self._state.get_lease(config.upn, stream_id)))
         fresh = job.fresh_round
         try:
             while True:
@@ -218,6 +219,18 @@ class Engine:
         if self._sweeper is not None:
             jobs = await self._sweeper.sweep(due)
         return jobs
+
+
+def busy(lease: Lease | None) -> str:
+    """What an admin needs to know about a lease that is taken: who holds it, since and until when."""
+    if lease is None:
+        return "another job held this user+stream a moment ago; it will run again before letting go"
+    since = f" since {lease.acquired:%Y-%m-%d %H:%M:%S} UTC" if lease.acquired else ""
+    return (
+        f"another job holds this user+stream ({lease.holder or 'holder not recorded'}{since}, until "
+        f"{lease.expires:%Y-%m-%d %H:%M:%S} UTC); it will run again before letting go. If that process is "
+        "gone (killed), `crmsync sync --take-over` frees the lease once it is stale"
+    )
 
 
 def backing_off(columns: Mapping[str, Any], now: datetime) -> bool:

@@ -526,6 +526,29 @@ async def test_lease_and_queued_marker_do_not_disturb_each_other(store: StateSto
     assert await store.mark_queued(user, "mail:inbox", 60) is True
 
 
+async def test_a_lease_says_who_holds_it_and_an_admin_can_break_it(
+    store: StateStore, clock: ManualClock
+) -> None:
+    user = unique()
+    assert await store.get_lease(user, "contacts") is None
+    lease = await store.acquire(user, "contacts", "job-1", 300, "host-a:4242")
+    assert lease is not None
+    clock.advance(30)
+    lease = await store.renew(lease, 300)
+    held = await store.get_lease(user, "contacts")
+    assert held is not None and (held.owner, held.holder) == ("job-1", "host-a:4242")
+    assert held.acquired == clock.now - timedelta(seconds=30) and held.renewed == clock.now
+    assert held.expires == clock.now + timedelta(seconds=300)
+    await store.renew(lease, 300)  # the holder shows it is alive: the admin's reading is stale
+    with pytest.raises(ConcurrencyError):
+        await store.break_lease(held)
+    await store.break_lease(await store.get_lease(user, "contacts") or held)
+    assert await store.get_lease(user, "contacts") is None
+    with pytest.raises(ConcurrencyError):  # the old holder lost it for good
+        await store.renew(lease, 300)
+    assert await store.acquire(user, "contacts", "job-2", 300, "host-b:1") is not None
+
+
 async def test_an_empty_owner_is_refused(store: StateStore) -> None:
     with pytest.raises(ValueError):
         await store.acquire(unique(), "contacts", "", 30)
