@@ -1,4 +1,4 @@
-"""The `CalendarSource` contract (shared/sync/ports.py): calendarView delta, events by id, a series'
+"""The `CalendarSource` contract (shared/ports/graph.py): calendarView delta, events by id, a series'
 instances and the push's writes, as the calendar stream relies on them.
 
 Runs against the real adapter (`GraphCalendar`, msgraph-sdk → the Graph emulator over HTTP) and the

@@ -1,4 +1,4 @@
-"""The `ContactsSide` contract (shared/sync/ports.py): the owned Outlook contact folder as the contacts
+"""The `ContactsSide` contract (shared/ports/graph.py): the owned Outlook contact folder as the contacts
 stream relies on it.
 
 Runs against the real adapter (`GraphContacts`, msgraph-sdk → the Graph emulator over HTTP) and the

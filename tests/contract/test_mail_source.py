@@ -1,4 +1,4 @@
-"""The `MailSource` contract (shared/sync/ports.py): message delta as the engine relies on it.
+"""The `MailSource` contract (shared/ports/graph.py): message delta as the engine relies on it.
 
 Runs against the real adapter (`GraphMailReader`, msgraph-sdk → the Graph emulator over HTTP) and the
 in-memory fake the model-based test uses (`tests/model/mailbox.py`). The fake may be used only because
