@@ -79,31 +79,44 @@ def _compact(data: Json) -> Json:
 # Cursors
 
 
-def cursor_extra(cursor: Cursor) -> Json:
-    backfill = cursor.mail.backfill
-    held = cursor.contacts.held
-    return _compact(
-        {
-            "totals": dict(cursor.totals),
-            "lastPageUtc": _iso(cursor.last_page),
-            "crmCursor": cursor.crm_cursor,
-            "backfill": _compact(
-                {"link": backfill.link, "since": _iso(backfill.since), "until": _iso(backfill.until)}
-            )
+def cursor_extra(stream: str, cursor: Cursor) -> Json:
+    """The Extra column of a cursor of `stream`: the common keys and its own kind's."""
+    kind = stream.partition(":")[0]
+    common: Json = {
+        "totals": dict(cursor.totals),
+        "lastPageUtc": _iso(cursor.last_page),
+        "crmCursor": cursor.crm_cursor,
+    }
+    own: Json = {}
+    if kind == "mail":
+        mail, backfill = cursor.mail, cursor.mail.backfill
+        listing = (
+            {"link": backfill.link, "since": _iso(backfill.since), "until": _iso(backfill.until)}
             if backfill
-            else None,
-            "roundFiltered": cursor.mail.round_filtered,
-            "roundItems": cursor.mail.round_items,
-            "roundOldest": _iso(cursor.mail.round_oldest),
-            "round": cursor.calendar.round_id,
-            "reconciledRound": cursor.calendar.reconciled_round,
-            "seriesCheckedUtc": _iso(cursor.calendar.series_checked),
-            "seriesLinked": cursor.calendar.series_linked,
+            else None
+        )
+        own = {
+            "backfill": _compact(listing) if listing else None,
+            "roundFiltered": mail.round_filtered,
+            "roundItems": mail.round_items if mail.round_filtered else None,
+            "roundOldest": _iso(mail.round_oldest),
+        }
+    elif kind == "calendar":
+        calendar = cursor.calendar
+        own = {
+            "round": calendar.round_id,
+            "reconciledRound": calendar.reconciled_round,
+            "seriesCheckedUtc": _iso(calendar.series_checked),
+            "seriesLinked": calendar.series_linked,
+        }
+    elif kind == "contacts":
+        held = cursor.contacts.held
+        own = {
             "folderId": cursor.contacts.folder_id,
             "folderName": cursor.contacts.folder_name,
             "held": {"since": held.since.isoformat(), "changes": held.changes} if held else None,
         }
-    )
+    return _compact({**common, **own})
 
 
 def cursor_parts(stream: str, extra: Mapping[str, Any]) -> Json:

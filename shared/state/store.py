@@ -139,7 +139,7 @@ class EntityStateStore:
             "Stream": stream,
             "Link": cursor.link,
             "LinkKind": str(cursor.link_kind),
-            "Extra": to_json(cursor_extra(cursor)),
+            "Extra": to_json(cursor_extra(stream, cursor)),
         }
         _put_times(
             entity,

@@ -274,7 +274,9 @@ async def test_cursor_round_trips_with_utc_times(store: StateStore) -> None:
             crm_cursor="c-17",
             totals={"journaled": 3},
             mail=MailProgress(
-                backfill=Backfill(datetime(2029, 12, 1, tzinfo=UTC), link="next-1"), round_items=7
+                backfill=Backfill(datetime(2029, 12, 1, tzinfo=UTC), link="next-1"),
+                round_filtered=True,
+                round_items=7,
             ),
         ),
     )
