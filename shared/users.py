@@ -8,15 +8,14 @@ problems is skipped (its `LastError` says why) and other users are unaffected.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from shared.errors import UserConfigError
+from shared.model import CalendarPolicy, ConflictRule, ContactsDirection, MailPolicy, UserConfig
 
-MAIL_POLICIES = ("all", "known-people", "category")
-CONTACTS_DIRECTIONS = ("two-way", "crm-to-outlook", "outlook-to-crm")
-CONFLICT_RULES = ("crm-wins", "outlook-wins", "newest")
-CALENDAR_POLICIES = ("all", "category", "crm-attendee")
+E = TypeVar("E", bound=StrEnum)
+
 DAYS_BACK_WARNING = 60
 
 # Admin columns and their meaning (docs/configuration.md §2 lists them; a test keeps the two equal).
@@ -46,51 +45,6 @@ COLUMNS: dict[str, str] = {
     "CalendarPushFromCrm": "create CRM appointments of this user in Outlook (default false)",
     "CalendarDeleteInCrm": "delete (not just cancel) CRM appointments of deleted meetings (default false)",
 }
-
-
-@dataclass(frozen=True)
-class UserConfig:
-    upn: str
-    enabled: bool
-    mail: bool = True
-    mail_folders: tuple[str, ...] = ("inbox", "sentitems")
-    mail_policy: str = "all"
-    mail_category: str = "CRM"
-    days_back: int = 14
-    excluded_domains: frozenset[str] = frozenset()
-    excluded_addresses: frozenset[str] = frozenset()
-    include_internal: bool = False
-    crm_owner: str = ""
-    contacts: bool = False
-    contacts_direction: str = "two-way"
-    contacts_folder: str = "CRM Contacts"
-    contacts_conflict_rule: str = "crm-wins"
-    contacts_delete_in_crm: bool = False
-    contacts_notes: bool = False
-    contacts_change_threshold: int = 10
-    calendar: bool = False
-    calendar_policy: str = "all"
-    calendar_category: str = "CRM"
-    calendar_past_days: int = 7
-    calendar_future_days: int = 180
-    calendar_push_from_crm: bool = False
-    calendar_delete_in_crm: bool = False
-    warnings: tuple[str, ...] = field(default=())
-
-    @property
-    def owner(self) -> str:
-        return self.crm_owner or self.upn
-
-    def streams(self) -> list[str]:
-        """The streams a sweep runs for this user."""
-        found: list[str] = []
-        if self.mail:
-            found += [f"mail:{folder}" for folder in self.mail_folders]
-        if self.contacts:
-            found.append("contacts")
-        if self.calendar:
-            found.append("calendar")
-        return found
 
 
 def truth(value: Any) -> bool | None:
@@ -142,12 +96,13 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
             return default
         return number
 
-    def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = text(name, default).lower()
+    def choice(name: str, default: E) -> E:
+        value = text(name, default.value).lower()
+        allowed = [member.value for member in type(default)]
         if value not in allowed:
             problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
             return default
-        return value
+        return type(default)(value)
 
     def items(name: str, default: str) -> tuple[str, ...]:
         return tuple(
@@ -178,7 +133,7 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
         enabled=boolean("Enabled", False),
         mail=boolean("Mail", True),
         mail_folders=folders,
-        mail_policy=choice("MailPolicy", "all", MAIL_POLICIES),
+        mail_policy=choice("MailPolicy", MailPolicy.ALL),
         mail_category=text("MailCategory", "CRM"),
         days_back=days_back,
         excluded_domains=frozenset(d.lower().lstrip("@") for d in items("ExcludedDomains", "")),
@@ -186,14 +141,14 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
         include_internal=boolean("IncludeInternal", False),
         crm_owner=text("CrmOwner", ""),
         contacts=boolean("Contacts", False),
-        contacts_direction=choice("ContactsDirection", "two-way", CONTACTS_DIRECTIONS),
+        contacts_direction=choice("ContactsDirection", ContactsDirection.TWO_WAY),
         contacts_folder=text("ContactsFolder", "CRM Contacts"),
-        contacts_conflict_rule=choice("ContactsConflictRule", "crm-wins", CONFLICT_RULES),
+        contacts_conflict_rule=choice("ContactsConflictRule", ConflictRule.CRM_WINS),
         contacts_delete_in_crm=boolean("ContactsDeleteInCrm", False),
         contacts_notes=boolean("ContactsNotes", False),
         contacts_change_threshold=integer("ContactsChangeThreshold", 10, 0, 100000),
         calendar=boolean("Calendar", False),
-        calendar_policy=choice("CalendarPolicy", "all", CALENDAR_POLICIES),
+        calendar_policy=choice("CalendarPolicy", CalendarPolicy.ALL),
         calendar_category=text("CalendarCategory", "CRM"),
         calendar_past_days=past,
         calendar_future_days=future,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import GraphError
-from shared.users import UserConfig
+from shared.model import UserConfig
 
 if TYPE_CHECKING:  # msgraph costs ~0.4 s to import: not at function indexing, only when services are built
     from msgraph.graph_service_client import GraphServiceClient
