@@ -24,6 +24,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/zizmor --offline --quiet .github/workflows
 
 test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -96,7 +96,7 @@ def _steps(workflow: dict[Any, Any]) -> str:
     return "\n".join(
         f"{step.get('uses', '')} {step.get('run', '')}"
         for job in workflow["jobs"].values()
-        for step in job["steps"]
+        for step in job.get("steps", [])
     )
 
 
@@ -115,20 +115,97 @@ def test_ci_runs_lint_types_tests_bicep_build_and_checkov() -> None:
     assert "secrets." not in (WORKFLOWS / "ci.yml").read_text()
 
 
-def test_deploy_uses_oidc_only_and_waits_for_ci() -> None:
+def test_deploy_uses_oidc_only_and_runs_only_for_main_after_ci() -> None:
     text = (WORKFLOWS / "deploy.yml").read_text()
     deploy = _yaml(WORKFLOWS / "deploy.yml")
-    assert deploy["permissions"]["id-token"] == "write"
-    run_after = deploy[True]["workflow_run"]
-    assert run_after["workflows"] == [_yaml(WORKFLOWS / "ci.yml")["name"]]
-    assert run_after["types"] == ["completed"] and run_after["branches"] == ["main"]
+    # No trigger that runs on someone else's code: workflow_run matched a fork's branch named main,
+    # and pull_request_target runs with the repository's credentials. Only a call and a dispatch.
+    assert set(deploy[True]) == {"workflow_call", "workflow_dispatch"}
+    assert deploy["permissions"] == {}
     job = deploy["jobs"]["deploy"]
-    assert "github.event.workflow_run.conclusion == 'success'" in job["if"]
+    assert job["environment"] == "production"
+    assert job["permissions"] == {"id-token": "write", "contents": "read"}
     steps = _steps(deploy)
     assert "--federated-credential-provider github" in steps
+    assert steps.index("git merge-base --is-ancestor HEAD refs/remotes/origin/main") < steps.index("azd")
     assert steps.index("azd provision --no-prompt") < steps.index("azd deploy --no-prompt")
     assert "secrets." not in text
     assert not re.search(r"client-secret|AZURE_CREDENTIALS|creds:", text)
+    # ci.yml calls it only for a push to main, after both CI jobs
+    ci = _yaml(WORKFLOWS / "ci.yml")
+    caller = ci["jobs"]["deploy"]
+    assert caller["uses"] == "$/.github/workflows/deploy.yml"
+    assert sorted(caller["needs"]) == ["infra", "test"]
+    assert caller["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert caller["permissions"] == {"id-token": "write", "contents": "read"}
+    assert "pull_request" in ci["concurrency"]["cancel-in-progress"], (
+        "a push to main must not cancel a deploy"
+    )
+
+
+def _uses(path: Path) -> list[str]:
+    workflow = _yaml(path)
+    found = [job["uses"] for job in workflow["jobs"].values() if "uses" in job]
+    return found + [
+        step["uses"] for job in workflow["jobs"].values() for step in job.get("steps", []) if "uses" in step
+    ]
+
+
+def test_every_action_is_pinned_to_a_full_commit_sha_with_its_version() -> None:
+    lines = [
+        (path.name, line)
+        for path in sorted(WORKFLOWS.glob("*.yml"))
+        for line in path.read_text().splitlines()
+        if re.match(r"\s*(- )?uses:", line)
+    ]
+    assert len(lines) >= 8
+    for name, line in lines:
+        if "uses: $/" in line:
+            continue  # this repository's own reusable workflow, at the same commit
+        assert re.search(r"uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), (
+            f"{name}: {line.strip()}"
+        )
+    for path in WORKFLOWS.glob("*.yml"):
+        for ref in _uses(path):
+            assert ref.startswith("$/") or re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), ref
+
+
+def test_every_checkout_drops_its_credentials() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        for job in _yaml(path)["jobs"].values():
+            for step in job.get("steps", []):
+                if str(step.get("uses", "")).startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False, path.name
+
+
+def test_make_lint_runs_zizmor_offline_and_it_finds_nothing() -> None:
+    assert "$(VENV)/bin/zizmor --offline --quiet .github/workflows" in (ROOT / "Makefile").read_text()
+    zizmor = Path(sys.executable).parent / "zizmor"
+    result = subprocess.run(
+        [str(zizmor), "--offline", "--format", "json", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert json.loads(result.stdout) == []
+
+
+def test_zizmor_can_fail(tmp_path: Path) -> None:
+    """The check above could pass by reading nothing: the old deploy trigger must be a finding."""
+    bad = tmp_path / ".github" / "workflows"
+    bad.mkdir(parents=True)
+    (bad / "deploy.yml").write_text(
+        "on:\n  workflow_run:\n    workflows: [CI]\n    types: [completed]\n    branches: [main]\n"
+        "permissions: {}\njobs:\n  deploy:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: actions/checkout@v4\n"
+    )
+    zizmor = Path(sys.executable).parent / "zizmor"
+    result = subprocess.run(
+        [str(zizmor), "--offline", "--format", "json", str(bad)], capture_output=True, text=True, check=False
+    )
+    found = {finding["ident"] for finding in json.loads(result.stdout)}
+    assert {"dangerous-triggers", "unpinned-uses", "artipacked"} <= found, found
 
 
 def test_shell_scripts_pass_shellcheck() -> None:
