@@ -80,12 +80,16 @@ param graphPermissionScope string = 'mailbox-group'
 @description('Optional. True when CRM-to-Outlook appointment push is enabled: asks for Calendars.ReadWrite instead of Calendars.Read.')
 param calendarWriteBack bool = false
 
+@description('Optional. Changes the Key Vault name. The vault is purge protected: after azd down its name stays taken for 90 days, so an azd up of the same environment within that time needs a salt (any short text) or the old vault recovered first (docs/deploy.md, "Remove").')
+@maxLength(16)
+param keyVaultNameSalt string = ''
+
 @description('Optional. Always-ready instances for the HTTP functions, so the Graph notification endpoint answers without a cold start.')
 @minValue(1)
 param alwaysReadyHttpInstances int = 1
 
-@description('Optional. Upper bound of Flex Consumption instances (the platform accepts 40 to 1000).')
-@minValue(40)
+@description('Optional. Upper bound of Flex Consumption instances (the platform accepts 1 to 1000).')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -99,7 +103,9 @@ var tags = { 'azd-env-name': environmentName }
 var serviceName = 'api' // must match the service name in azure.yaml
 var functionAppName = '${abbrs.webSitesFunctions}crmsync-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 20)}'
-var keyVaultName = '${abbrs.keyVaultVaults}${take(resourceToken, 21)}'
+// Salted only when asked, so an existing deployment keeps its vault.
+var keyVaultToken = empty(keyVaultNameSalt) ? resourceToken : toLower(uniqueString(resourceToken, keyVaultNameSalt))
+var keyVaultName = '${abbrs.keyVaultVaults}${take(keyVaultToken, 21)}'
 
 // Names of the Key Vault secrets the app settings reference. The values are written outside
 // Bicep: the CRM credential by the admin (docs/deploy.md), the webhook key by the azd hook.
@@ -110,7 +116,7 @@ var webhookSecretName = 'webhook-key'
 // empty on the very first provision: the app registration's federated credential needs the managed
 // identity, which that provision creates. Until it is set, the app reports
 // 'GRAPH_CLIENT_ID is required' on startup (docs/deploy.md, step 4).
-var effectiveGraphClientId = manageGraphApp ? graphApp.outputs.appId : graphClientId
+var effectiveGraphClientId = manageGraphApp ? graphApp!.outputs.appId : graphClientId
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'

@@ -107,6 +107,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     //checkov:skip=CKV_AZURE_17:Microsoft Graph delivers change notifications without a client certificate, so the webhook endpoint cannot require one; each notification carries the function key and the subscription's clientState secret instead.
     //checkov:skip=CKV_AZURE_222:Graph posts change notifications from the internet, so the app keeps public network access; HTTP functions require a function key.
     //checkov:skip=CKV_AZURE_212:siteConfig.numberOfWorkers belongs to dedicated App Service plans; on Flex Consumption the platform scales instances and functionAppConfig.scaleAndConcurrency.alwaysReady keeps the HTTP group warm.
+    //checkov:skip=CKV_AZURE_78:siteConfig.ftpsState is rejected on Flex Consumption (ARM error 51021, in Microsoft's list of settings Flex does not support); FTP stays off through the ftp basicPublishingCredentialsPolicies below (allow false), and azd deploys with Entra credentials.
     //checkov:skip=CKV_AZURE_213:No App Service health check on this Flex Consumption app: the platform manages instances per trigger group; health is watched in Application Insights and the SyncUsers status columns.
     serverFarmId: planId
     httpsOnly: true
@@ -116,7 +117,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
+      // No ftpsState: Flex Consumption rejects it. FTP is off through ftpBasicAuth below.
       http20Enabled: true
     }
     functionAppConfig: {
@@ -194,7 +195,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   }
 }
 
-// No FTP or SCM basic-auth publishing: azd deploys Flex apps with Entra credentials.
+// No FTP or SCM basic-auth publishing: azd deploys Flex apps with Entra credentials. This is what
+// keeps FTP off on Flex Consumption (siteConfig.ftpsState is not accepted there).
 resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'ftp'
