@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from shared.errors import GraphError, GraphNotFound, UserConfigError
 from shared.state.port import JobQueue, StateStore, SubscriptionRecord
-from shared.users import UserConfig, parse_user
+from shared.users import EVERYTHING, Granted, UserConfig, parse_user
 
 if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
     from shared.graph.subscriptions import GraphSubscriptions
@@ -67,6 +67,7 @@ class SubscriptionKeeper:
         webhook_base_url: str,
         webhook_key: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        granted: Granted = EVERYTHING,
     ) -> None:
         self._state = state
         self._graph = graph
@@ -74,6 +75,7 @@ class SubscriptionKeeper:
         self._base = webhook_base_url.rstrip("/")
         self._key = webhook_key
         self._clock = clock
+        self._granted = granted  # no subscription for a stream the deployment has no permission for
 
     @property
     def enabled(self) -> bool:
@@ -88,7 +90,7 @@ class SubscriptionKeeper:
         wanted: dict[tuple[str, str], str] = {}
         for row in await self._state.list_users():
             try:
-                config = parse_user(row.upn, row.columns)
+                config = parse_user(row.upn, row.columns, self._granted)
             except UserConfigError:
                 continue
             if not config.enabled:

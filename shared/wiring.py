@@ -123,6 +123,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
             ),
         },
         sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller), crm)),
+        granted=settings.granted,
     )
     keeper = SubscriptionKeeper(
         state,
@@ -130,5 +131,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
         queue,
         webhook_base_url=settings.webhook_base_url,
         webhook_key=settings.webhook_key,
+        granted=settings.granted,
     )
-    return Services(state, queue, crm, mail, engine, keeper, MailboxProbe(client, caller), settings)
+    probe = MailboxProbe(client, caller, settings.granted)
+    return Services(state, queue, crm, mail, engine, keeper, probe, settings)

@@ -71,6 +71,15 @@ param subscriptionSchedule string
 @description('Required. Longest journal body.')
 param journalBodyMaxChars int
 
+@description('Required. The deployment asks for Contacts.ReadWrite (CONTACTS_SYNC).')
+param contactsSync bool
+
+@description('Required. The deployment asks for Calendars.Read (CALENDAR_SYNC).')
+param calendarSync bool
+
+@description('Required. The deployment asks for Calendars.ReadWrite (CALENDAR_WRITE_BACK).')
+param calendarWriteBack bool
+
 @description('Required. Always-ready instances for the http group.')
 param alwaysReadyHttpInstances int
 
@@ -189,6 +198,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SYNC_SCHEDULE: syncSchedule
     SUBSCRIPTION_SCHEDULE: subscriptionSchedule
     JOURNAL_BODY_MAX_CHARS: string(journalBodyMaxChars)
+    // The deployment flags: which Graph permissions the app registration was given
+    CONTACTS_SYNC: contactsSync ? 'true' : 'false'
+    CALENDAR_SYNC: calendarSync ? 'true' : 'false'
+    CALENDAR_WRITE_BACK: calendarWriteBack ? 'true' : 'false'
     // Graph change notifications reach https://<host>/api/... with this function key
     WEBHOOK_BASE_URL: 'https://${site.properties.defaultHostName}/api'
     WEBHOOK_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookSecretName})'

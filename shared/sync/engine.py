@@ -33,7 +33,7 @@ from shared.errors import (
 from shared.model import Job
 from shared.state.port import JobQueue, Lease, StateStore
 from shared.sync.mail import LEASE_SECONDS
-from shared.users import UserConfig, parse_user
+from shared.users import EVERYTHING, Granted, UserConfig, parse_user
 
 if TYPE_CHECKING:
     from shared.sync.sweep import Sweeper
@@ -76,17 +76,19 @@ class Engine:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sweeper: Sweeper | None = None,
+        granted: Granted = EVERYTHING,
     ) -> None:
         self._state = state
         self._queue = queue
         self._runners = runners  # by stream kind: "mail", "contacts", "calendar"
         self._clock = clock
         self._sweeper = sweeper  # probes delta links in one $batch per user (shared/sync/sweep.py)
+        self._granted = granted  # the streams the deployment's Graph permissions cover
 
     async def load_user(self, upn: str) -> UserConfig | None:
         """The user's parsed config; None when there is no row. A bad row raises UserConfigError."""
         row = await self._state.get_user(upn)
-        return None if row is None else parse_user(row.upn, row.columns)
+        return None if row is None else parse_user(row.upn, row.columns, self._granted)
 
     async def run_job(self, job: Job, progress: Progress | None = None) -> JobOutcome:
         try:
@@ -215,7 +217,7 @@ class Engine:
         due: list[UserConfig] = []
         for row in await self._state.list_users():
             try:
-                config = parse_user(row.upn, row.columns)
+                config = parse_user(row.upn, row.columns, self._granted)
             except UserConfigError as error:
                 if row.columns.get("LastError") != str(error):
                     await self._state.update_status(row.upn, {"State": "error", "LastError": str(error)})

@@ -5,6 +5,7 @@ scripts pass shellcheck."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.infra.bicep_source import INFRA, ROOT
+from tests.infra.bicep_source import INFRA, ROOT, parse
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 
@@ -33,22 +34,99 @@ def _readme_deploy_section() -> str:
     return text[start : end if end != -1 else len(text)]
 
 
+# The deployment flags -> the Graph permissions asked for. The one expectation every place is held to.
+FLAGS = ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK")
+EXPECTED = {
+    (False, False, False): ["Mail.Read"],
+    (True, False, False): ["Mail.Read", "Contacts.ReadWrite"],
+    (False, True, False): ["Mail.Read", "Calendars.Read"],
+    (True, True, False): ["Mail.Read", "Contacts.ReadWrite", "Calendars.Read"],
+    (False, False, True): ["Mail.Read", "Calendars.ReadWrite"],
+    (False, True, True): ["Mail.Read", "Calendars.ReadWrite"],
+    (True, False, True): ["Mail.Read", "Contacts.ReadWrite", "Calendars.ReadWrite"],
+    (True, True, True): ["Mail.Read", "Contacts.ReadWrite", "Calendars.ReadWrite"],
+}
+# How the README and docs/deploy.md tables say when each is asked for.
+WHEN_TEXT = {
+    "always": "always",
+    "contacts-sync": "`CONTACTS_SYNC=true`",
+    "calendar-read-only": "`CALENDAR_SYNC=true`",
+    "calendar-write-back": "`CALENDAR_WRITE_BACK=true`",
+}
+FLAG_PARAMS = {
+    "contactsSync": "CONTACTS_SYNC",
+    "calendarSync": "CALENDAR_SYNC",
+    "calendarWriteBack": "CALENDAR_WRITE_BACK",
+}
+
+
 def test_graph_permissions_are_least_privilege_application_permissions() -> None:
     names = [p["name"] for p in _permissions()]
     assert names == ["Mail.Read", "Contacts.ReadWrite", "Calendars.Read", "Calendars.ReadWrite"]
-    assert {p["when"] for p in _permissions()} == {"always", "calendar-read-only", "calendar-write-back"}
+    assert [p["when"] for p in _permissions()] == list(WHEN_TEXT)
     for p in _permissions():
         assert p["exchangeRole"] == f"Application {p['name']}"
+
+
+def _graph_app_permissions(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "graph-app.sh"), "permissions"],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_graph_app_sh_asks_for_exactly_what_the_flags_switch_on() -> None:
+    for values, expected in EXPECTED.items():
+        result = _graph_app_permissions({f: str(v).lower() for f, v in zip(FLAGS, values, strict=True)})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == expected, values
+    refused = _graph_app_permissions({"CONTACTS_SYNC": "yes"})
+    assert refused.returncode != 0 and "CONTACTS_SYNC must be true or false" in refused.stderr
+
+
+def test_bicep_and_the_mailbox_scope_script_switch_the_same_cases_on_the_same_flags() -> None:
+    bicep = (INFRA / "app" / "graph-app.bicep").read_text()
+    assert "contactsSync ? ['contacts-sync'] : []" in bicep
+    assert "calendarSync && !calendarWriteBack ? ['calendar-read-only'] : []" in bicep
+    assert "calendarWriteBack ? ['calendar-write-back'] : []" in bicep
+    assert "p => contains(cases, p.when)" in bicep
+    ps1 = (ROOT / "scripts" / "scope-mailboxes.ps1").read_text()
+    assert "if ($ContactsSync) { $cases += 'contacts-sync' }" in ps1
+    assert "if ($CalendarSync -and -not $CalendarWriteBack) { $cases += 'calendar-read-only' }" in ps1
+    assert "if ($CalendarWriteBack) { $cases += 'calendar-write-back' }" in ps1
+    assert "Where-Object { $cases -contains $_.when }" in ps1
+    # main.bicep takes each flag from its azd variable and hands it to the Graph app and the Function App
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    main = parse(INFRA / "main.bicep")
+    deploy = (WORKFLOWS / "deploy.yml").read_text()
+    for param, flag in FLAG_PARAMS.items():
+        assert mapped[param] == {"value": f"${{{flag}=false}}"}
+        assert main["parameters"][param]["default"] is False
+        graph_app = main["modules"]["graphApp"]["config"]["config"]  # a conditional module
+        assert graph_app["params"][param] == param
+        assert main["modules"]["functionApp"]["config"]["params"][param] == param
+        assert f"{flag}: ${{{{ vars.{flag} }}}}" in deploy
+
+
+def _permission_table(text: str) -> dict[str, str]:
+    tables = re.findall(r"(?:^\|.*\|\n)+", text, re.M)
+    [table] = [t for t in tables if t.startswith("| permission |")]
+    return dict(re.findall(r"^\| `([^`]+)` \|.*\| ([^|]+) \|$", table, re.M))
 
 
 def test_readme_has_one_permissions_table_matching_the_list_and_links_the_guide() -> None:
     section = _readme_deploy_section()
     assert "(docs/deploy.md)" in section
     tables = re.findall(r"(?:^\|.*\|\n)+", section, re.M)
-    permission_tables = [t for t in tables if "permission" in t.splitlines()[0]]
-    assert len(permission_tables) == 1
-    listed = re.findall(r"^\| `([^`]+)` \|", permission_tables[0], re.M)
-    assert listed == [p["name"] for p in _permissions()]
+    assert len([t for t in tables if "permission" in t.splitlines()[0]]) == 1
+    for text in (section, (ROOT / "docs" / "deploy.md").read_text()):
+        when = _permission_table(text)
+        assert list(when) == [p["name"] for p in _permissions()]
+        for p in _permissions():
+            assert WHEN_TEXT[p["when"]] in when[p["name"]], (p["name"], when[p["name"]])
 
 
 def test_deploy_guide_covers_every_step_and_permission() -> None:
