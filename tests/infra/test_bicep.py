@@ -305,3 +305,22 @@ def test_the_key_vault_name_takes_a_salt_only_when_one_is_set() -> None:
     mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert mapped["keyVaultNameSalt"] == {"value": "${KEY_VAULT_NAME_SALT}"}
     assert "KEY_VAULT_NAME_SALT" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_the_graph_app_unique_name_cannot_be_guessed_before_it_exists() -> None:
+    """A uniqueName made only of the subscription and environment could be registered first by any
+    tenant member, and the deployment would then adopt that app. It must end in a secret suffix."""
+    path = INFRA / "app" / "graph-app.bicep"
+    suffix = parse(path)["parameters"]["uniqueNameSuffix"]
+    assert {"type": "secure"} in suffix["decorators"]
+    assert {"type": "min_length", "argument": 16} in suffix["decorators"]
+    assert suffix["default"] is None  # required: no default
+    app = only(resources_of_type(path, "Microsoft.Graph/applications"))
+    assert app["uniqueName"] == "${uniqueNamePrefix}-${uniqueNameSuffix}"
+    main = parse(INFRA / "main.bicep")
+    assert {"type": "secure"} in main["parameters"]["graphAppNameSuffix"]["decorators"]
+    assert (
+        main["modules"]["graphApp"]["config"]["config"]["params"]["uniqueNameSuffix"] == "graphAppNameSuffix"
+    )
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["graphAppNameSuffix"] == {"value": "${GRAPH_APP_NAME_SUFFIX}"}
