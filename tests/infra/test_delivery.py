@@ -293,3 +293,40 @@ def test_shell_scripts_pass_shellcheck() -> None:
     assert scripts
     result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def _guide_section(title: str) -> str:
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    start = guide.index(f"## {title}")
+    end = guide.find("\n## ", start + 1)
+    return guide[start : end if end != -1 else len(guide)]
+
+
+def test_deploy_guide_sets_up_the_pipeline_with_reviewers_the_environment_subject_and_group_roles() -> None:
+    cicd = _guide_section("9. CI/CD (GitHub Actions)")
+    assert "*Required reviewers*" in cicd and "required, not optional" in cicd
+    assert "only `main`" in cicd
+    subjects = re.findall(r'"subject": "([^"]+)"', cicd)
+    assert subjects == ["repo:$REPO:environment:production"], "one federated credential, the environment's"
+    assert not re.search(r'"subject": "[^"]*pull_request', cicd)
+    grants = re.findall(
+        r"az role assignment create .*?--role \"?([^\"]+?)\"? --scope \"?([^\"\s]+)", cicd, re.S
+    )
+    by_role = dict(grants)
+    assert by_role["$role"] == "$RG_ID", "Contributor and RBAC Administrator on the resource group"
+    [(custom_scope)] = [s for r, s in by_role.items() if r.startswith("crmsync subscription deployments")]
+    assert custom_scope == "/subscriptions/$SUB"
+    actions = '"Microsoft.Resources/deployments/*", "Microsoft.Resources/subscriptions/resourceGroups/read"'
+    assert f'"Actions": [{actions}]' in cicd, "the subscription-scope role only creates deployments"
+    assert "azd pipeline config" in cicd and "is not used here" in cicd
+
+
+def test_the_guide_never_writes_a_secret_to_a_shared_temporary_file() -> None:
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert "/tmp/" not in guide
+    step3 = _guide_section("3. Provision and deploy: `azd up`")
+    assert "secret_dir=$(mktemp -d)" in step3 and "umask 077" in step3 and 'rm -rf "$secret_dir"' in step3
+    refresh = "config/configreferences/appsettings/refresh?api-version=2022-03-01"
+    assert step3.index(refresh) < step3.index("az functionapp restart")
+    script = (ROOT / "scripts" / "ensure-webhook-key.sh").read_text()
+    assert script.index(refresh) < script.index("az functionapp restart")
