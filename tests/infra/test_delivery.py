@@ -330,3 +330,14 @@ def test_the_guide_never_writes_a_secret_to_a_shared_temporary_file() -> None:
     assert step3.index(refresh) < step3.index("az functionapp restart")
     script = (ROOT / "scripts" / "ensure-webhook-key.sh").read_text()
     assert script.index(refresh) < script.index("az functionapp restart")
+
+
+def test_every_test_the_security_page_names_exists() -> None:
+    page = (ROOT / "docs" / "security.md").read_text()
+    named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", page)
+    assert len(named) >= 15
+    for path, test in named:
+        assert not test or f"def {test}(" in (ROOT / path).read_text(), f"{path}::{test}"
+    every_test = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    for test in re.findall(r"`::(\w+)`", page):  # the short form, after its file
+        assert f"def {test}(" in every_test, test
