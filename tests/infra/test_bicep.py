@@ -8,8 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import tree_sitter
-import tree_sitter_bicep
 from lark.exceptions import LarkError
 
 from tests.infra.bicep_source import (
@@ -20,6 +18,7 @@ from tests.infra.bicep_source import (
     only,
     parse,
     resources_of_type,
+    string_literals,
     tree_sitter_errors,
     unquote,
 )
@@ -232,23 +231,10 @@ CLOUD_SPECIFIC_HOSTS = (
 )
 
 
-def _strings(source: bytes) -> list[tuple[int, str]]:
-    """(line, text) of every string literal tree-sitter-bicep finds, in decorators and interpolations too."""
-    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
-    found: list[tuple[int, str]] = []
-    pending = [parser.parse(source).root_node]
-    while pending:
-        node = pending.pop()
-        if node.type in {"string", "multiline_string"} and source[node.start_byte] == ord("'"):
-            found.append((node.start_point.row + 1, source[node.start_byte : node.end_byte].decode()))
-        pending.extend(node.children)
-    return sorted(found)
-
-
 def _cloud_hosts_in_strings(source: bytes) -> list[tuple[int, str]]:
     return [
         (line, text)
-        for line, text in _strings(source)
+        for line, text in string_literals(source)
         if any(h in text.lower() for h in CLOUD_SPECIFIC_HOSTS)
     ]
 
@@ -266,7 +252,7 @@ def test_the_host_check_sees_decorators_outputs_and_interpolations() -> None:
         b"var b = 'https://graph.microsoft.com/v1.0'\n"
     )
     assert [line for line, _ in _cloud_hosts_in_strings(source)] == [1, 3]
-    assert len(_strings(source)) == 4
+    assert len(string_literals(source)) == 4
 
 
 def test_the_maximum_instance_count_accepts_what_flex_consumption_accepts() -> None:
