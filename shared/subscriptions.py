@@ -27,7 +27,7 @@ from shared.errors import GraphError, GraphNotFound, UserConfigError
 from shared.model import Cursor, StreamKind, SubscriptionRecord
 from shared.ports.state import JobQueue, StateStore
 from shared.sync.stream import Stream
-from shared.users import parse_user
+from shared.users import EVERYTHING, Granted, parse_user
 
 if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
     from shared.graph.subscriptions import GraphSubscriptions
@@ -57,6 +57,7 @@ class SubscriptionKeeper:
         webhook_base_url: str,
         webhook_key: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        granted: Granted = EVERYTHING,
     ) -> None:
         self._state = state
         self._graph = graph
@@ -65,6 +66,7 @@ class SubscriptionKeeper:
         self._base = webhook_base_url.rstrip("/")
         self._key = webhook_key
         self._clock = clock
+        self._granted = granted  # no subscription for a stream the deployment has no permission for
 
     @property
     def enabled(self) -> bool:
@@ -79,7 +81,7 @@ class SubscriptionKeeper:
         wanted: dict[tuple[str, str], str] = {}
         for row in await self._state.list_users():
             try:
-                config = parse_user(row.upn, row.columns)
+                config = parse_user(row.upn, row.columns, self._granted)
             except UserConfigError:
                 continue
             if not config.enabled:

@@ -8,6 +8,7 @@ problems is skipped (its `LastError` says why) and other users are unaffected.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -47,6 +48,32 @@ COLUMNS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Granted:
+    """The streams this deployment's Graph app registration holds permissions for (the deployment flags
+    CONTACTS_SYNC, CALENDAR_SYNC, CALENDAR_WRITE_BACK; infra/graph-permissions.json). A row asking for
+    more keeps its other streams: what the deployment lacks is switched off with a warning, so it never
+    becomes a Graph 403 on every run. The default grants everything (a local run, the Graph emulator)."""
+
+    contacts: bool = True  # Contacts.ReadWrite
+    calendar: bool = True  # Calendars.Read, or Calendars.ReadWrite with write-back
+    calendar_write_back: bool = True  # Calendars.ReadWrite
+
+
+EVERYTHING = Granted()
+
+# A column a deployment may not serve -> (the Graph permission, the deployment flag, what then stops).
+WITHHELD: dict[str, tuple[str, str, str]] = {
+    "Contacts": ("Contacts.ReadWrite", "CONTACTS_SYNC", "contacts are not synced"),
+    "Calendar": ("Calendars.Read", "CALENDAR_SYNC", "meetings are not synced"),
+    "CalendarPushFromCrm": (
+        "Calendars.ReadWrite",
+        "CALENDAR_WRITE_BACK",
+        "CRM appointments are not pushed to Outlook",
+    ),
+}
+
+
 def truth(value: Any) -> bool | None:
     """A boolean column as admins type it (`true`, `yes`, `1`, `on` …); None when blank or unreadable."""
     if isinstance(value, bool):
@@ -64,7 +91,7 @@ def is_enabled(columns: Mapping[str, Any]) -> bool:
     return truth(columns.get("Enabled")) is True
 
 
-def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
+def parse_user(upn: str, columns: Mapping[str, Any], granted: Granted = EVERYTHING) -> UserConfig:
     problems: list[str] = []
     warnings: list[str] = []
 
@@ -128,10 +155,34 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
     if past + future > 1825:
         problems.append("CalendarPastDays + CalendarFutureDays must be at most 1825 (Graph's window limit)")
 
+    lacking: list[str] = []  # what the row asks for and the deployment holds no permission for
+
+    def withheld(column: str, asked: bool, allowed: bool) -> bool:
+        if asked and not allowed:
+            permission, flag, effect = WITHHELD[column]
+            lacking.append(
+                f"{column} is on, but this deployment does not ask for {permission} ({flag} is off): {effect}"
+            )
+        return asked and not allowed
+
+    mail = boolean("Mail", True)
+    contacts = boolean("Contacts", False)
+    calendar = boolean("Calendar", False)
+    push = boolean("CalendarPushFromCrm", False)
+    if withheld("Contacts", contacts, granted.contacts):
+        contacts = False
+    if withheld("Calendar", calendar, granted.calendar):
+        calendar = False
+    withheld("CalendarPushFromCrm", push and calendar, granted.calendar_write_back)
+    push = push and granted.calendar_write_back
+    if lacking and not (mail or contacts or calendar):
+        problems.append(f"nothing left to sync: {'; '.join(lacking)}")
+    warnings += lacking
+
     config = UserConfig(
         upn=upn,
         enabled=boolean("Enabled", False),
-        mail=boolean("Mail", True),
+        mail=mail,
         mail_folders=folders,
         mail_policy=choice("MailPolicy", MailPolicy.ALL),
         mail_category=text("MailCategory", "CRM"),
@@ -140,19 +191,19 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
         excluded_addresses=excluded_addresses,
         include_internal=boolean("IncludeInternal", False),
         crm_owner=text("CrmOwner", ""),
-        contacts=boolean("Contacts", False),
+        contacts=contacts,
         contacts_direction=choice("ContactsDirection", ContactsDirection.TWO_WAY),
         contacts_folder=text("ContactsFolder", "CRM Contacts"),
         contacts_conflict_rule=choice("ContactsConflictRule", ConflictRule.CRM_WINS),
         contacts_delete_in_crm=boolean("ContactsDeleteInCrm", False),
         contacts_notes=boolean("ContactsNotes", False),
         contacts_change_threshold=integer("ContactsChangeThreshold", 10, 0, 100000),
-        calendar=boolean("Calendar", False),
+        calendar=calendar,
         calendar_policy=choice("CalendarPolicy", CalendarPolicy.ALL),
         calendar_category=text("CalendarCategory", "CRM"),
         calendar_past_days=past,
         calendar_future_days=future,
-        calendar_push_from_crm=boolean("CalendarPushFromCrm", False),
+        calendar_push_from_crm=push,
         calendar_delete_in_crm=boolean("CalendarDeleteInCrm", False),
         warnings=tuple(warnings),
     )

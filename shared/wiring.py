@@ -123,7 +123,11 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
         StreamKind.PUSH: PushStream(state, crm, calendar),
     }
     engine = Engine(
-        state, queue, streams, sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller), streams))
+        state,
+        queue,
+        streams,
+        sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller), streams)),
+        granted=settings.granted,
     )
     keeper = SubscriptionKeeper(
         state,
@@ -132,5 +136,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
         streams,
         webhook_base_url=settings.webhook_base_url,
         webhook_key=settings.webhook_key,
+        granted=settings.granted,
     )
-    return Services(state, queue, crm, mail, engine, keeper, MailboxProbe(client, caller), settings)
+    probe = MailboxProbe(client, caller, settings.granted)
+    return Services(state, queue, crm, mail, engine, keeper, probe, settings)

@@ -36,7 +36,7 @@ from shared.model import Job, JobOutcome, JobStatus, Lease, StreamId, StreamKind
 from shared.ports.state import JobQueue, StateStore
 from shared.sync.runner import LEASE_SECONDS, Runner
 from shared.sync.stream import Progress, Stream
-from shared.users import parse_user
+from shared.users import EVERYTHING, Granted, parse_user
 
 if TYPE_CHECKING:
     from shared.sync.sweep import Sweeper
@@ -57,6 +57,7 @@ class Engine:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sweeper: Sweeper | None = None,
+        granted: Granted = EVERYTHING,
     ) -> None:
         self._state = state
         self._queue = queue
@@ -64,6 +65,7 @@ class Engine:
         self._runner = Runner(state, clock=clock)
         self._clock = clock
         self._sweeper = sweeper  # probes delta links in one $batch per user (shared/sync/sweep.py)
+        self._granted = granted  # the streams the deployment's Graph permissions cover
 
     @property
     def streams(self) -> Mapping[StreamKind, Stream]:
@@ -72,7 +74,7 @@ class Engine:
     async def load_user(self, upn: str) -> UserConfig | None:
         """The user's parsed config; None when there is no row. A bad row raises UserConfigError."""
         row = await self._state.get_user(upn)
-        return None if row is None else parse_user(row.upn, row.columns)
+        return None if row is None else parse_user(row.upn, row.columns, self._granted)
 
     async def run_job(self, job: Job, progress: Progress | None = None) -> JobOutcome:
         try:
@@ -202,7 +204,7 @@ class Engine:
         due: list[UserConfig] = []
         for row in await self._state.list_users():
             try:
-                config = parse_user(row.upn, row.columns)
+                config = parse_user(row.upn, row.columns, self._granted)
             except UserConfigError as error:
                 if row.columns.get("LastError") != str(error):
                     await self._state.update_status(row.upn, {"State": "error", "LastError": str(error)})
