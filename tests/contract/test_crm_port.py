@@ -256,6 +256,45 @@ async def test_an_ambiguous_bulk_write_repeated_leaves_one_record_each(crm: CrmH
     assert sorted(crm.journal_keys()) == sorted(keys)
 
 
+# Keys a sender chooses (a Message-ID, an iCalUId) that a URL could read as something else: dot
+# segments ("." and ".." are removed by HTTP clients, so `PUT /journals/..` became `PUT /`), an
+# escape that must stay literal, a slash.
+PATH_LIKE_KEYS = [".", "..", "%2e", "%2E%2E", "/", "../..", "a/../b", "./", "<..@..>"]
+
+
+@pytest.mark.parametrize("key", PATH_LIKE_KEYS)
+async def test_a_journal_key_that_looks_like_a_path_is_a_record_of_its_own(crm: CrmHarness, key: str) -> None:
+    bystander = f"<{unique('m')}@example.test>"
+    await crm.connector.upsert_journal(journal(bystander))
+
+    await crm.connector.upsert_journal(journal(key))
+    await crm.connector.upsert_journal(journal(key, seen_by=("a@contoso.test", "b@contoso.test")))
+
+    assert await crm.connector.get_journal(key) == journal(key, seen_by=("a@contoso.test", "b@contoso.test"))
+    assert await crm.connector.get_journal(bystander) == journal(bystander)
+    assert sorted(crm.journal_keys()) == sorted([bystander, key])
+
+
+@pytest.mark.parametrize("key", PATH_LIKE_KEYS)
+async def test_an_appointment_key_that_looks_like_a_path_is_a_record_of_its_own(
+    crm: CrmHarness, key: str
+) -> None:
+    bystander = unique("ical")
+    await crm.connector.upsert_appointment(appointment(bystander))
+
+    await crm.connector.upsert_appointment(appointment(key, location="Room 9"))
+    stored = await crm.connector.get_appointment(key)
+    assert stored is not None and (stored.key, stored.location) == (key, "Room 9")
+    await crm.connector.cancel_appointment(key)
+    stored = await crm.connector.get_appointment(key)
+    assert stored is not None and stored.cancelled
+    await crm.connector.delete_appointment(key)
+    assert await crm.connector.get_appointment(key) is None
+
+    untouched = await crm.connector.get_appointment(bystander)
+    assert untouched is not None and (untouched.location, untouched.cancelled) == ("Room 1", False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Appointments
 
