@@ -15,6 +15,7 @@ from shared.crm.port import CrmPort
 from shared.errors import StateError, SyncError, UserConfigError
 from shared.graph.probe import Check, MailboxProbe
 from shared.model import Job
+from shared.printable import printable
 from shared.state.port import Cursor, JobQueue, StateStore
 from shared.users import is_enabled, parse_user
 
@@ -38,6 +39,9 @@ class UserStatus:
     open_issues: int
     streams: list[StreamStatus] = field(default_factory=list)
     config_error: str = ""
+    # Stored values that could not be read (e.g. a cursor total that is not a number): left out of the
+    # counts and named here, so one bad row never hides the others.
+    unreadable: list[str] = field(default_factory=list)
 
     def lag_seconds(self, now: datetime) -> float | None:
         return (now - self.last_sync_utc).total_seconds() if self.last_sync_utc else None
@@ -46,7 +50,7 @@ class UserStatus:
         summed: dict[str, int] = {}
         for stream in self.streams:
             for name, value in stream.totals.items():
-                summed[name] = summed.get(name, 0) + int(value)
+                summed[name] = summed.get(name, 0) + value
         return summed
 
 
@@ -61,6 +65,25 @@ def _when(value: Any) -> datetime | None:
     return None
 
 
+def _totals(stream: str, value: Any) -> tuple[dict[str, int], list[str]]:
+    """A cursor's totals as whole numbers, and a note for each value that is not one."""
+    if not isinstance(value, Mapping):
+        return {}, [f"{stream}: totals are not a mapping ({_shown(value)}), left out"]
+    totals: dict[str, int] = {}
+    notes: list[str] = []
+    for name, count in value.items():
+        if isinstance(count, int) and not isinstance(count, bool):
+            totals[str(name)] = count
+        else:
+            notes.append(f"{stream}: total {_shown(name)} is not a whole number ({_shown(count)}), left out")
+    return totals, notes
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserStatus]:
     rows = [r for r in await state.list_users() if upn is None or r.upn.lower() == upn.lower()]
     statuses: list[UserStatus] = []
@@ -73,18 +96,22 @@ async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserS
         except UserConfigError as error:
             config_error = str(error)
         cursors = await state.list_cursors(row.upn)
-        stream_status = [
-            StreamStatus(
-                stream=name,
-                phase=("up to date" if c.link_kind == "delta" else "initial round")
-                if c.link
-                else "not started",
-                last_page_utc=_when(c.extra.get("lastPageUtc")),
-                totals=dict(c.extra.get("totals", {})),
+        stream_status: list[StreamStatus] = []
+        unreadable: list[str] = []
+        for name in dict.fromkeys([*streams, *cursors]):
+            c = cursors.get(name) or Cursor()
+            totals, notes = _totals(name, c.extra.get("totals", {}))
+            unreadable += notes
+            stream_status.append(
+                StreamStatus(
+                    stream=name,
+                    phase=("up to date" if c.link_kind == "delta" else "initial round")
+                    if c.link
+                    else "not started",
+                    last_page_utc=_when(c.extra.get("lastPageUtc")),
+                    totals=totals,
+                )
             )
-            for name in dict.fromkeys([*streams, *cursors])
-            for c in [cursors.get(name) or Cursor()]
-        ]
         columns = row.columns
         statuses.append(
             UserStatus(
@@ -97,6 +124,7 @@ async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserS
                 open_issues=len(await state.list_issues(row.upn)),
                 streams=stream_status,
                 config_error=config_error,
+                unreadable=unreadable,
             )
         )
     return statuses
@@ -125,7 +153,10 @@ async def explain(state: StateStore, upn: str, message: str) -> str:
             f"No decision is recorded for {message!r} in {upn}'s mailbox: the message was not seen by a "
             "sync (outside the chosen folders or the DaysBack window, or not yet synced)."
         )
-    text = f"{decision.outcome} at {decision.at:%Y-%m-%d %H:%M:%S} UTC ({decision.stream}): {decision.reason}"
+    text = (
+        f"{decision.outcome} at {decision.at:%Y-%m-%d %H:%M:%S} UTC ({decision.stream}): "
+        f"{printable(decision.reason)}"
+    )
     if decision.outcome == "synced":
         record = await state.get_key(decision.crm_key or message)
         if record is not None:
@@ -133,7 +164,7 @@ async def explain(state: StateStore, upn: str, message: str) -> str:
             text += f"; linked people: {len(record.people)}"
     issues = [i for i in await state.list_issues(upn) if i.item_key == message.strip()]
     for issue in issues:
-        text += f"\nopen issue: {issue.reason} (attempts: {issue.attempts})"
+        text += f"\nopen issue: {printable(issue.reason)} (attempts: {issue.attempts})"
     return text
 
 

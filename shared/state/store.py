@@ -14,7 +14,10 @@ Rows and columns (keys are made by `shared/state/keys.py`; every row also keeps 
 | SyncIssues        | user            | item key               | Stream, Reason, Attempts, First/LastSeen |
 | SyncDecisions     | user            | item key               | Stream, Outcome, Reason, At, Details   |
 
-Mappings and tuples are stored as JSON strings, datetimes as UTC.
+Mappings and tuples are stored as JSON strings, datetimes as UTC. The texts the service writes from
+error messages (`LastError`, `ReviewPending`, `Warnings` on SyncUsers; `Reason` of issues and
+decisions) are stored `printable()`, at most `STORED_TEXT_CHARS`: one line, no control characters,
+whatever text a CRM or Graph put in the error, and never past what a table column holds.
 
 Leases. One row per user+stream, changed only by ETag-conditional writes after a fresh read, retried
 when another writer got in between. `Owner` is the holder's random id ("" = free); a lease whose
@@ -35,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from shared.errors import ConcurrencyError
+from shared.printable import printable
 from shared.state.entities import (
     KEY_COLUMNS,
     MAX_BATCH,
@@ -113,7 +117,9 @@ class EntityStateStore:
         await self._merge_user(upn, columns)
 
     async def update_status(self, upn: str, columns: Mapping[str, Any]) -> None:
-        await self._merge_user(upn, columns)
+        await self._merge_user(
+            upn, {k: _stored_text(v) if k in STATUS_TEXTS else v for k, v in columns.items()}
+        )
 
     async def delete_user(self, upn: str) -> None:
         await self._tables.delete(self._name(USERS), USER_PARTITION, encode_key(upn))
@@ -434,7 +440,7 @@ class EntityStateStore:
                 "User": issue.user,
                 "ItemKey": issue.item_key,
                 "Stream": issue.stream,
-                "Reason": issue.reason,
+                "Reason": _stored_text(issue.reason),
                 "ItemId": issue.item_id,
                 "LastSeen": last_seen,
             }
@@ -540,6 +546,14 @@ def _put_times(entity: Entity, **times: datetime | None) -> None:
     for name, value in times.items():
         if value is not None:
             entity[name] = utc(value)
+
+
+STORED_TEXT_CHARS = 4_000
+STATUS_TEXTS = frozenset({"LastError", "ReviewPending", "Warnings"})
+
+
+def _stored_text(value: Any) -> Any:
+    return printable(value, STORED_TEXT_CHARS) if isinstance(value, str) else value
 
 
 def _text(row: Row | None, column: str) -> str:
@@ -679,7 +693,7 @@ def _decision_entity(decision: Decision) -> Entity:
         "ItemKey": decision.item_key,
         "Stream": decision.stream,
         "Outcome": decision.outcome,
-        "Reason": decision.reason,
+        "Reason": _stored_text(decision.reason),
         "At": utc(decision.at),
         "CrmKey": decision.crm_key,
         "Details": to_json(dict(decision.details)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from azure.data.tables import TableServiceClient, UpdateMode
 from click.testing import CliRunner, Result
 
 from emulators.azurite import AzuriteStack
@@ -81,8 +82,6 @@ def test_an_admin_adds_syncs_inspects_and_explains(
 def test_a_bad_row_gets_a_readable_error_and_other_users_go_on(
     crmsync: CliRunner, graph: GraphEmulator, crm_server: ReferenceCrm
 ) -> None:
-    from azure.data.tables import TableServiceClient
-
     graph.control.add_user(ANN)
     mail(graph, "bob@fabrikam.example", "<ok-1@fabrikam.example>")
     run(crmsync, "users", "add", ANN, "MailFolders=inbox")
@@ -98,3 +97,34 @@ def test_a_bad_row_gets_a_readable_error_and_other_users_go_on(
     status = run(crmsync, "status").output
     assert "DaysBack must be a whole number" in status and "ann@contoso.com: ok" in status
     assert [j["key"] for j in crm_server.journals()] == ["<ok-1@fabrikam.example>"]
+
+
+HOSTILE_REASON = "\x1b]0;pwned\x07\x1b[2J\x1b[31mrefused\x1b[0m\nok: forged line\u202e"
+
+
+def test_a_crms_hostile_error_text_reaches_the_terminal_without_its_control_characters(
+    crmsync: CliRunner, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    graph.control.add_user(ANN)
+    mail(graph, "bob@fabrikam.example", "<cli-bad@fabrikam.example>")
+    run(crmsync, "users", "add", ANN, "MailFolders=inbox")
+    crm_server.fault(
+        422, count=None, method="PUT", path_contains="/journals/<cli-bad", message=HOSTILE_REASON
+    )
+
+    synced = run(crmsync, "sync", ANN)
+    explained = run(crmsync, "explain", ANN, "<cli-bad@fabrikam.example>").output
+    conn = crmsync.env["AzureWebJobsStorage"]  # type: ignore[index]
+    with TableServiceClient.from_connection_string(conn) as service:  # as an older version stored it
+        service.get_table_client("SyncUsers").upsert_entity(
+            {"PartitionKey": "user", "RowKey": ANN, "LastError": HOSTILE_REASON}, mode=UpdateMode.MERGE
+        )
+    status = run(crmsync, "status", ANN).output
+
+    assert "failed" in synced.output and "open issue:" in explained
+    assert "]0;pwned[2J[31mrefused[0m ok: forged line (attempts: 1)" in explained
+    assert "last error: ]0;pwned[2J[31mrefused[0m ok: forged line" in status
+    for output in (synced.output, explained, status):
+        assert not [c for c in output if c not in "\r\n" and not c.isprintable()], repr(
+            output
+        )  # \r: progress
