@@ -307,8 +307,10 @@ class ReferenceCrmConnector:
         if contact.ref is not None:
             if contact.key:
                 body["key"] = contact.key
-            path = f"/contacts/{_key(contact.ref.id)}"
-            data = await self._json("PATCH", "/contacts/{id}", path, json=body)
+            path = f"/contacts/{_key(contact.ref.id)}"  # only while it is still this owner's (API 1.2)
+            data = await self._json(
+                "PATCH", "/contacts/{id}", path, json=body, params={"owner": contact.owner}
+            )
         elif contact.key:
             path = f"/contacts/by-key/{_key(contact.key)}"
             data = await self._json("PUT", "/contacts/by-key/{key}", path, json=body)

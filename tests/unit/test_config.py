@@ -89,7 +89,8 @@ def test_a_crm_url_must_be_https_off_loopback(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["https://crm.example.com/api", "http://127.0.0.1:9000", "http://localhost:5020", "http://[::1]:80"]
+    "url",
+    ["https://crm.example.com/api", "http://127.0.0.1:9000", "http://localhost:5020", "http://[::1]:80"],
 )
 def test_a_crm_url_over_https_or_on_loopback_is_accepted(url: str) -> None:
     assert Settings.from_env(LOCAL | {"CRM_BASE_URL": url}).crm_base_url == url

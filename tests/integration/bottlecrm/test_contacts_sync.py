@@ -87,3 +87,47 @@ async def test_overlapping_address_books_meet_without_duplicates_and_a_rerun_wri
             if route.split()[0] in {"POST", "PATCH", "DELETE"} and "contact" in route.lower()
         }
         assert not any(graph_writes.values()), graph_writes
+
+
+async def test_another_users_contact_holding_the_same_address_is_never_taken_over_or_deleted(
+    bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
+) -> None:
+    """The review's case: Carol's CRM contact, Ann's Outlook contact with the same address. BottleCRM
+    keeps one contact per address, so Ann's sync may not link it (it is not hers): an issue says why,
+    and neither Ann's edits nor her delete (ContactsDeleteInCrm) reach Carol's contact."""
+    tag = secrets.token_hex(3)
+    ann, carol, dora = f"ann-{tag}@contoso.com", f"carol-{tag}@contoso.com", f"dora-{tag}@fabrikam.example"
+    graph.control.add_user(ann)
+    seed = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, provision_owners=True)
+    try:
+        await seed.upsert_contact(  # Ann is a BottleCRM user with a contact of her own
+            CrmContact(None, ann, ContactFields(given_name="Own", emails=(f"own-{tag}@fabrikam.example",)))
+        )
+        fields = ContactFields(given_name="Dora", surname="Carol's", emails=(dora,), job_title="Buyer")
+        carols = await seed.upsert_contact(CrmContact(None, carol, fields, key=f"seed-{tag}"))
+        before = await seed.get_contact(carols)
+        folder = outlook(graph, "POST", f"/users/{ann}/contactFolders", {"displayName": "CRM Contacts"})
+        contacts = f"/users/{ann}/contactFolders/{folder['id']}/contacts"
+        dora_of_ann = {"givenName": "Dora", "surname": "Ann's", "emailAddresses": [{"address": dora}]}
+        mine = outlook(graph, "POST", contacts, dora_of_ann)
+
+        columns = {"Enabled": True, "Mail": False, "Contacts": True, "ContactsDeleteInCrm": True}
+        async with bottle_world(
+            bottlecrm_server, azurite_stack, graph, ann, columns, "/api/contacts"
+        ) as world:
+            side = GraphContacts(build_graph_client(world.config), GraphCaller())
+            stream = ContactsStream(world.state, world.crm, side)
+            engine = Engine(world.state, InMemoryJobQueue(), {"contacts": stream})
+
+            assert (await engine.run_job(Job(ann, "contacts"))).status == "done"
+            [issue] = await world.state.list_issues(ann)
+            assert carols.id in issue.reason and "assigned to another user" in issue.reason
+            assert await seed.get_contact(carols) == before
+
+            outlook(graph, "PATCH", f"{contacts}/{mine['id']}", {"jobTitle": "Edited by Ann"})
+            await engine.run_job(Job(ann, "contacts"))
+            outlook(graph, "DELETE", f"{contacts}/{mine['id']}")
+            await engine.run_job(Job(ann, "contacts"))
+            assert await seed.get_contact(carols) == before
+    finally:
+        await seed.aclose()
