@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import httpx
 import pytest
 
 from emulators.azurite import AzuriteStack
@@ -129,5 +130,51 @@ async def test_another_users_contact_holding_the_same_address_is_never_taken_ove
             outlook(graph, "DELETE", f"{contacts}/{mine['id']}")
             await engine.run_job(Job(ann, "contacts"))
             assert await seed.get_contact(carols) == before
+    finally:
+        await seed.aclose()
+
+
+async def test_a_contact_shared_with_another_user_is_not_deleted_by_one_users_outlook_delete(
+    bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
+) -> None:
+    """A CRM user assigned one contact to both Ann and Carol. Ann's sync links it (it is hers too), but
+    her Outlook delete with ContactsDeleteInCrm does not delete what Carol shares."""
+    tag = secrets.token_hex(3)
+    ann, carol, erin = f"ann-{tag}@contoso.com", f"carol-{tag}@contoso.com", f"erin-{tag}@fabrikam.example"
+    graph.control.add_user(ann)
+    seed = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, provision_owners=True)
+    try:
+        await seed.upsert_contact(
+            CrmContact(None, carol, ContactFields(given_name="Own", emails=(f"own-{tag}@fabrikam.example",)))
+        )
+        fields = ContactFields(given_name="Erin", surname="Shared", emails=(erin,))
+        shared = await seed.upsert_contact(CrmContact(None, ann, fields, key=f"seed-{tag}"))
+        async with httpx.AsyncClient(base_url=bottlecrm_server.base_url) as api:
+            auth = {"Authorization": f"Bearer {bottlecrm_server.token}"}
+            teams = (await api.get("/api/users/get-teams-and-users/", headers=auth)).json()["profiles"]
+            profiles = {p["user_details"]["email"].lower(): p["id"] for p in teams}
+            assignees = [profiles[ann], profiles[carol]]
+            shared_row = f"/api/contacts/{shared.id}/"
+            (await api.patch(shared_row, json={"assigned_to": assignees}, headers=auth)).raise_for_status()
+
+        columns = {"Enabled": True, "Mail": False, "Contacts": True, "ContactsDeleteInCrm": True}
+        async with bottle_world(
+            bottlecrm_server, azurite_stack, graph, ann, columns, "/api/contacts"
+        ) as world:
+            side = GraphContacts(build_graph_client(world.config), GraphCaller())
+            stream = ContactsStream(world.state, world.crm, side)
+            engine = Engine(world.state, InMemoryJobQueue(), {"contacts": stream})
+            assert (await engine.run_job(Job(ann, "contacts"))).status == "done"
+            folder = (await world.state.get_cursor(ann, "contacts")).extra["folderId"]
+            contacts = f"/users/{ann}/contactFolders/{folder}/contacts"
+            [linked] = outlook(graph, "GET", contacts)["value"]
+
+            outlook(graph, "DELETE", f"{contacts}/{linked['id']}")
+            outcome = await engine.run_job(Job(ann, "contacts"))
+            await engine.run_job(Job(ann, "contacts"))
+
+            assert outcome.stats["failed"] == 1  # the connector refused the delete
+            kept = await seed.get_contact(shared)
+            assert kept is not None and kept.fields.surname == "Shared"
     finally:
         await seed.aclose()
