@@ -109,7 +109,8 @@ def test_the_settings_bicep_sets_pass_the_codes_validation() -> None:
 def test_app_service_authentication_guards_everything_but_the_two_paths_graph_calls() -> None:
     """Entra sign-in in front of the admin API and status page; Graph's webhook paths excluded (Graph
     cannot sign in: they take the webhook function key). The paths are the webhook functions' routes
-    under host.json's route prefix, so renaming a route without the Bicep fails here."""
+    under host.json's route prefix, so renaming a route without the Bicep fails here. (A FunctionApp
+    indexes once, so function_app is imported anew.)"""
     [auth] = [
         r["config"]
         for r in resources_of_type(FUNCTION_APP, "Microsoft.Web/sites/config").values()
@@ -119,7 +120,7 @@ def test_app_service_authentication_guards_everything_but_the_two_paths_graph_ca
     prefix = http.get("routePrefix", "api")  # the host's default
     routes = {
         binding["route"]
-        for function in importlib.import_module("function_app").app.get_functions()
+        for function in importlib.reload(importlib.import_module("function_app")).app.get_functions()
         if function.get_function_name() in ("graph_notifications", "graph_lifecycle")
         for binding in function.get_bindings_dict()["bindings"]
         if binding.get("type") == "httpTrigger"

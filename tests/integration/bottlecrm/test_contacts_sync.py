@@ -20,7 +20,7 @@ from shared.model import ContactFields, CrmContact, CrmContactRemoved, Job
 from shared.state.memory import InMemoryJobQueue
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
-from tests.integration.bottlecrm.world import bottle_world, outlook
+from tests.integration.bottlecrm.world import BottleWorld, bottle_world, outlook
 
 pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
 
@@ -90,6 +90,14 @@ async def test_overlapping_address_books_meet_without_duplicates_and_a_rerun_wri
         assert not any(graph_writes.values()), graph_writes
 
 
+DELETE_IN_CRM = {"Enabled": True, "Mail": False, "Contacts": True, "ContactsDeleteInCrm": True}
+
+
+def contacts_engine(world: BottleWorld) -> Engine:
+    side = GraphContacts(build_graph_client(world.config), GraphCaller())
+    return Engine(world.state, InMemoryJobQueue(), {"contacts": ContactsStream(world.state, world.crm, side)})
+
+
 async def test_another_users_contact_holding_the_same_address_is_never_taken_over_or_deleted(
     bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
 ) -> None:
@@ -112,14 +120,8 @@ async def test_another_users_contact_holding_the_same_address_is_never_taken_ove
         dora_of_ann = {"givenName": "Dora", "surname": "Ann's", "emailAddresses": [{"address": dora}]}
         mine = outlook(graph, "POST", contacts, dora_of_ann)
 
-        columns = {"Enabled": True, "Mail": False, "Contacts": True, "ContactsDeleteInCrm": True}
-        async with bottle_world(
-            bottlecrm_server, azurite_stack, graph, ann, columns, "/api/contacts"
-        ) as world:
-            side = GraphContacts(build_graph_client(world.config), GraphCaller())
-            stream = ContactsStream(world.state, world.crm, side)
-            engine = Engine(world.state, InMemoryJobQueue(), {"contacts": stream})
-
+        async with bottle_world(bottlecrm_server, azurite_stack, graph, ann, DELETE_IN_CRM, "/api") as world:
+            engine = contacts_engine(world)
             assert (await engine.run_job(Job(ann, "contacts"))).status == "done"
             [issue] = await world.state.list_issues(ann)
             assert carols.id in issue.reason and "assigned to another user" in issue.reason
@@ -157,13 +159,8 @@ async def test_a_contact_shared_with_another_user_is_not_deleted_by_one_users_ou
             shared_row = f"/api/contacts/{shared.id}/"
             (await api.patch(shared_row, json={"assigned_to": assignees}, headers=auth)).raise_for_status()
 
-        columns = {"Enabled": True, "Mail": False, "Contacts": True, "ContactsDeleteInCrm": True}
-        async with bottle_world(
-            bottlecrm_server, azurite_stack, graph, ann, columns, "/api/contacts"
-        ) as world:
-            side = GraphContacts(build_graph_client(world.config), GraphCaller())
-            stream = ContactsStream(world.state, world.crm, side)
-            engine = Engine(world.state, InMemoryJobQueue(), {"contacts": stream})
+        async with bottle_world(bottlecrm_server, azurite_stack, graph, ann, DELETE_IN_CRM, "/api") as world:
+            engine = contacts_engine(world)
             assert (await engine.run_job(Job(ann, "contacts"))).status == "done"
             folder = (await world.state.get_cursor(ann, "contacts")).extra["folderId"]
             contacts = f"/users/{ann}/contactFolders/{folder}/contacts"
