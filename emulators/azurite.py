@@ -47,6 +47,18 @@ def azurite_binary() -> Path:
     return path
 
 
+# Azure keeps an idle HTTP connection open for minutes; Azurite's 5 s default closes pooled connections
+# under a client that paused for a moment (a loaded machine), which the real service would not.
+KEEP_ALIVE = (
+    "--blobKeepAliveTimeout",
+    "120",
+    "--queueKeepAliveTimeout",
+    "120",
+    "--tableKeepAliveTimeout",
+    "120",
+)
+
+
 def _args(stack: AzuriteStack, *storage: str) -> list[str]:
     return [
         str(azurite_binary()),
@@ -54,6 +66,7 @@ def _args(stack: AzuriteStack, *storage: str) -> list[str]:
         "--disableTelemetry",
         "--skipApiVersionCheck",
         "--loose",
+        *KEEP_ALIVE,
         "--blobHost", "127.0.0.1", "--blobPort", str(stack.blob_port),
         "--queueHost", "127.0.0.1", "--queuePort", str(stack.queue_port),
         "--tableHost", "127.0.0.1", "--tablePort", str(stack.table_port),

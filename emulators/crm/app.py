@@ -153,7 +153,7 @@ def api_routes(crm: Crm, controls: Controls | None = None) -> list[Route]:
             if_owner = request.query_params.get("owner")
             return _ref(crm.people.patch(row_id, await _body(request), if_owner=if_owner))
         if request.method == "DELETE":
-            crm.people.delete(row_id)
+            crm.people.delete(row_id, if_owner=request.query_params.get("owner"))
             return Response(status_code=204)
         return JSONResponse(crm.people.get(row_id))
 

@@ -108,13 +108,16 @@ class People:
         with self.db.transaction() as conn:
             return _view(self._live(conn, row_id))
 
-    def delete(self, row_id: str) -> None:
+    def delete(self, row_id: str, if_owner: str | None = None) -> None:
+        """`if_owner`: delete only while the contact is assigned to this owner (409 otherwise)."""
         with self.db.transaction() as conn:
             row = conn.execute("SELECT owner, deleted, kind FROM people WHERE id = ?", (row_id,)).fetchone()
             if row is None or row["kind"] == "company":
                 raise ApiError(404, "notFound", "no such contact")
             if row["deleted"]:
                 return
+            if if_owner is not None and row["owner"] != if_owner:
+                raise ApiError(409, "assignedElsewhere", ASSIGNED_ELSEWHERE)
             seq = self.db.next_seq(conn)
             conn.execute(
                 "UPDATE people SET deleted = 1, seq = ?, updated_at = ? WHERE id = ?", (seq, now(), row_id)

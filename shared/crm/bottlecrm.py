@@ -430,13 +430,18 @@ class BottleCrmConnector:
         emails = sorted(str(a.get("user_details", {}).get("email", "")).lower() for a in assignees)
         return emails[0] if emails else ""
 
-    async def delete_contact(self, ref: CrmRef) -> None:
+    async def delete_contact(self, ref: CrmRef, owner: str) -> None:
         row = await self._contact(ref.id)
         if row is None:
             return
-        if len(_assignees(row)) > 1:
+        assignees = _assignees(row)
+        if len(assignees) > 1:
             raise CrmRejectedError(
                 f"BottleCRM contact {ref.id} is assigned to other users too: not deleted", status=409
+            )
+        if assignees != {await self._profile_id(owner)}:
+            raise CrmRejectedError(
+                f"BottleCRM contact {ref.id} is assigned to someone else: not deleted", status=409
             )
         await self._call("DELETE", f"/api/contacts/{ref.id}/", missing_ok=True)
 

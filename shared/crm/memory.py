@@ -280,8 +280,16 @@ class InMemoryCrm:
 
         return self._run("get_contact", (ref.id,), read)
 
-    async def delete_contact(self, ref: CrmRef) -> None:
-        self._run("delete_contact", (ref.id,), lambda: self._delete(ref.id, missing_ok=True))
+    async def delete_contact(self, ref: CrmRef, owner: str) -> None:
+        def delete() -> None:
+            person = self._people.get(ref.id)
+            if person is not None and not person.deleted and person.owner != owner:
+                raise CrmRejectedError(
+                    f"CRM rejected (409): contact {ref.id} is assigned to someone else", status=409
+                )
+            self._delete(ref.id, missing_ok=True)
+
+        self._run("delete_contact", (ref.id,), delete)
 
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:
         def read() -> ContactFeedPage:

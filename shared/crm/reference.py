@@ -322,8 +322,9 @@ class ReferenceCrmConnector:
         data = await self._json("GET", "/contacts/{id}", f"/contacts/{_key(ref.id)}", missing_ok=True)
         return None if data is None else wire.contact_from_json(data)
 
-    async def delete_contact(self, ref: CrmRef) -> None:
-        await self._call("DELETE", "/contacts/{id}", f"/contacts/{_key(ref.id)}", missing_ok=True)
+    async def delete_contact(self, ref: CrmRef, owner: str) -> None:
+        path = f"/contacts/{_key(ref.id)}"
+        await self._call("DELETE", "/contacts/{id}", path, params={"owner": owner}, missing_ok=True)
 
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:
         pages, next_cursor = await self._pages("/contacts/changes", owner, cursor)

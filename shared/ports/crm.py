@@ -120,9 +120,10 @@ class CrmPort(Protocol):
 
     async def get_contact(self, ref: CrmRef) -> CrmContact | None: ...
 
-    async def delete_contact(self, ref: CrmRef) -> None:
-        """Delete (idempotent: an unknown ref is not an error). A contact other owners share is never
-        deleted: refused with `CrmRejectedError`."""
+    async def delete_contact(self, ref: CrmRef, owner: str) -> None:
+        """Delete the contact of `owner` (idempotent: an unknown ref is not an error). A contact that is
+        not (or no longer) assigned to `owner` alone is never deleted: refused with `CrmRejectedError`
+        (another owner's, or shared with others)."""
         ...
 
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:

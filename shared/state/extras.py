@@ -142,11 +142,12 @@ def cursor_extra(stream: str, cursor: Cursor) -> Json:
 def cursor_parts(stream: str, extra: Mapping[str, Any]) -> Json:
     """The typed fields of a cursor of `stream` from its Extra column."""
     kind = stream.partition(":")[0]
-    totals = {str(k): v for k, v in _map(extra, "totals").items() if isinstance(v, int)}
+    totals, unreadable = _totals(extra.get("totals", {}))
     parts: Json = {
         "totals": totals,
         "last_page": _time(extra, "lastPageUtc"),
         "crm_cursor": _str(extra, "crmCursor"),
+        "unreadable": tuple(unreadable),
     }
     if kind == "mail":
         raw = _map(extra, "backfill")

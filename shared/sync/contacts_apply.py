@@ -18,6 +18,7 @@ from shared.model import (
     ContactLink,
     CrmContact,
     CrmContactRemoved,
+    CrmRef,
     Issue,
     Link,
     Outcome,
@@ -34,6 +35,7 @@ from shared.sync.runner import Run
 STREAM = "contacts"
 DROPPED = "contacts-dropped"  # link rows keyed by CRM id: contacts the user deleted from Outlook
 RETRY_PREFIX = "retry:"
+KEPT_PREFIX = "kept:"  # a CRM contact the CRM refused to delete: kept, unlinked, and said so
 RENEW_EVERY = 25  # actions between lease renewals
 
 
@@ -72,8 +74,7 @@ class ContactsWriter:
                 await self._one(run, folder, cp.Unlink(action.outlook_id, action.crm_ref, delete))
         elif isinstance(action, cp.Unlink):
             if action.crm_ref is not None:
-                if action.delete_in_crm:
-                    await self._crm.delete_contact(action.crm_ref)
+                if action.delete_in_crm and await self._deleted(run, action.crm_ref):
                     run.stats.add("removed")
                 else:
                     await self._state.put_links([Link(user, DROPPED, action.crm_ref.id)])
@@ -95,6 +96,17 @@ class ContactsWriter:
             await self._state.delete_link(user, STREAM, action.outlook_id)
         else:
             await self._state.delete_link(user, DROPPED, action.crm_id)
+
+    async def _deleted(self, run: Run, ref: CrmRef) -> bool:
+        """`ContactsDeleteInCrm`: delete the user's CRM contact. One the CRM refuses to delete (assigned to
+        someone else meanwhile, or shared with other users) is kept, and only unlinked, as without the
+        option; an issue on the user's status says which contact and why."""
+        try:
+            await self._crm.delete_contact(ref, run.config.owner)
+        except CrmRejectedError as error:
+            await run.note_issue(f"{KEPT_PREFIX}{ref.id}", f"kept in the CRM, not deleted: {error}")
+            return False
+        return True
 
     async def _pair(self, run: Run, folder: str, a: cp.SyncPair) -> None:
         user, notes = run.user, run.config.contacts_notes

@@ -442,9 +442,9 @@ async def test_contact_delete_is_idempotent(crm: CrmHarness) -> None:
     owner = unique("alice") + "@contoso.test"
     ref = await crm.connector.upsert_contact(contact(owner, key=unique("link")))
 
-    await crm.connector.delete_contact(ref)
-    await crm.connector.delete_contact(ref)
-    await crm.connector.delete_contact(CrmRef("p-never-existed"))
+    await crm.connector.delete_contact(ref, owner)
+    await crm.connector.delete_contact(ref, owner)
+    await crm.connector.delete_contact(CrmRef("p-never-existed"), owner)
 
     assert await crm.connector.get_contact(ref) is None
     assert crm.contact_ids(owner) == []
@@ -499,10 +499,25 @@ async def test_a_contact_other_owners_share_is_never_deleted(crm: CrmHarness) ->
         pytest.skip("this CRM assigns a contact to one owner only")
 
     with pytest.raises(CrmRejectedError, match="not deleted"):
-        await crm.connector.delete_contact(ref)
+        await crm.connector.delete_contact(ref, ann)
 
     assert await crm.connector.get_contact(ref) is not None
     assert (crm.contact_ids(ann), crm.contact_ids(carol)) == ([ref.id], [ref.id])
+
+
+async def test_a_delete_never_takes_a_contact_reassigned_to_another_owner(crm: CrmHarness) -> None:
+    """Ann's Outlook delete of a contact a CRM user gave to Carol meanwhile (between the run's reading
+    of the feed and its delete) leaves Carol's contact alone."""
+    ann, carol = unique("ann") + "@contoso.test", unique("carol") + "@contoso.test"
+    ref = await crm.connector.upsert_contact(contact(ann, key=unique("link")))
+    crm.edit_person(ref.id, owner=carol)
+    before = await crm.connector.get_contact(ref)
+
+    with pytest.raises(CrmRejectedError):
+        await crm.connector.delete_contact(ref, ann)
+
+    assert await crm.connector.get_contact(ref) == before
+    assert crm.contact_ids(carol) == [ref.id]
 
 
 async def test_contact_with_too_many_addresses_is_rejected(crm: CrmHarness) -> None:

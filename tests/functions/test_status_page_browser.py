@@ -138,7 +138,7 @@ async def seed(connection_string: str) -> None:
         }
         for stream, totals in frank_totals.items():
             cursor = await store.get_cursor(FRANK, stream)
-            saved = Cursor(link="x", link_kind="delta", extra={"totals": totals}, etag=cursor.etag)
+            saved = Cursor(link="x", link_kind="delta", totals=totals, etag=cursor.etag)  # as a bug might
             await store.save_cursor(FRANK, stream, saved)
         # an error text of 30,000 characters (stored as it came, before texts were capped)
         await store.put_config(GRACE, {"Enabled": True})

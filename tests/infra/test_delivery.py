@@ -341,3 +341,12 @@ def test_every_test_the_security_page_names_exists() -> None:
     every_test = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     for test in re.findall(r"`::([A-Za-z_]\w*)`", page):  # the short form, after its file (not `::1`)
         assert f"def {test}(" in every_test, test
+
+
+def test_the_deploy_workflow_passes_every_variable_the_bicep_parameters_read() -> None:
+    """A parameter the workflow does not pass is silently empty in CI's provision (e.g. admin sign-in
+    left off). azd fills AZURE_PRINCIPAL_ID itself, from the identity that is logged in."""
+    wanted = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "infra" / "main.parameters.json").read_text()))
+    workflow = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    passed = set(re.findall(r"^\s+([A-Z_]+): ", workflow, flags=re.M))
+    assert wanted - {"AZURE_PRINCIPAL_ID"} <= passed, sorted(wanted - {"AZURE_PRINCIPAL_ID"} - passed)

@@ -254,6 +254,27 @@ async def test_deleted_in_outlook_deletes_in_the_crm_when_configured(stack: Stac
     assert stack.crm.contacts(ANN) == []
 
 
+async def test_a_delete_the_crm_refuses_keeps_the_contact_unlinks_it_and_says_why(stack: Stack) -> None:
+    """With ContactsDeleteInCrm, an Outlook delete of a contact the CRM will not delete (given to another
+    user meanwhile, or shared with others: 409) keeps the CRM contact, unlinks it as without the option,
+    and leaves an issue naming the contact; the run ends done and the next one repeats nothing."""
+    await add_user(stack, ContactsDeleteInCrm=True)
+    bob = stack.crm.add_person("bob@fabrikam.example", name="Bob Buyer", owner=ANN)
+    await sync(stack)
+    contact = by_email(outlook_contacts(stack))["bob@fabrikam.example"]
+    outlook(stack, "DELETE", f"/users/{ANN}/contacts/{contact['id']}")
+    stack.crm.fault(409, count=1, method="DELETE", path_contains="/contacts/", message="assigned elsewhere")
+    assert await sync(stack) == "done"
+    assert [p["id"] for p in stack.crm.contacts(ANN)] == [bob]  # kept
+    assert await stack.services.state.list_links(ANN, "contacts") == []
+    [issue] = await stack.services.state.list_issues(ANN, "contacts")
+    assert issue.item_key == f"kept:{bob}" and "kept in the CRM, not deleted" in issue.reason
+    deletes = stack.crm.stats()["byRoute"].get("DELETE /contacts/{id}", 0)
+    assert await sync(stack) == "done"
+    assert stack.crm.stats()["byRoute"].get("DELETE /contacts/{id}", 0) == deletes  # not tried again
+    assert outlook_contacts(stack) == []  # and not pushed back into the folder (dropped)
+
+
 async def test_deleted_or_unassigned_in_the_crm_is_removed_from_the_owned_folder_only(stack: Stack) -> None:
     await add_user(stack)
     bob = stack.crm.add_person("bob@fabrikam.example", name="Bob Buyer", owner=ANN)

@@ -212,8 +212,8 @@ async def test_delete_contact_is_idempotent(crm: BottleCrmConnector) -> None:
         CrmContact(ref=None, owner=OWNER, fields=person_fields(f"d-{tag()}@example.org"), key=tag())
     )
 
-    await crm.delete_contact(ref)
-    await crm.delete_contact(ref)
+    await crm.delete_contact(ref, OWNER)
+    await crm.delete_contact(ref, OWNER)
 
     assert await crm.get_contact(ref) is None
 
@@ -231,7 +231,7 @@ async def test_contact_feed_is_a_snapshot_of_the_owners_contacts(crm: BottleCrmC
     )
 
     first = await crm.contact_changes(owner, None)
-    await crm.delete_contact(mine[0])
+    await crm.delete_contact(mine[0], owner)
     second = await crm.contact_changes(owner, first.cursor)
 
     assert first.snapshot and second.snapshot

@@ -140,7 +140,8 @@ async def test_a_contact_shared_with_another_user_is_not_deleted_by_one_users_ou
     bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
 ) -> None:
     """A CRM user assigned one contact to both Ann and Carol. Ann's sync links it (it is hers too), but
-    her Outlook delete with ContactsDeleteInCrm does not delete what Carol shares."""
+    her Outlook delete with ContactsDeleteInCrm does not delete what Carol shares: it is kept and unlinked,
+    and an issue says why."""
     tag = secrets.token_hex(3)
     ann, carol, erin = f"ann-{tag}@contoso.com", f"carol-{tag}@contoso.com", f"erin-{tag}@fabrikam.example"
     graph.control.add_user(ann)
@@ -162,7 +163,7 @@ async def test_a_contact_shared_with_another_user_is_not_deleted_by_one_users_ou
         async with bottle_world(bottlecrm_server, azurite_stack, graph, ann, DELETE_IN_CRM, "/api") as world:
             engine = contacts_engine(world)
             assert (await engine.run_job(Job(ann, "contacts"))).status == "done"
-            folder = (await world.state.get_cursor(ann, "contacts")).extra["folderId"]
+            folder = (await world.state.get_cursor(ann, "contacts")).contacts.folder_id
             contacts = f"/users/{ann}/contactFolders/{folder}/contacts"
             [linked] = outlook(graph, "GET", contacts)["value"]
 
@@ -170,8 +171,10 @@ async def test_a_contact_shared_with_another_user_is_not_deleted_by_one_users_ou
             outcome = await engine.run_job(Job(ann, "contacts"))
             await engine.run_job(Job(ann, "contacts"))
 
-            assert outcome.stats["failed"] == 1  # the connector refused the delete
+            assert outcome.status == "done" and outcome.stats["unlinked"] == 1  # refused: kept, unlinked
             kept = await seed.get_contact(shared)
             assert kept is not None and kept.fields.surname == "Shared"
+            [issue] = await world.state.list_issues(ann, "contacts")
+            assert issue.item_key == f"kept:{shared.id}" and "kept in the CRM, not deleted" in issue.reason
     finally:
         await seed.aclose()
