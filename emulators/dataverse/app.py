@@ -119,6 +119,7 @@ class StandIn:
         self.gate.faults.clear()
         self.gate.denied_tokens.clear()
         self.gate.limits = Limits()
+        self.gate.forget_usage()
         self.gate.latency_ms = 0.0
         self.gate.clear_stats()
         self.batch.operations = 0

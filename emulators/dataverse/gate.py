@@ -150,6 +150,9 @@ class Gate:
         self.by_status[str(status)] += 1
         self.log.append({"route": route, "status": status})
 
+    def forget_usage(self) -> None:
+        self._usage.clear()
+
     def clear_stats(self) -> None:
         self.by_route: Counter[str] = Counter()
         self.by_status: Counter[str] = Counter()

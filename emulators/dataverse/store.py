@@ -144,7 +144,8 @@ class Store:
 
     def expire_tokens(self) -> None:
         """Every delta token issued so far is expired (as after Dataverse's retention period)."""
-        self.expired_below = self.version + 1
+        self.version += 1  # tokens issued from now on are newer than the cut
+        self.expired_below = self.version
         self._meta()
 
     # -- inside ----------------------------------------------------------------------------------
