@@ -5,8 +5,8 @@ token expiry, reset; no auth, loopback only).
 Control API (the README's Dataverse section has the full table): `GET /health`; `GET`/`DELETE
 /_dataverse/stats` (requests by route and status: a `$batch` is one request, `batchOperations` counts
 what ran inside); `GET /_dataverse/requests` (recent method, route, status; no values); `POST`/`DELETE
-/_dataverse/faults` (the next matching requests, or `$batch` operations with scope `operation`,
-answer a status); `GET`/`PATCH /_dataverse/settings` (service protection limits, added latency, the
+/_dataverse/faults` (the next matching requests, by method, path and body text, or `$batch`
+operations with scope `operation`, answer a status); `GET`/`PATCH /_dataverse/settings` (service protection limits, added latency, the
 largest page, whether a second email with a used `messageid` is refused); `POST
 /_dataverse/expire-tokens` (change-tracking tokens issued so far expire); `POST /_dataverse/deny-token`
 (that bearer token gets 401); `POST /_dataverse/reset`.
@@ -67,7 +67,7 @@ class StandIn:
             return throttled
         started = time.perf_counter()
         try:
-            fault = self.gate.take_fault(call.method, call.path, "request")
+            fault = self.gate.take_fault(call.method, call.path, "request", call.body)
             if fault is not None and fault.delay_seconds:
                 await asyncio.sleep(fault.delay_seconds)
             if self.gate.latency_ms:
@@ -180,6 +180,7 @@ def create_app(stand_in: StandIn) -> Starlette:
                 apply_then_fail=bool(body.get("applyThenFail", False)),
                 delay_seconds=float(body.get("delaySeconds") or 0.0),
                 scope=str(body.get("scope") or "request"),
+                body_contains=str(body.get("bodyContains") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             return JSONResponse({"error": f"bad fault: {exc}"}, status_code=400)

@@ -41,12 +41,14 @@ class Fault:
     apply_then_fail: bool = False  # the write is applied, then answered with `status`
     delay_seconds: float = 0.0
     scope: str = "request"  # "request": the HTTP request; "operation": one operation inside a $batch
+    body_contains: str = ""  # only requests whose body holds this text (e.g. a change set's boundary)
 
-    def matches(self, method: str, path: str, scope: str) -> bool:
+    def matches(self, method: str, path: str, scope: str, body: bytes = b"") -> bool:
         return (
             self.scope == scope
             and (not self.method or self.method.upper() == method)
             and self.path_contains in path
+            and (not self.body_contains or self.body_contains.encode() in body)
         )
 
     def reply(self) -> Reply:
@@ -132,9 +134,9 @@ class Gate:
 
     # -- faults ----------------------------------------------------------------------------------
 
-    def take_fault(self, method: str, path: str, scope: str) -> Fault | None:
+    def take_fault(self, method: str, path: str, scope: str, body: bytes = b"") -> Fault | None:
         for fault in self.faults:
-            if fault.matches(method, path, scope):
+            if fault.matches(method, path, scope, body):
                 if fault.count is not None:
                     fault.count -= 1
                     if fault.count <= 0:

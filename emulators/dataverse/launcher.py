@@ -174,8 +174,8 @@ class DataverseStandIn:
         return response.json() if response.content else None
 
     def fault(self, status: int, *, count: int | None = 1, **options: Any) -> None:
-        """options: method, path_contains, retry_after, error_code, message, apply_then_fail,
-        delay_seconds, scope ("request" or "operation": one operation inside a $batch)."""
+        """options: method, path_contains, body_contains, retry_after, error_code, message,
+        apply_then_fail, delay_seconds, scope ("request" or "operation": one operation inside a $batch)."""
         body = {_camel(k): v for k, v in options.items()}
         self._control("POST", "/faults", {"status": status, "count": count, **body})
 
