@@ -4,12 +4,12 @@ token expiry, reset; no auth, loopback only).
 
 Control API (the README's Dataverse section has the full table): `GET /health`; `GET`/`DELETE
 /_dataverse/stats` (requests by route and status: a `$batch` is one request, `batchOperations` counts
-what ran inside); `GET /_dataverse/requests` (recent method, route, status; no values); `POST`/`DELETE
-/_dataverse/faults` (the next matching requests, by method, path and body text, or `$batch`
-operations with scope `operation`, answer a status); `GET`/`PATCH /_dataverse/settings` (service protection limits, added latency, the
-largest page, whether a second email with a used `messageid` is refused); `POST
-/_dataverse/expire-tokens` (change-tracking tokens issued so far expire); `POST /_dataverse/deny-token`
-(that bearer token gets 401); `POST /_dataverse/reset`.
+what ran inside); `GET /_dataverse/requests` (recent method, route, status; no values);
+`POST`/`DELETE /_dataverse/faults` (the next matching requests, by method, path and body text, or
+`$batch` operations with scope `operation`, answer a status); `GET`/`PATCH /_dataverse/settings`
+(service protection limits, added latency, the largest page, whether a second email with a used
+`messageid` is refused); `POST /_dataverse/expire-tokens` (change-tracking tokens issued so far
+expire); `POST /_dataverse/deny-token` (that bearer token gets 401); `POST /_dataverse/reset`.
 """
 
 from __future__ import annotations

@@ -50,9 +50,15 @@ class DataverseHarness:
         client = httpx.AsyncClient(verify=self.dv.ssl_context(), timeout=30.0)
         self.clients.append(client)
         return DataverseConnector(
-            self.dv.url, token, client=client, max_attempts=self.retry_budget + 1, max_retry_wait=5.0,
-            backoff_base=0.01, page_size=2, provision_owners=True,
-        )  # fmt: skip
+            self.dv.url,
+            token,
+            client=client,
+            max_attempts=self.retry_budget + 1,
+            max_retry_wait=5.0,
+            backoff_base=0.01,
+            page_size=2,
+            provision_owners=True,
+        )
 
     # -- acting as a Dynamics 365 user ---------------------------------------------------------
 
@@ -89,7 +95,9 @@ class DataverseHarness:
         return sorted(keys)
 
     def contact_ids(self, owner: str) -> list[str]:
-        users = self.dv.rows("systemusers", filter=f"internalemailaddress eq '{owner}'", select="systemuserid")
+        users = self.dv.rows(
+            "systemusers", filter=f"internalemailaddress eq '{owner}'", select="systemuserid"
+        )
         if not users:
             return []
         mine = f"_ownerid_value eq {users[0]['systemuserid']} and statecode eq 0"
@@ -106,9 +114,15 @@ class DataverseHarness:
     ) -> None:
         method, path, body = _ROUTES[op]
         self.dv.fault(
-            status, count=times, method=method, path_contains=path, body_contains=body, retry_after=retry_after,
-            apply_then_fail=apply_then_fail, message=f"injected {status} for {op}",
-        )  # fmt: skip
+            status,
+            count=times,
+            method=method,
+            path_contains=path,
+            body_contains=body,
+            retry_after=retry_after,
+            apply_then_fail=apply_then_fail,
+            message=f"injected {status} for {op}",
+        )
 
     def with_bad_credentials(self) -> CrmPort:
         self.dv.deny_token("not-the-token")

@@ -25,6 +25,7 @@ NOT_SET_IN_AZURE = {
     "GRAPH_CLIENT_CERTIFICATE_PATH": "GRAPH_AUTH_MODE=certificate only",
     "GRAPH_CLIENT_SECRET": "GRAPH_AUTH_MODE=secret only",
     "GRAPH_STATIC_TOKEN": "GRAPH_AUTH_MODE=static-token only (loopback Graph emulator)",
+    "DATAVERSE_STATIC_TOKEN": "DATAVERSE_AUTH_MODE=static-token only (loopback Dataverse stand-in)",
     "AzureWebJobsStorage": "a connection string (Azurite); Azure uses AzureWebJobsStorage__*",
 }
 PRODUCTION_AUTH_MODE = "workload-identity"
@@ -80,6 +81,8 @@ SAMPLES = {
     "CRM_CONNECTOR": "reference",
     "CRM_AUTH_SCHEME": "bearer",
     "CRM_BASE_URL": "https://crm.example.com/api",
+    "DATAVERSE_URL": "https://contoso.crm.dynamics.com",
+    "DATAVERSE_AUTH_MODE": "managed-identity",
     "JOURNAL_BODY_MAX_CHARS": "20000",
     "WEBHOOK_BASE_URL": "https://func-crmsync.azurewebsites.net/api",
     "AzureWebJobsStorage__tableServiceUri": "https://st.table.core.windows.net/",
