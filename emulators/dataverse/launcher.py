@@ -16,6 +16,7 @@ loopback); the control API (`/_dataverse/...`) does what Dataverse cannot.
 from __future__ import annotations
 
 import contextlib
+import json
 import ssl
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -47,6 +48,10 @@ class DataverseStandIn:
     @property
     def api_url(self) -> str:
         return self.url + API
+
+    @property
+    def base_url(self) -> str:  # as the other CRMs' launchers name their API's address
+        return self.api_url
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_path))
@@ -101,6 +106,35 @@ class DataverseStandIn:
         if owner:
             body["ownerid@odata.bind"] = f"/systemusers({self._user(owner)})"
         return self._created("contacts", body)
+
+    def add_person(self, email: str, *, name: str = "", owner: str = "") -> str:
+        """A contact (the demo's `add_person`, as the other CRMs' launchers have it)."""
+        return self.add_contact(email, name=name, owner=owner)
+
+    def journals(self) -> list[dict[str, Any]]:
+        """One entry per email activity, shaped like the reference CRM's `GET /_crm/journals` rows
+        (key, subject, direction, owner, seenBy, receivedAt, sender, people), from its columns and
+        the sync's details."""
+        out = []
+        for row in self.rows("emails"):
+            details = json.loads(row.get("crmsync_outlookdetails") or "{}")
+            sender = details.get("from") or [""]
+            out.append(
+                {
+                    "key": details.get("key") or row.get("messageid"),
+                    "subject": row.get("subject") or "",
+                    "direction": "outbound" if row.get("directioncode") else "inbound",
+                    "owner": details.get("owner", ""),
+                    "seenBy": details.get("seen", []),
+                    "receivedAt": details.get("received") or row.get("actualend"),
+                    "sender": {"address": sender[0]},
+                    "people": [
+                        {"id": i, "kind": k, "name": n, "email": e}
+                        for i, k, n, e in details.get("people", [])
+                    ],
+                }
+            )
+        return out
 
     def add_account(self, name: str, email: str = "") -> str:
         return self._created("accounts", {"name": name, "emailaddress1": email or None})
