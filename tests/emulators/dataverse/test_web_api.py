@@ -247,3 +247,10 @@ def test_errors_carry_dataverses_codes(web: httpx.Client, dv: DataverseStandIn) 
     assert skip.status_code == 400
     who = web.get("WhoAmI").json()
     assert set(who) >= {"BusinessUnitId", "UserId", "OrganizationId"}
+
+
+def test_the_launchers_reader_follows_next_links_to_the_last_page(dv: DataverseStandIn) -> None:
+    dv.settings(page_cap=2)
+    made = sorted(dv.add_contact(f"p{n}@example.test", name=f"P {n}") for n in range(5))
+
+    assert sorted(r["contactid"] for r in dv.rows("contacts", select="fullname")) == made
