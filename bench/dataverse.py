@@ -42,15 +42,16 @@ def _seed_people(dv: DataverseStandIn, owner: str) -> int:
     return len(people)
 
 
-async def run(messages: int, days: int) -> dict[str, Any]:
+async def run(messages: int, days: int, logs: Path | None = None) -> dict[str, Any]:
     seed = mailbox(messages, days)
     upn = seed["users"][0]["userPrincipalName"]
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         seed_path = Path(tmp) / "tenant.json"
         seed_path.write_text(json.dumps(seed))
-        storage = stack.enter_context(azurite())
-        graph = stack.enter_context(graph_emulator(seed=seed_path, budget=0))
-        dv = stack.enter_context(dataverse_stand_in())
+        log = (lambda name: logs / f"{name}.log") if logs else (lambda name: None)
+        storage = stack.enter_context(azurite(log=log("azurite")))
+        graph = stack.enter_context(graph_emulator(seed=seed_path, budget=0, log=log("graph")))
+        dv = stack.enter_context(dataverse_stand_in(log=log("dataverse")))
         dv.add_user(upn)
         contacts = _seed_people(dv, upn)
         os.environ["SSL_CERT_FILE"] = str(dv.ca_path)  # this process's httpx trusts the stand-in's CA
@@ -109,8 +110,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--logs", type=Path, help="a folder for the stand-ins' logs")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args.messages, args.days))
+    result = asyncio.run(run(args.messages, args.days, args.logs))
     print(json.dumps(result))
     return result
 

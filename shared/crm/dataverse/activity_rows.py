@@ -115,9 +115,18 @@ def email_columns(journal: Journal, owner: str) -> dict[str, Any]:
     }
 
 
-def email_parties(journal: Journal, users: Mapping[str, str]) -> list[dict[str, Any]]:
+def email_parties(
+    journal: Journal, users: Mapping[str, str], *, bind_sender: bool = True
+) -> list[dict[str, Any]]:
+    """Sender, to and cc. A contact as an email's sender is what Dynamics 365's own tracking writes,
+    though the `from` column's metadata names only users and queues: where Dataverse refuses it
+    (`bind_sender=False`), the sender is kept as its address alone."""
     contacts = linked_contacts(journal.people)
-    out = [party(SENDER, journal.sender.address, contacts, users)] if journal.sender else []
+    out = (
+        [party(SENDER, journal.sender.address, contacts if bind_sender else {}, users)]
+        if journal.sender
+        else []
+    )
     out += [party(TO, a.address, contacts, users) for a in journal.to]
     out += [party(CC, a.address, contacts, users) for a in journal.cc]
     return out

@@ -34,6 +34,7 @@ from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 from shared.model import CrmRef, Journal
 from shared.retry_after import parse_retry_after
 
+PARTY_NOT_ALLOWED = "0x80043506"  # ActivityPartyObjectTypeNotAllowed
 CHUNK = 100  # messages per $batch (at most 4 operations each: far below Dataverse's 1,000)
 LOOKUP_CHUNK = 50  # Message-IDs per query
 ANNOTATIONS = 'odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"'
@@ -110,6 +111,7 @@ class Journals:
             except CrmRejectedError as refused:
                 outcomes[n] = refused
         todo = [n for n in range(len(journals)) if n not in outcomes]
+        plain_sender: set[int] = set()  # messages whose contact sender Dataverse refused as a party
         for attempt in range(self._attempts):
             if not todo:
                 break
@@ -117,7 +119,12 @@ class Journals:
             try:
                 found = await self._read([journals[n] for n in todo])
                 body = BatchBody()
-                sets = {n: self._plan(body, journals[n], found.get(journals[n].key), owners[n]) for n in todo}
+                sets = {
+                    n: self._plan(
+                        body, journals[n], found.get(journals[n].key), owners[n], n not in plain_sender
+                    )
+                    for n in todo
+                }
                 results = await self._api.batch(body, ROUTE, resend=False)
             except CrmRetryableError as failure:  # the whole request: nothing is known of any message
                 too_long = (failure.retry_after or 0.0) > self._api.max_retry_wait
@@ -125,7 +132,7 @@ class Journals:
                     raise
                 await asyncio.sleep(failure.retry_after or self._api.backoff(attempt))
                 continue
-            todo, wait = self._outcomes(todo, sets, results, outcomes, last)
+            todo, wait = self._outcomes(todo, sets, results, outcomes, last, plain_sender)
             if todo:
                 await asyncio.sleep(wait if wait is not None else self._api.backoff(attempt))
         return [outcomes[n] for n in range(len(journals))]
@@ -137,6 +144,7 @@ class Journals:
         results: list[PartResult],
         outcomes: dict[int, CrmRef | CrmError],
         last: bool,
+        plain_sender: set[int],
     ) -> tuple[list[int], float | None]:
         by_item: dict[int, list[PartResult]] = {}
         for result in results:
@@ -154,6 +162,10 @@ class Journals:
             else:
                 retry_after = parse_retry_after(failed.headers.get("retry-after"))
                 error = error_of(failed.status, failed.body, "this email", retry_after)
+                if failed.error[0] == PARTY_NOT_ALLOWED and n not in plain_sender and not last:
+                    plain_sender.add(n)  # once more, the sender as its address alone
+                    again.append(n)
+                    continue
             too_long = (error.retry_after or 0.0) > self._api.max_retry_wait
             if isinstance(error, Conflict | CrmRetryableError) and not last and not too_long:
                 again.append(n)
@@ -206,7 +218,7 @@ class Journals:
         return found
 
     def _plan(
-        self, body: BatchBody, journal: Journal, row: dict[str, Any] | None, owner: str
+        self, body: BatchBody, journal: Journal, row: dict[str, Any] | None, owner: str, bind_sender: bool
     ) -> tuple[int, str]:
         """Add the message's change set; returns (its index among the batch's items, the email's id)."""
         changes = body.changeset("emails")
@@ -218,7 +230,7 @@ class Journals:
             columns = {**activity.email_columns(journal, owner), **_regarding(journal, None)}
             columns |= {
                 "activityid": email_id,
-                "email_activity_parties": activity.email_parties(journal, users),
+                "email_activity_parties": activity.email_parties(journal, users, bind_sender=bind_sender),
             }
             created = changes.add("POST", root + "emails", columns)
             changes.add("PATCH", created, {"statecode": 1, "statuscode": activity.closed_status(journal)})
@@ -241,7 +253,9 @@ class Journals:
         columns = {**activity.email_columns(journal, owner), **_regarding(journal, row, details.people)}
         changes.add("PATCH", entity, columns, **guard)
         changes.add(
-            "PUT", entity + "/email_activity_parties", {"value": activity.email_parties(journal, users)}
+            "PUT",
+            entity + "/email_activity_parties",
+            {"value": activity.email_parties(journal, users, bind_sender=bind_sender)},
         )
         changes.add("PATCH", entity, {"statecode": 1, "statuscode": activity.closed_status(journal)})
         return item, email_id

@@ -195,3 +195,27 @@ async def test_an_appointment_keeps_a_long_subject_and_location_beyond_dataverse
     )
     assert await crm.get_appointment(written.key) == written
     assert await crm.upsert_appointment(written) == CrmRef(row["activityid"])
+
+
+async def test_where_dataverse_refuses_a_contact_as_sender_the_sender_is_kept_as_its_address(
+    dv: DataverseStandIn, crm: DataverseConnector
+) -> None:
+    bob = dv.add_contact("bob@fabrikam.example", name="Bob B", owner=ANN)
+    person = PersonRef(bob, "contact", "Bob B", "bob@fabrikam.example")
+    dv.fault(
+        400,
+        scope="operation",
+        method="POST",
+        path_contains="emails",
+        error_code="0x80043506",
+        message="The participation type is not allowed for this activity party.",
+    )
+
+    await crm.upsert_journal(journal("<from-bob@x.test>", (person,)))
+
+    row = dv.rows(
+        "emails", expand="email_activity_parties($select=participationtypemask,addressused,_partyid_value)"
+    )[0]
+    senders = [p for p in row["email_activity_parties"] if p["participationtypemask"] == 1]
+    assert [(p["addressused"], p["_partyid_value"]) for p in senders] == [("bob@fabrikam.example", None)]
+    assert row["_regardingobjectid_value"] == bob  # still linked, as regarding

@@ -21,6 +21,7 @@ from shared.model import Job
 from shared.state.memory import InMemoryJobQueue
 from shared.sync.engine import Engine
 from shared.sync.mail import MailStream
+from tests.integration.crash import crash_id
 from tests.integration.dataverse.world import Crash, DataverseWorld, dataverse_world
 
 pytestmark = pytest.mark.integration
@@ -165,9 +166,7 @@ async def test_each_message_is_one_email_linked_to_its_contacts_and_a_rerun_writ
         assert emails(dv) == stored
 
 
-@pytest.mark.parametrize(
-    "crash", CHECKPOINTS, ids=[f"{c[0]}.{c[1]}#{c[2]}{'-after' if c[3] else ''}" for c in CHECKPOINTS]
-)
+@pytest.mark.parametrize("crash", CHECKPOINTS, ids=crash_id)
 async def test_killed_at_a_checkpoint_and_rerun_equals_a_clean_run(
     crash: Crash,
     clean_run: dict[str, Any],
