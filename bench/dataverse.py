@@ -8,7 +8,8 @@ connector → the Dataverse stand-in over HTTPS.
   target of 0.05, and what ran inside the batches;
 - the time against Dataverse's service protection limit of 6,000 requests per user per 5 minutes:
   the pace the backfill asked for, and the fastest the limit would let this many requests go;
-- engine seconds (on this machine, with the stand-in's own cost in them).
+- engine seconds (on this machine, with the stand-in's own cost in them), and the CPU seconds the
+  engine and each stand-in spent meanwhile.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.stack import DOMAIN, crm_people, mailbox
+from bench.stack import DOMAIN, ProcessCpu, crm_people, mailbox
 from emulators.azurite import azurite
 from emulators.dataverse.launcher import DataverseStandIn, dataverse_stand_in
 from emulators.graph.launcher import graph_emulator
@@ -72,9 +73,10 @@ async def run(messages: int, days: int, logs: Path | None = None) -> dict[str, A
         try:
             await services.state.put_config(upn, UPN_COLUMNS)
             dv.clear_stats()
-            started = time.perf_counter()
-            outcome = await services.engine.run_job(Job(upn, "mail:inbox", "bench"))
-            seconds = time.perf_counter() - started
+            with ProcessCpu() as cpu:
+                started = time.perf_counter()
+                outcome = await services.engine.run_job(Job(upn, "mail:inbox", "bench"))
+                seconds = time.perf_counter() - started
             stats = dv.stats()
             journals = len(dv.rows("emails", select="activityid"))
         finally:
@@ -96,6 +98,7 @@ async def run(messages: int, days: int, logs: Path | None = None) -> dict[str, A
         "batch_operations": stats["batchOperations"],
         "by_route": stats["byRoute"],
         "engine_seconds": round(seconds, 2),
+        "cpu_seconds": cpu.seconds,
         "service_protection": {
             "limit": f"{LIMIT_REQUESTS} requests per {LIMIT_WINDOW_S} s per user",
             "requests_per_5_minutes_at_this_pace": round(pace),
