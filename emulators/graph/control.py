@@ -33,6 +33,20 @@ def deliver(ctx: Ctx) -> Response:
     return Response(201, out)
 
 
+def invitation(ctx: Ctx) -> Response:
+    """An invitation from outside the tenant arrives: Exchange puts the meeting in the user's calendar
+    under the iCalUId the invitation carries (the sender chose it), organized by the sender."""
+    user = ctx.emu.tenant.user(ctx.params["upn"])
+    spec: dict[str, Any] = dict(ctx.req.json())
+    uid, organizer = spec.pop("iCalUId", ""), spec.get("organizer")
+    if not uid or not organizer:
+        raise GraphError(400, "BadRequest", "'iCalUId' and 'organizer' are required.")
+    spec.setdefault("responseStatus", {"response": "notResponded", "time": "0001-01-01T00:00:00Z"})
+    ev = calendar.create_event(ctx.emu.tenant, user, spec)
+    ev.ical_uid = uid
+    return Response(201, {"id": ev.id, "iCalUId": uid})
+
+
 def organizer_cancel(ctx: Ctx) -> Response:
     """The (outside) organizer cancels a meeting: the user's copy stays, with isCancelled and a
     "Canceled:" subject, as Outlook shows it until the user removes it."""
@@ -144,6 +158,7 @@ def routes(r: Router) -> None:
     r.add("POST", "/users/{upn}/expire-delta-tokens", expire_tokens)
     r.add("POST", "/users/{upn}/deny", deny)
     r.add("POST", "/users/{upn}/allow", allow)
+    r.add("POST", "/users/{upn}/invitations", invitation)
     r.add("POST", "/users/{upn}/events/{id}/organizer-cancel", organizer_cancel)
     r.add("POST", "/faults", add_fault)
     r.add("DELETE", "/faults", clear_faults)

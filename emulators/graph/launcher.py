@@ -36,6 +36,10 @@ class Control:
     def deliver(self, upn: str, message: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/users/{upn}/deliver", message)
 
+    def invitation(self, upn: str, event: dict[str, Any]) -> dict[str, Any]:
+        """An invitation from outside the tenant lands in the user's calendar (`iCalUId`, `organizer`)."""
+        return self._call("POST", f"/users/{upn}/invitations", event)
+
     def organizer_cancel(self, upn: str, event_id: str) -> None:
         self._call("POST", f"/users/{upn}/events/{event_id}/organizer-cancel")
 

@@ -272,6 +272,18 @@ def _pair(value: Any) -> tuple[str, str]:
     return (addr.get("name") or addr.get("address", ""), addr.get("address", ""))
 
 
+def _sent(tenant: Tenant, spec: dict[str, Any], received: datetime) -> datetime:
+    """Every copy of a message carries the sent time of its Date header: unless the spec gives one, an
+    earlier copy of the same internetMessageId in the tenant gives it; the first copy was sent when it
+    arrived."""
+    given = parse_dt(spec["sentDateTime"]) if spec.get("sentDateTime") else None
+    wanted = spec.get("internetMessageId")
+    if not wanted:
+        return given or received
+    first = tenant.sent_times.setdefault(wanted, given or received)
+    return given or first
+
+
 def new_message(tenant: Tenant, user: User, folder: MailFolder, spec: dict[str, Any]) -> Message:
     """Build and store a message from a control-API/Graph-ish spec."""
     now = utcnow()
@@ -297,7 +309,7 @@ def new_message(tenant: Tenant, user: User, folder: MailFolder, spec: dict[str, 
         cc=[_pair(x) for x in spec.get("cc", spec.get("ccRecipients", []))],
         bcc=[_pair(x) for x in spec.get("bcc", spec.get("bccRecipients", []))],
         received=received,
-        sent=parse_dt(spec["sentDateTime"]) if spec.get("sentDateTime") else received,
+        sent=_sent(tenant, spec, received),
         created=now,
         modified=now,
         internet_message_id=spec.get("internetMessageId") or f"<{key[:24]}@emulator.local>",

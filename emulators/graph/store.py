@@ -207,6 +207,7 @@ class Tenant:
         self.counter = 0
         self.epoch = uuid.uuid4().hex[:8]
         self.listeners: list[Callable[[Change], None]] = []
+        self.sent_times: dict[str, datetime] = {}  # internetMessageId -> the sent time its copies share
 
     # ids and versions -------------------------------------------------------------------------------
     def next_seq(self) -> int:

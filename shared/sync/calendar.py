@@ -38,7 +38,7 @@ from shared.model import Appointment, CrmAppointmentChange, PersonRef, fingerpri
 from shared.state.port import Cursor, Decision, Issue, Lease, Link, StateStore
 from shared.sync import calendar_plan as plan
 from shared.sync.calendar_plan import EventChange, EventRemoved, OutlookEvent
-from shared.sync.keyed_write import write_keyed
+from shared.sync.keyed_write import Written, write_keyed
 from shared.sync.ports import CalendarSource
 from shared.users import UserConfig
 
@@ -53,6 +53,9 @@ SERIES_CHECK_EVERY = timedelta(hours=1)
 MAX_ISSUE_RETRIES_PER_RUN = 50
 MAX_CONSECUTIVE_CRM_FAILURES = 3
 LOOKUP_CHUNK = 200
+COLLIDED = (
+    "its iCalUId was already taken by another organizer's meeting: captured separately under a key of its own"
+)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class CalendarStats:
     pushed: int = 0
     issues_retried: int = 0
     fresh_rounds: int = 0
+    collisions: int = 0  # meetings that reused the iCalUId of another organizer's meeting
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -80,6 +84,7 @@ class _Page:
     consecutive_crm_failures: int = 0
     round: str = ""  # the round that saw these items (stamped on their link rows)
     withdrawn: set[tuple[str, str]] = field(default_factory=set)  # (Graph id, key) withdrawn this page
+    collided: set[str] = field(default_factory=set)  # keys of meetings whose iCalUId another one took
 
 
 class CalendarStream:
@@ -243,7 +248,23 @@ class CalendarStream:
                 result.decisions.append(self._decision(config, event.id, event.id, "skipped", reason))
                 continue
             keyed.append((full, key, master))
-        return keyed
+        return await self._own_keys(keyed, result)
+
+    async def _own_keys(
+        self, keyed: list[tuple[OutlookEvent, str, OutlookEvent | None]], result: _Page
+    ) -> list[tuple[OutlookEvent, str, OutlookEvent | None]]:
+        """An event whose key another organizer's meeting took first (anyone can send an invitation
+        with a known iCalUId) is another meeting: it goes under a key of its own from here on, so its
+        link, its appointment and its withdrawal all agree on that key."""
+        rows = await self._state.get_keys(sorted({key for _, key, _ in keyed})) if keyed else {}
+        own: list[tuple[OutlookEvent, str, OutlookEvent | None]] = []
+        for event, key, master in keyed:
+            mine = plan.own_key(rows.get(key), key, plan.identity(event.organizer))
+            if mine != key:
+                result.collided.add(mine)
+            key = mine
+            own.append((event, key, master))
+        return own
 
     async def _capture_all(
         self,
@@ -336,6 +357,8 @@ class CalendarStream:
             event, key, master.ical_uid if master else "", owner=config.owner, people=people,
             body_limit=self._body_limit, seen_by=(config.upn.lower(),), subject_limit=self._subject_limit,
         )  # fmt: skip
+        if key in result.collided:
+            appointment = plan.APPOINTMENTS.rekey(appointment, key)  # its series goes under its own key too
         try:
             written = await self._write(appointment, config.upn)
         except CrmError as error:
@@ -352,10 +375,13 @@ class CalendarStream:
                     raise
             return
         result.consecutive_crm_failures = 0
-        stats.captured += int(written)
-        stats.unchanged += int(not written)
-        result.links[event.id] = self._link(config, event, key, master, result.round)
-        result.decisions.append(self._decision(config, key, event.id, "synced", reason, crm_key=key))
+        stats.captured += int(written.changed)
+        stats.unchanged += int(not written.changed)
+        if key in result.collided or written.collided:
+            reason = f"{reason}; {COLLIDED}"
+            stats.collisions += written.changed  # counted once: when its own appointment is first written
+        result.links[event.id] = self._link(config, event, written.key, master, result.round)
+        result.decisions.append(self._decision(config, key, event.id, "synced", reason, crm_key=written.key))
 
     @staticmethod
     def _link(
@@ -367,11 +393,15 @@ class CalendarStream:
                    "end": event.end.isoformat(), "round": round_id},
         )  # fmt: skip
 
-    async def _write(self, appointment: Appointment, mailbox: str) -> bool:
+    async def _write(self, appointment: Appointment, mailbox: str) -> Written:
         return await write_keyed(
-            self._state, appointment, mailbox, merge=plan.merge, upsert=self._crm.upsert_appointment,
-            key_record_after=plan.key_record_after, doubt_first=True,
-        )  # fmt: skip
+            self._state,
+            appointment,
+            mailbox,
+            plan.APPOINTMENTS,
+            upsert=self._crm.upsert_appointment,
+            doubt_first=True,
+        )
 
     async def _lookup(self, config: UserConfig, events: Sequence[OutlookEvent]) -> dict[str, list[PersonRef]]:
         addresses = sorted({a.normalized for e in events for a in plan.attendees_other_than(e, config.upn)})
@@ -415,6 +445,7 @@ class CalendarStream:
         full = plan.hydrate(event, master)
         key = plan.appointment_key(full, master) if full is not None else ""
         if full is not None and key:
+            [(full, key, master)] = await self._own_keys([(full, key, master)], result)
             if key != link.crm_key:
                 await self._withdraw(config, link, stats, result, pending=False)
             await self._capture_all(config, [(full, key, master)], {}, stats, result)
@@ -440,7 +471,10 @@ class CalendarStream:
                 continue
             event = await self._source.get_event(config.upn, item_id)
             full = plan.hydrate(event, master) if event is not None else None
-            if full is None or plan.appointment_key(full, master) != old_key:
+            key = plan.appointment_key(full, master) if full is not None else ""
+            if full is not None and key:
+                [(_, key, _)] = await self._own_keys([(full, key, master)], result)
+            if full is None or key != old_key:
                 await self._withdraw(config, members[item_id], stats, result, pending=full is None)
 
     async def _members(self, user: str, master_id: str) -> list[Link]:
@@ -734,7 +768,7 @@ def series_check_due(cursor: Cursor, now: datetime, every: timedelta = SERIES_CH
 def _totals(cursor: Cursor, before: Mapping[str, int], stats: CalendarStats) -> dict[str, int]:
     """The cursor's running totals plus what this page added (shown on the status page)."""
     totals = {str(k): int(v) for k, v in dict(cursor.extra.get("totals", {})).items()}
-    for name in ("captured", "skipped", "failed", "cancelled"):
+    for name in ("captured", "skipped", "failed", "cancelled", "collisions"):
         totals[name] = totals.get(name, 0) + getattr(stats, name) - before[name]
     return totals
 

@@ -18,8 +18,9 @@ from datetime import UTC, date, datetime, time
 
 from shared.model import Address, Appointment, Attendee, PersonRef, fingerprint
 from shared.state.port import KeyRecord
+from shared.sync import keyed_write
 from shared.sync.body import body_text
-from shared.sync.keyed_write import merged_people
+from shared.sync.keyed_write import KeyedKind, collision_key, identity_of, merged_people
 
 CAPTURED_KINDS = ("singleInstance", "occurrence", "exception")
 # The transactionId of every event the CRM → Outlook push creates (Graph keeps it on the event): such an
@@ -234,9 +235,7 @@ def merge(record: KeyRecord | None, appointment: Appointment, mailbox: str) -> t
     return merged, not unchanged
 
 
-def key_record_after(
-    record: KeyRecord | None, appointment: Appointment, crm_ref: str, *, organizer_mailbox: str = ""
-) -> KeyRecord:
+def key_record_after(record: KeyRecord | None, appointment: Appointment, crm_ref: str) -> KeyRecord:
     """The SyncKeys row once `appointment` (already merged) was written to the CRM."""
     return KeyRecord(
         key=appointment.key,
@@ -246,13 +245,38 @@ def key_record_after(
         fingerprint=content_fingerprint(appointment),
         extra={
             "owner": appointment.owner,
-            "organizer": organizer_mailbox.lower()
-            or (appointment.organizer.normalized if appointment.organizer else ""),
+            "organizer": appointment.organizer.normalized if appointment.organizer else "",
             "people": {p.id: {"kind": p.kind, "name": p.name, "email": p.email} for p in appointment.people},
             "cancelled": appointment.cancelled,
         },
         etag=record.etag if record else "",
     )
+
+
+def identity(organizer: Address | None) -> str:
+    """Whose meeting it is: every calendar holding the meeting names the same organizer; an invitation
+    that reuses another meeting's iCalUId from someone else is another meeting."""
+    return identity_of(organizer.normalized if organizer else "")
+
+
+def _rekey(appointment: Appointment, key: str) -> Appointment:
+    series = collision_key(appointment.series_key, identity(appointment.organizer))
+    return replace(appointment, key=key, series_key=series if appointment.series_key else "")
+
+
+APPOINTMENTS: KeyedKind[Appointment] = KeyedKind(
+    merge=merge,
+    key_record_after=key_record_after,
+    identity=lambda appointment: identity(appointment.organizer),
+    rekey=_rekey,
+    # rows from before identities were recorded name the organizer in clear
+    legacy_identity=lambda row: identity_of(row.extra["organizer"]) if "organizer" in row.extra else "",
+)
+
+
+def own_key(row: KeyRecord | None, key: str, organizer_identity: str) -> str:
+    """The key a meeting is captured under: its own, unless another organizer's meeting took it first."""
+    return keyed_write.own_key(APPOINTMENTS, row, key, organizer_identity)
 
 
 @dataclass(frozen=True)

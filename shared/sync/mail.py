@@ -28,7 +28,7 @@ from shared.errors import (
 from shared.model import Journal, MailMessage, MessageChange, MessageRemoved, PersonRef
 from shared.state.port import Cursor, Decision, Issue, Lease, StateStore
 from shared.sync import mail_plan
-from shared.sync.keyed_write import write_keyed_many
+from shared.sync.keyed_write import Written, write_keyed_many
 from shared.sync.ports import MailSource
 from shared.users import UserConfig
 
@@ -42,6 +42,10 @@ FILTER_CAP = 5000  # Graph ends a message delta round with $filter after this ma
 MAX_ISSUE_RETRIES_PER_RUN = 50
 MAX_CONSECUTIVE_CRM_FAILURES = 3  # then the CRM is down, not one item bad: stop without checkpointing
 LOOKUP_CHUNK = 200
+COLLIDED = (
+    "its Message-ID was already taken by another message (another sender or sent time): "
+    "journaled separately under a key of its own"
+)
 
 
 @dataclass
@@ -54,6 +58,7 @@ class MailStats:
     removed: int = 0
     issues_retried: int = 0
     fresh_rounds: int = 0
+    collisions: int = 0  # messages that reused another message's Message-ID
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -316,7 +321,7 @@ class MailStream:
         stream: str,
         message: MailMessage,
         reason: str,
-        outcome: bool | CrmError,
+        outcome: Written | CrmError,
         stats: MailStats,
         result: _PageResult,
     ) -> bool:
@@ -338,11 +343,16 @@ class MailStream:
                     raise error
             return False
         result.consecutive_crm_failures = 0
-        if outcome:
+        if outcome.changed:
             stats.journaled += 1
         else:
             stats.unchanged += 1
-        result.decisions.append(self._decision(config, stream, message, "synced", reason, crm_key=key))
+        if outcome.collided:
+            reason = f"{reason}; {COLLIDED}"
+            stats.collisions += outcome.changed  # counted once: when its own journal is first written
+        result.decisions.append(
+            self._decision(config, stream, message, "synced", reason, crm_key=outcome.key)
+        )
         return True
 
     async def _still_here(self, user: str, folder: str, removed: Sequence[str]) -> list[MailMessage]:
@@ -372,9 +382,9 @@ class MailStream:
 
     async def _write(
         self, config: UserConfig, chosen: Sequence[tuple[MailMessage, Sequence[PersonRef]]]
-    ) -> list[bool | CrmError]:
-        """Write the journal(s) of each message. Per message: True (written), False (nothing needed
-        writing) or the CrmError that stopped one of its journals."""
+    ) -> list[Written | CrmError]:
+        """Write the journal(s) of each message. Per message: how its (first) journal was written, or
+        the CrmError that stopped one of its journals."""
         units: list[Journal] = []
         owners: list[int] = []  # the message each journal unit belongs to
         for n, (message, people) in enumerate(chosen):
@@ -386,17 +396,21 @@ class MailStream:
             units += split
             owners += [n] * len(split)
         written = await write_keyed_many(
-            self._state, units, config.upn, merge=mail_plan.merge, upsert_many=self._crm.upsert_journals,
-            upsert=self._crm.upsert_journal, key_record_after=mail_plan.key_record_after,
+            self._state, units, config.upn, mail_plan.JOURNALS, upsert_many=self._crm.upsert_journals,
+            upsert=self._crm.upsert_journal, load=self._crm.get_journal,
         )  # fmt: skip
-        outcomes: list[bool | CrmError] = [False] * len(chosen)
+        outcomes: list[Written | CrmError | None] = [None] * len(chosen)
         for n, outcome in zip(owners, written, strict=True):
-            if isinstance(outcome, CrmError):
-                if not isinstance(outcomes[n], CrmError):
-                    outcomes[n] = outcome  # the first failure of the message's journals
-            elif outcome and outcomes[n] is False:
-                outcomes[n] = True
-        return outcomes
+            current = outcomes[n]
+            if current is None or isinstance(outcome, CrmError) and not isinstance(current, CrmError):
+                outcomes[n] = outcome  # the first unit's outcome, unless a later unit failed
+            elif isinstance(current, Written) and isinstance(outcome, Written):
+                outcomes[n] = replace(
+                    current,
+                    changed=current.changed or outcome.changed,
+                    collided=current.collided or outcome.collided,
+                )
+        return [o if o is not None else Written(False, "") for o in outcomes]
 
     async def _retry_issues(self, config: UserConfig, stream: str, lease: Lease, stats: MailStats) -> Lease:
         issues = (await self._state.list_issues(config.upn, stream))[:MAX_ISSUE_RETRIES_PER_RUN]
@@ -561,7 +575,7 @@ def _counted(cursor: Cursor, before: dict[str, int], stats: MailStats, now: date
     """The cursor's running totals plus what this page added (saved with the page's link)."""
     extra = dict(cursor.extra)
     totals = dict(extra.get("totals", {}))
-    for name in ("journaled", "skipped", "failed"):
+    for name in ("journaled", "skipped", "failed", "collisions"):
         totals[name] = int(totals.get(name, 0)) + getattr(stats, name) - before[name]
     extra["totals"] = totals
     extra["lastPageUtc"] = now.isoformat()

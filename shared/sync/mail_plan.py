@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC
 
 from shared.model import Address, Direction, Journal, MailMessage, PersonRef, fingerprint
 from shared.state.port import KeyRecord
 from shared.sync.body import body_text, cap
-from shared.sync.keyed_write import merged_people
+from shared.sync.keyed_write import KeyedKind, identity_of, merged_people
 from shared.users import UserConfig
 
 
@@ -128,10 +129,11 @@ def content_fingerprint(journal: Journal) -> str:
 def merge(record: KeyRecord | None, journal: Journal, mailbox: str) -> tuple[Journal, bool]:
     """Combine this mailbox's journal with what other mailboxes already wrote under the same key.
 
-    The first mailbox that captured a message decides its owner and direction; later mailboxes add
+    The first mailbox that captured a message decides its owner and direction, and its content stands
+    (`keep_content`, applied by the writer with what the CRM holds); later mailboxes only add
     themselves to `seen_by` and their matches to `people`. Returns the journal to write and whether a
-    write is needed: nothing is written again when this mailbox is already recorded, every person is
-    already linked and the content is unchanged.
+    write is needed: nothing is written again when this mailbox is already recorded and every person
+    is already linked.
     """
     if record is None:
         return replace(journal, seen_by=(mailbox.lower(),)), True
@@ -147,12 +149,21 @@ def merge(record: KeyRecord | None, journal: Journal, mailbox: str) -> tuple[Jou
         owner=str(record.extra.get("owner", journal.owner)),
         direction=Direction(record.extra.get("direction", journal.direction.value)),
     )
-    unchanged = (
-        mailbox.lower() in record.mailboxes
-        and set(record.people) == {p.id for p in people}
-        and record.fingerprint == content_fingerprint(journal)
-    )
+    unchanged = mailbox.lower() in record.mailboxes and set(record.people) == {p.id for p in people}
     return merged, not unchanged
+
+
+def keep_content(merged: Journal, stored: Journal) -> Journal:
+    """What the CRM holds (the first capture's content), with the mailboxes and people merged in."""
+    return replace(stored, seen_by=merged.seen_by, people=merged.people)
+
+
+def identity(journal: Journal) -> str:
+    """Who sent the message and when: every copy of one message agrees on both (a transport rule's
+    banner, a Bcc line or a different uniqueBody does not change them); a message that reuses another's
+    Message-ID does not."""
+    sent = journal.sent_at.astimezone(UTC).replace(microsecond=0).isoformat() if journal.sent_at else ""
+    return identity_of(journal.sender.normalized if journal.sender else "", sent)
 
 
 def key_record_after(record: KeyRecord | None, journal: Journal, crm_ref: str) -> KeyRecord:
@@ -170,3 +181,12 @@ def key_record_after(record: KeyRecord | None, journal: Journal, crm_ref: str) -
         },
         etag=record.etag if record else "",
     )
+
+
+JOURNALS: KeyedKind[Journal] = KeyedKind(
+    merge=merge,
+    key_record_after=key_record_after,
+    identity=identity,
+    rekey=lambda journal, key: replace(journal, key=key),
+    keep_content=keep_content,
+)

@@ -397,3 +397,37 @@ async def test_calendar_policy_selects_meetings(cal: Calendar, policy: str, capt
     cal.create(ANN, subject="With Bob", start=at(3), end=at(3, 11), attendees=[who(BOB)])
     await cal.sync(ANN)
     assert sorted(a["subject"] for a in cal.appointments().values()) == captured
+
+
+async def test_an_invitation_reusing_another_organizer_s_ical_uid_never_rewrites_that_appointment(
+    cal: Calendar,
+) -> None:
+    """Anyone can send an invitation whose iCalUId is a known meeting's: it is another meeting (another
+    organizer), captured under a key of its own; the real organizer's changes still reach the first."""
+    made = cal.create(ANN, subject="Kick-off", start=at(2), end=at(2, 11), attendees=[who(BOB)])
+    await cal.sync(ANN)
+    before = cal.appointments()[made["iCalUId"]]
+    invitation = {
+        "iCalUId": made["iCalUId"],
+        "subject": "Moved: join here",
+        "start": at(2),
+        "end": at(2, 11),
+        "organizer": who("mallory@evil.example"),
+        "attendees": [who(BEN)],
+    }
+    forged = cal.stack.graph.control.invitation(BEN, invitation)
+    stats = await cal.sync(BEN)
+    found = cal.appointments()
+    assert found[made["iCalUId"]] == before
+    [own] = [k for k in found if k != made["iCalUId"]]
+    assert own.startswith(made["iCalUId"] + "#") and found[own]["subject"] == "Moved: join here"
+    assert found[own]["seenBy"] == [BEN] and stats["collisions"] == 1
+
+    cal.delete(BEN, forged["id"])  # Ben deletes the forged one: only its own appointment goes
+    cal.patch(ANN, made["id"], subject="Kick-off (room 4)")
+    await cal.sync(BEN)
+    await cal.sync(ANN)
+    found = cal.appointments()
+    assert found[own]["cancelled"] is True
+    assert found[made["iCalUId"]]["cancelled"] is False
+    assert found[made["iCalUId"]]["subject"] == "Kick-off (room 4)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared import admin
 from shared.model import Job
 from tests.integration.stack import Stack, comparable, days_ago
 
@@ -232,3 +233,73 @@ async def test_a_first_round_capped_by_graph_reads_the_rest_of_the_window_by_lis
         assert len(stack.journals()) == 131
     finally:
         stack.graph.control.settings(filter_cap=5000)
+
+
+async def test_a_message_that_reuses_a_journaled_message_id_never_rewrites_that_journal(stack: Stack) -> None:
+    """The review's reproduction: a real mail to Ann is journaled; an outsider sends Bob a mail with the
+    same Message-ID (anyone on a thread knows it). Ann's journal keeps its content, owner and readers;
+    the outsider's mail is a journal of its own, and Bob's status counts the collision."""
+    bob = "bob@contoso.com"
+    zoe = stack.crm.add_person("zoe@fabrikam.example", name="Zoe", owner=ANN)
+    await stack.add_user(ANN)
+    await stack.add_user(bob, CrmOwner="crm-user-bob")
+    key = "<deal-7@fabrikam.example>"
+    real = {
+        "subject": "Our offer",
+        "bodyHtml": "<p>Price is 100</p>",
+        "from": {"address": "zoe@fabrikam.example"},
+    }
+    stack.deliver(ANN, internetMessageId=key, **real)
+    await stack.sync(ANN)
+    before = stack.journals()[key]
+
+    forged = {
+        "subject": "Invoice: pay now",
+        "bodyHtml": "<p>New IBAN</p>",
+        "from": {"address": "mallory@evil.example"},
+        "to": [{"address": bob}],
+        "cc": [{"address": "zoe@fabrikam.example"}],
+    }
+    stack.deliver(bob, internetMessageId=key, **forged)
+    assert {o.status for o in await stack.sync(bob)} == {"done"}
+    journals = stack.journals()
+    assert journals[key] == before  # subject, body, sender, owner and seenBy as Ann's capture wrote them
+    assert journals[key]["seenBy"] == [ANN] and journals[key]["owner"] == ANN
+    [own] = [k for k in journals if k != key]
+    assert own.startswith(key + "#")
+    assert journals[own]["subject"] == "Invoice: pay now" and journals[own]["seenBy"] == [bob]
+    assert [p["id"] for p in journals[own]["people"]] == [zoe]
+    row = await stack.services.state.get_user(bob)
+    assert row is not None and row.columns["State"] == "ok" and row.columns["ItemsCollisions"] == 1
+    assert "already taken by another message" in await admin.explain(stack.services.state, bob, key)
+
+    writes = stack.crm.stats()["journalWrites"]
+    await stack.sync(bob, fresh=True)  # seen again: nothing new, counted once
+    assert stack.crm.stats()["journalWrites"] == writes
+    row = await stack.services.state.get_user(bob)
+    assert row is not None and row.columns["ItemsCollisions"] == 1
+
+
+async def test_copies_with_a_banner_a_bcc_and_another_unique_body_are_one_journal(stack: Stack) -> None:
+    """Legitimate copies of one message differ (a transport rule's banner, Bcc in the sender's copy only,
+    a different new part): they still merge into one journal, whose content is the first capture's."""
+    dan = "dan@contoso.com"
+    await stack.add_user(ANN)
+    await stack.add_user(dan, CrmOwner="crm-user-dan")
+    key = "<offer-9@contoso.com>"
+    sent = {
+        "internetMessageId": key,
+        "subject": "Offer",
+        "sentDateTime": days_ago(1),
+        "from": {"address": ANN},
+        "to": [{"address": "bob@fabrikam.example"}],
+    }
+    stack.deliver(ANN, folder="sentitems", bodyHtml="<p>Price is 100</p>", bcc=[{"address": dan}], **sent)
+    banner = "<p>[EXTERNAL] careful</p>"
+    stack.deliver(dan, bodyHtml=banner + "<p>Price is 100</p>", uniqueBodyHtml=banner, **sent)
+    await stack.sync(ANN)
+    await stack.sync(dan)
+    journals = stack.journals()
+    assert list(journals) == [key]
+    assert sorted(journals[key]["seenBy"]) == [ANN, dan]
+    assert journals[key]["body"] == "Price is 100"  # Ann's capture, not Dan's bannered copy

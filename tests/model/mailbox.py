@@ -96,6 +96,7 @@ class InMemoryMailboxes(FakeGraph):
         internet_message_id: str = "",
         categories: tuple[str, ...] = (),
         received: datetime | None = None,
+        sent: datetime | None = None,
     ) -> str:
         """A message arrives (or is filed) in a folder. Returns its immutable id."""
         user = upn.lower()
@@ -104,10 +105,10 @@ class InMemoryMailboxes(FakeGraph):
         value = MailMessage(
             id=message_id, internet_message_id=internet_message_id or f"<{message_id}@memory.example>",
             subject=subject, body_html=body_html, body_type="html", sender=Address(sender),
-            to=tuple(Address(a) for a in (to or (upn,))), cc=tuple(Address(a) for a in cc), sent_at=when,
-            received_at=when, conversation_id=f"conv-{message_id}", categories=tuple(categories),
-            is_draft=False, sensitivity="normal", attachments=(), has_attachments=False, folder_id=folder,
-            change_key=self._change_key(),
+            to=tuple(Address(a) for a in (to or (upn,))), cc=tuple(Address(a) for a in cc),
+            sent_at=sent or when, received_at=when, conversation_id=f"conv-{message_id}",
+            categories=tuple(categories), is_draft=False, sensitivity="normal", attachments=(),
+            has_attachments=False, folder_id=folder, change_key=self._change_key(),
         )  # fmt: skip
         message = _Message(message_id, folder, "", value)
         self._messages[user][message_id] = message

@@ -113,6 +113,7 @@ class RealWorld:
             "cc": [{"address": a} for a in template.cc], "subject": template.subject,
             "bodyHtml": f"<p>{template.subject}</p>", "internetMessageId": template.imid, "folder": folder,
             "categories": list(categories), "receivedDateTime": received,
+            "sentDateTime": template.sent.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }  # fmt: skip
         return str(self._graph.control.deliver(user, spec)["immutableId"])
 

@@ -34,6 +34,8 @@ class Template:
     sender: str
     cc: tuple[str, ...]
     subject: str
+    # every copy of a message carries the sent time its sender's server stamped (the Date header)
+    sent: datetime = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
     @property
     def internal(self) -> bool:
@@ -207,7 +209,7 @@ class MemoryWorld:
         return self.mail.deliver(
             user, folder=folder, sender=template.sender, to=USERS, cc=template.cc, subject=template.subject,
             body_html=f"<p>{template.subject}</p>", internet_message_id=template.imid, categories=categories,
-            received=self.clock.now - timedelta(minutes=1),
+            received=self.clock.now - timedelta(minutes=1), sent=template.sent,
         )  # fmt: skip
 
     def set_categories(self, user: str, message_id: str, categories: tuple[str, ...]) -> None:
