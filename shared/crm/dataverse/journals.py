@@ -278,17 +278,23 @@ def _link(
     }
     if journal.sender:
         roles[journal.sender.normalized] = activity.SENDER
-    missing = [
-        {
-            "participationtypemask": roles.get(p.email.lower(), activity.TO),
-            "addressused": p.email,
-            "partyid_contact@odata.bind": f"/contacts({p.id})",
-        }
-        for p in journal.people
-        if p.id not in bound and p.kind == "contact"
-    ]
-    if missing:
-        value = wire.existing_parties(row, "email_activity_parties") + missing
+    value = wire.existing_parties(row, "email_activity_parties")
+    changed = False
+    for person in journal.people:
+        if person.id in bound or person.kind != "contact":
+            continue
+        bind = {"partyid_contact@odata.bind": f"/contacts({person.id})"}
+        same = [p for p in value if str(p.get("addressused") or "").lower() == person.email.lower()]
+        unbound = [p for p in same if not any(k.endswith("@odata.bind") for k in p)]
+        role = roles.get(person.email.lower(), activity.TO)
+        if unbound:  # Dynamics kept the address unresolved: resolve it to the person
+            unbound[0].update(bind)
+        elif same or (role == activity.SENDER and any(p["participationtypemask"] == role for p in value)):
+            continue  # that address is bound to another record already: an email has one sender
+        else:
+            value.append({"participationtypemask": role, "addressused": person.email, **bind})
+        changed = True
+    if changed:
         changes.add("PUT", entity + "/email_activity_parties", {"value": value})
 
 

@@ -219,3 +219,33 @@ async def test_where_dataverse_refuses_a_contact_as_sender_the_sender_is_kept_as
     senders = [p for p in row["email_activity_parties"] if p["participationtypemask"] == 1]
     assert [(p["addressused"], p["_partyid_value"]) for p in senders] == [("bob@fabrikam.example", None)]
     assert row["_regardingobjectid_value"] == bob  # still linked, as regarding
+
+
+async def test_a_tracked_emails_unresolved_sender_is_resolved_to_the_linked_contact_not_added_twice(
+    dv: DataverseStandIn, crm: DataverseConnector
+) -> None:
+    bob = dv.add_contact("bob@fabrikam.example", name="Bob B", owner=ANN)
+    unresolved = [
+        {"participationtypemask": 1, "addressused": "Bob@Fabrikam.example"},
+        {"participationtypemask": 2, "addressused": ANN},
+    ]
+    tracked = dv.add_email("<t@x.test>", owner=ANN, email_activity_parties=unresolved)
+
+    await crm.upsert_journal(
+        journal("<t@x.test>", (PersonRef(bob, "contact", "Bob B", "bob@fabrikam.example"),))
+    )
+
+    row = dv.row(
+        "emails",
+        tracked,
+        expand="email_activity_parties($select=participationtypemask,addressused,_partyid_value)",
+    )
+    assert row is not None and (row["subject"], row["_regardingobjectid_value"]) == (
+        "Tracked by Dynamics",
+        bob,
+    )
+    parties = [
+        (p["participationtypemask"], p["addressused"], p["_partyid_value"])
+        for p in row["email_activity_parties"]
+    ]
+    assert parties == [(1, "Bob@Fabrikam.example", bob), (2, ANN, None)]
