@@ -123,7 +123,7 @@ var webhookSecretName = 'webhook-key'
 // The Graph client id comes from this deployment (manageGraphApp) or from the admin. It may be
 // empty on the very first provision: the app registration's federated credential needs the managed
 // identity, which that provision creates. Until it is set, the app reports
-// 'GRAPH_CLIENT_ID is required' on startup (docs/deploy.md, step 4).
+// 'GRAPH_CLIENT_ID is required' on startup (docs/deploy.md §4).
 var effectiveGraphClientId = manageGraphApp ? graphApp.outputs.appId : graphClientId
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

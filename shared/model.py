@@ -136,7 +136,7 @@ class PostalAddress:
 
 @dataclass(frozen=True)
 class ContactFields:
-    """The mapped fields of a contact, the same on both sides (see README, field mapping)."""
+    """The mapped fields of a contact, the same on both sides (docs/streams/contacts.md §2)."""
 
     given_name: str = ""
     surname: str = ""

@@ -1,6 +1,6 @@
 """Graph change and lifecycle notifications: parse, verify, coalesce, enqueue. Nothing else.
 
-Notifications are doorbells (design.md, contract 4): their content is never trusted or applied, it
+Notifications are doorbells (docs/architecture.md §3.4): their content is never trusted or applied, it
 only says which user+stream to read by delta. So the handler:
 
 - parses the body strictly (size cap, JSON object with a `value` list of objects) → `BadNotification`

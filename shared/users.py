@@ -19,7 +19,7 @@ CONFLICT_RULES = ("crm-wins", "outlook-wins", "newest")
 CALENDAR_POLICIES = ("all", "category", "crm-attendee")
 DAYS_BACK_WARNING = 60
 
-# Admin columns and their meaning (README "Per-user configuration" is generated from this list).
+# Admin columns and their meaning (docs/configuration.md §2 lists them; a test keeps the two equal).
 COLUMNS: dict[str, str] = {
     "Enabled": "switch the user on (true/false)",
     "Mail": "sync e-mail to journals (default true)",

@@ -2,7 +2,7 @@
 control API under `/_dataverse/` (what Dataverse itself cannot do: faults, limits, stats, settings,
 token expiry, reset; no auth, loopback only).
 
-Control API (the README's Dataverse section has the full table): `GET /health`; `GET`/`DELETE
+Control API (docs/connectors.md §8.1 has the full table): `GET /health`; `GET`/`DELETE
 /_dataverse/stats` (requests by route and status: a `$batch` is one request, `batchOperations` counts
 what ran inside); `GET /_dataverse/requests` (recent method, route, status; no values);
 `POST`/`DELETE /_dataverse/faults` (the next matching requests, by method, path and body text, or

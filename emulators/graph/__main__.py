@@ -8,7 +8,7 @@ from pathlib import Path
 
 import uvicorn
 
-from emulators.graph.server import Config, Emulator, create_app
+from emulators.graph.server import LATENCY_PROFILES, TASKS_PERMISSIONS, Config, Emulator, create_app, flag
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--filter-cap", type=int, default=d.filter_cap, help="items per $filter'ed message delta round"
     )
-    p.add_argument("--latency-ms", type=int, default=d.latency_ms, help="added to every Graph request")
+    p.add_argument("--latency-ms", type=int, help=f"added to every Graph request (default {d.latency_ms})")
+    p.add_argument(
+        "--latency-per-item-ms",
+        type=float,
+        help=f"added per item in a response (default {d.latency_per_item_ms})",
+    )
+    p.add_argument(
+        "--latency-profile",
+        choices=sorted(LATENCY_PROFILES),
+        default="off",
+        help="named latency (graph: as the real service; see the README); the two flags above override it",
+    )
     p.add_argument(
         "--duplicate-rate", type=float, default=d.duplicate_rate, help="share of notifications sent twice"
     )
@@ -39,20 +50,40 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--notify-retries", type=int, default=d.notify_retries)
     p.add_argument("--notify-retry-delay", type=float, default=d.notify_retry_delay)
     p.add_argument("--validation-timeout", type=float, default=d.validation_timeout)
+    p.add_argument(
+        "--tasks-permission",
+        choices=TASKS_PERMISSIONS,
+        default=d.tasks_permission,
+        help="the app's To Do role: Tasks.ReadWrite.All, Tasks.Read.All or none (401 on To Do)",
+    )
+    p.add_argument(
+        "--todo-due-change-duplicates",
+        type=flag,
+        default=d.todo_due_change_duplicates,
+        help="true: a new due date on a recurring task leaves a second open task (a reported To Do bug)",
+    )
     a = p.parse_args(argv)
+    latency = dict(LATENCY_PROFILES[a.latency_profile])
+    if a.latency_ms is not None:
+        latency["latency_ms"] = a.latency_ms
+    if a.latency_per_item_ms is not None:
+        latency["latency_per_item_ms"] = a.latency_per_item_ms
     config = Config(
         concurrency=a.concurrency,
         budget=a.budget,
         window=a.window,
         throttle_scope=a.throttle_scope,
         filter_cap=a.filter_cap,
-        latency_ms=a.latency_ms,
+        latency_ms=latency["latency_ms"],
+        latency_per_item_ms=latency["latency_per_item_ms"],
         duplicate_rate=a.duplicate_rate,
         random_seed=a.random_seed,
         notify_timeout=a.notify_timeout,
         notify_retries=a.notify_retries,
         notify_retry_delay=a.notify_retry_delay,
         validation_timeout=a.validation_timeout,
+        tasks_permission=a.tasks_permission,
+        todo_due_change_duplicates=a.todo_due_change_duplicates,
     )
     logging.basicConfig(level=logging.WARNING)
     emu = Emulator(config, a.seed)

@@ -312,15 +312,18 @@ def _window(req: Request) -> tuple[datetime, datetime]:
     return ws, we
 
 
+def event_body(user: User, ev: Event, tz: str) -> dict[str, Any]:
+    """A single event or a series master, as GET /events/{id} shows it."""
+    if ev.data.get("recurrence"):
+        return render_master(ev, user, tz)
+    return render(instances(ev, datetime.max.replace(tzinfo=UTC))[0], user, tz)
+
+
 def get_event(ctx: Ctx) -> Response:
     ev, day = find(ctx.u, ctx.params["event"])
     tz = _tz(ctx.req)
     if not day:
-        body = (
-            render_master(ev, ctx.u, tz)
-            if ev.data.get("recurrence")
-            else render(instances(ev, datetime.max.replace(tzinfo=UTC))[0], ctx.u, tz)
-        )
+        body = event_body(ctx.u, ev, tz)
     else:
         inst = next(
             i
@@ -337,11 +340,7 @@ def list_events(ctx: Ctx) -> Response:
     for ev in ctx.u.events.values():
         if ev.deleted:
             continue
-        rows.append(
-            render_master(ev, ctx.u, tz)
-            if ev.data.get("recurrence")
-            else render(instances(ev, datetime.max.replace(tzinfo=UTC))[0], ctx.u, tz)
-        )
+        rows.append(event_body(ctx.u, ev, tz))
     return Response(200, list_page(ctx.req, rows, context(ctx.req, "events")))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.graph import calendar, mail
+from emulators.graph import calendar, mail, mailbox, meetings, todo
 from emulators.graph.protocol import GraphError, Response
 from emulators.graph.routing import Ctx, Router
 from emulators.graph.throttling import Fault
@@ -16,8 +16,42 @@ def add_user(ctx: Ctx) -> Response:
     upn = body.get("userPrincipalName", "")
     if "@" not in upn:
         raise GraphError(400, "BadRequest", "userPrincipalName must be an address.")
-    user = ctx.emu.tenant.add_user(upn, body.get("displayName") or upn.split("@")[0], body.get("id", ""))
+    enabled = body.get("accountEnabled")
+    user = ctx.emu.tenant.add_user(
+        upn,
+        body.get("displayName") or upn.split("@")[0],
+        body.get("id", ""),
+        purpose=str(body.get("userPurpose") or "user"),
+        enabled=None if enabled is None else bool(enabled),
+    )
     return Response(201, mail.render_user(user))
+
+
+def get_mailbox(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    return Response(200, mailbox.describe(tenant, tenant.user(ctx.params["upn"])))
+
+
+def patch_mailbox(ctx: Ctx) -> Response:
+    """Set-Mailbox / Add-RecipientPermission / Outlook's delegate dialog."""
+    tenant = ctx.emu.tenant
+    return Response(200, mailbox.configure(tenant, tenant.user(ctx.params["upn"]), ctx.req.json()))
+
+
+def organise_meeting(ctx: Ctx) -> Response:
+    return Response(201, meetings.organise(ctx.emu.tenant, ctx.req.json()))
+
+
+def respond(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    body = ctx.req.json()
+    return Response(200, meetings.respond(tenant, tenant.user(ctx.params["upn"]), ctx.params["id"], body))
+
+
+def cancel_meeting(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    comment = str(ctx.req.json().get("comment", ""))
+    return Response(200, meetings.cancel(tenant, tenant.user(ctx.params["upn"]), ctx.params["id"], comment))
 
 
 def deliver(ctx: Ctx) -> Response:
@@ -59,7 +93,67 @@ def organizer_cancel(ctx: Ctx) -> Response:
     else:
         ev.data.update(isCancelled=True, subject="Canceled: " + ev.data.get("subject", ""))
     calendar.touch_event(ctx.emu.tenant, user, ev)
+    if ctx.req.json().get("sendMessage"):
+        messages = meetings.cancelled_by_outside_organizer(ctx.emu.tenant, user, ev)
+        return Response(200, {"messages": messages})
     return Response(204)
+
+
+# To Do, as its user would change it in the app --------------------------------------------------------------
+def todo_add_list(ctx: Ctx) -> Response:
+    tenant, body = ctx.emu.tenant, ctx.req.json()
+    name = str(body.get("displayName") or "")
+    if not name:
+        raise GraphError(400, "BadRequest", "displayName is required.")
+    lst = tenant.add_todo_list(tenant.user(ctx.params["upn"]), name, shared=bool(body.get("isShared")))
+    return Response(201, todo.render_list(lst))
+
+
+def todo_patch_list(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    user = tenant.user(ctx.params["upn"])
+    lst = todo.named_list(user, ctx.params["list"])
+    todo.rename_list(tenant, user, lst, str(ctx.req.json().get("displayName") or ""))
+    return Response(200, todo.render_list(lst))
+
+
+def todo_delete_list(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    user = tenant.user(ctx.params["upn"])
+    todo.delete_list(tenant, user, todo.named_list(user, ctx.params["list"]))
+    return Response(204)
+
+
+def todo_add_task(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    user = tenant.user(ctx.params["upn"])
+    t = todo.create_task(tenant, user, todo.named_list(user, ctx.params["list"]), ctx.req.json())
+    return Response(201, todo.render_task(t, "UTC", None, frozenset({"linkedresources", "checklistitems"})))
+
+
+def todo_patch_task(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    user = tenant.user(ctx.params["upn"])
+    t = todo.find_task(user, ctx.params["task"])
+    dup = ctx.emu.config.todo_due_change_duplicates
+    todo.update_task(tenant, user, user.todo_lists[t.list_id], t, ctx.req.json(), due_change_duplicates=dup)
+    return Response(200, todo.render_task(t, "UTC", None, frozenset({"linkedresources", "checklistitems"})))
+
+
+def todo_delete_task(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    user = tenant.user(ctx.params["upn"])
+    t = todo.find_task(user, ctx.params["task"])
+    todo.delete_task(tenant, user.todo_lists[t.list_id], t)
+    return Response(204)
+
+
+def todo_move_task(ctx: Ctx) -> Response:
+    tenant = ctx.emu.tenant
+    user = tenant.user(ctx.params["upn"])
+    t = todo.find_task(user, ctx.params["task"])
+    target = todo.named_list(user, str(ctx.req.json().get("list") or ""))
+    return Response(200, todo.render_task(todo.move_task(tenant, user, t, target), "UTC"))
 
 
 def add_fault(ctx: Ctx) -> Response:
@@ -160,6 +254,18 @@ def routes(r: Router) -> None:
     r.add("POST", "/users/{upn}/allow", allow)
     r.add("POST", "/users/{upn}/invitations", invitation)
     r.add("POST", "/users/{upn}/events/{id}/organizer-cancel", organizer_cancel)
+    r.add("GET", "/users/{upn}/mailbox", get_mailbox)
+    r.add("PATCH", "/users/{upn}/mailbox", patch_mailbox)
+    r.add("POST", "/meetings", organise_meeting)
+    r.add("POST", "/users/{upn}/events/{id}/respond", respond)
+    r.add("POST", "/users/{upn}/events/{id}/cancel-meeting", cancel_meeting)
+    r.add("POST", "/users/{upn}/todo/lists", todo_add_list)
+    r.add("PATCH", "/users/{upn}/todo/lists/{list}", todo_patch_list)
+    r.add("DELETE", "/users/{upn}/todo/lists/{list}", todo_delete_list)
+    r.add("POST", "/users/{upn}/todo/lists/{list}/tasks", todo_add_task)
+    r.add("PATCH", "/users/{upn}/todo/tasks/{task}", todo_patch_task)
+    r.add("DELETE", "/users/{upn}/todo/tasks/{task}", todo_delete_task)
+    r.add("POST", "/users/{upn}/todo/tasks/{task}/move", todo_move_task)
     r.add("POST", "/faults", add_fault)
     r.add("DELETE", "/faults", clear_faults)
     r.add("POST", "/subscriptions/{id}/lifecycle", lifecycle)

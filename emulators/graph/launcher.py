@@ -30,8 +30,28 @@ class Control:
             raise RuntimeError(f"control {method} {path}: {r.status_code} {r.text}")
         return r.json() if r.content else None
 
-    def add_user(self, upn: str, display_name: str = "") -> dict[str, Any]:
-        return self._call("POST", "/users", {"userPrincipalName": upn, "displayName": display_name or upn})
+    def add_user(self, upn: str, display_name: str = "", **kw: Any) -> dict[str, Any]:
+        """kw: userPurpose ("shared", "room", …), accountEnabled, id."""
+        body = {"userPrincipalName": upn, "displayName": display_name or upn, **kw}
+        return self._call("POST", "/users", body)
+
+    def mailbox(self, upn: str, **settings: Any) -> dict[str, Any]:
+        """Read, or change (sendAs, grantSendOnBehalfTo, delegates,
+        messageCopyForSentAsEnabled, messageCopyForSendOnBehalfEnabled,
+        delegateMeetingMessageDeliveryOptions, accountEnabled, timeZone), a mailbox's configuration."""
+        path = f"/users/{upn}/mailbox"
+        return self._call("PATCH", path, settings) if settings else self._call("GET", path)
+
+    def meeting(self, organizer: str, **event: Any) -> dict[str, Any]:
+        """A meeting organised in Outlook (event: subject, start, end, attendees, …, bookedBy)."""
+        return self._call("POST", "/meetings", {"organizer": organizer, **event})
+
+    def respond(self, upn: str, event_id: str, response: str, **kw: Any) -> dict[str, Any]:
+        body = {"response": response, **kw}
+        return self._call("POST", f"/users/{upn}/events/{event_id}/respond", body)
+
+    def cancel_meeting(self, upn: str, event_id: str, comment: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/users/{upn}/events/{event_id}/cancel-meeting", {"comment": comment})
 
     def deliver(self, upn: str, message: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/users/{upn}/deliver", message)
@@ -40,8 +60,32 @@ class Control:
         """An invitation from outside the tenant lands in the user's calendar (`iCalUId`, `organizer`)."""
         return self._call("POST", f"/users/{upn}/invitations", event)
 
-    def organizer_cancel(self, upn: str, event_id: str) -> None:
-        self._call("POST", f"/users/{upn}/events/{event_id}/organizer-cancel")
+    def organizer_cancel(self, upn: str, event_id: str, send_message: bool = False) -> Any:
+        body = {"sendMessage": True} if send_message else None
+        return self._call("POST", f"/users/{upn}/events/{event_id}/organizer-cancel", body)
+
+    # To Do, changed as its user would in the app: `ref` is a list id, a wellknownListName or a name
+    def todo_list(self, upn: str, display_name: str, shared: bool = False) -> dict[str, Any]:
+        body = {"displayName": display_name, "isShared": shared}
+        return self._call("POST", f"/users/{upn}/todo/lists", body)
+
+    def todo_rename_list(self, upn: str, ref: str, display_name: str) -> dict[str, Any]:
+        return self._call("PATCH", f"/users/{upn}/todo/lists/{ref}", {"displayName": display_name})
+
+    def todo_delete_list(self, upn: str, ref: str) -> None:
+        self._call("DELETE", f"/users/{upn}/todo/lists/{ref}")
+
+    def todo_task(self, upn: str, ref: str, task: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/users/{upn}/todo/lists/{ref}/tasks", task)
+
+    def todo_update(self, upn: str, task_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"/users/{upn}/todo/tasks/{task_id}", changes)
+
+    def todo_delete(self, upn: str, task_id: str) -> None:
+        self._call("DELETE", f"/users/{upn}/todo/tasks/{task_id}")
+
+    def todo_move(self, upn: str, task_id: str, ref: str) -> dict[str, Any]:
+        return self._call("POST", f"/users/{upn}/todo/tasks/{task_id}/move", {"list": ref})
 
     def fault(self, status: int, count: int = 1, **kw: Any) -> None:
         """kw: method, pathContains, retryAfter, errorCode, message."""
@@ -96,8 +140,8 @@ class GraphEmulator:
 
 
 def sdk_client(base_url: str, token: str = "emulator-token") -> Any:
-    """A msgraph-sdk GraphServiceClient for the emulator (graph-behaviour.md 6.3): a static bearer token,
-    the SDK's default middleware (retry, redirect) kept."""
+    """A msgraph-sdk GraphServiceClient for the emulator (docs/graph-behaviour.md §6.3): a static bearer
+    token, the SDK's default middleware (retry, redirect) kept."""
     from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
     from kiota_abstractions.authentication.base_bearer_token_authentication_provider import (
         BaseBearerTokenAuthenticationProvider,

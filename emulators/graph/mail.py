@@ -25,6 +25,23 @@ from emulators.graph.routing import Ctx, Router
 from emulators.graph.store import Attachment, MailFolder, Message, Tenant, User
 
 MESSAGE_TYPE = "#microsoft.graph.message"
+MESSAGE_SELECT_TYPE = "Microsoft.OutlookServices.Message"  # as Outlook names it in a $select error
+EVENT_EXPAND = "microsoft.graph.eventmessage/event"
+DRAFT_ONLY = frozenset(
+    [
+        "subject",
+        "body",
+        "replyTo",
+        "internetMessageId",
+        "toRecipients",
+        "ccRecipients",
+        "bccRecipients",
+        "from",
+    ]
+)
+MESSAGE_FLAGS = "integer 0x0e07"  # PR_MESSAGE_FLAGS; MSGFLAG_READ 0x01, MSGFLAG_UNSENT 0x08
+SUBMIT_TIME = "systemtime 0x0039"  # PR_CLIENT_SUBMIT_TIME
+DELIVERY_TIME = "systemtime 0x0e06"  # PR_MESSAGE_DELIVERY_TIME
 MESSAGE_PROPS = frozenset(
     [
         "id",
@@ -137,7 +154,7 @@ def body(content_html: str, view: View) -> dict[str, str]:
 def render_message(m: Message, view: View) -> dict[str, Any]:
     props = view.select if view.select is not None else DEFAULT_PROPS
     out: dict[str, Any] = {
-        "@odata.type": MESSAGE_TYPE,
+        "@odata.type": m.odata_type,
         "@odata.etag": f'W/"{m.change_key}"',
         "id": view.id_of(m),
     }
@@ -145,7 +162,13 @@ def render_message(m: Message, view: View) -> dict[str, Any]:
         if p == "id":
             continue
         out[p] = _message_prop(m, p, view)
+    if m.meeting is not None and view.select is None:  # a derived type's own properties (never $select-able)
+        out.update({k: v for k, v in m.meeting.items() if not k.startswith("_")})
     expand = view.expand
+    if EVENT_EXPAND in expand and m.meeting is not None:
+        from emulators.graph import meetings
+
+        out["event"] = meetings.linked_event(m)
     if "singlevalueextendedproperties" in expand:
         wanted = expand["singlevalueextendedproperties"].lower()
         if m.sensitivity and ("0x0036" in wanted or "0x36" in wanted or not wanted):
@@ -216,8 +239,10 @@ def _message_prop(m: Message, p: str, view: View) -> Any:
             return body(m.body_html, view)
         case "uniqueBody":
             return body(m.unique_html, view)
-        case "sender" | "from":
+        case "sender":
             return recipient(m.sender)
+        case "from":
+            return recipient(m.from_addr or m.sender)
         case "toRecipients":
             return [recipient(r) for r in m.to]
         case "ccRecipients":
@@ -265,7 +290,7 @@ def render_user(u: User) -> dict[str, Any]:
 
 
 # creating messages --------------------------------------------------------------------------------------
-def _pair(value: Any) -> tuple[str, str]:
+def pair(value: Any) -> tuple[str, str]:
     if isinstance(value, str):
         return (value.split("@")[0].replace(".", " ").title(), value)
     addr = value.get("emailAddress", value)
@@ -297,6 +322,8 @@ def new_message(tenant: Tenant, user: User, folder: MailFolder, spec: dict[str, 
         )
     seq = tenant.next_seq()
     key = tenant.new_id("")
+    whom = pair(spec.get("from") or {"address": user.upn, "name": user.display_name})
+    sender = pair(spec["sender"]) if spec.get("sender") else whom
     m = Message(
         immutable_id="AAkALg" + key,
         rest_id="AAMkAG" + key,
@@ -304,10 +331,11 @@ def new_message(tenant: Tenant, user: User, folder: MailFolder, spec: dict[str, 
         subject=spec.get("subject", ""),
         body_html=html_body,
         unique_html=spec.get("uniqueBodyHtml") or unique_part(html_body),
-        sender=_pair(spec.get("from") or {"address": user.upn, "name": user.display_name}),
-        to=[_pair(x) for x in spec.get("to", spec.get("toRecipients", []))],
-        cc=[_pair(x) for x in spec.get("cc", spec.get("ccRecipients", []))],
-        bcc=[_pair(x) for x in spec.get("bcc", spec.get("bccRecipients", []))],
+        sender=sender,
+        from_addr=whom if whom[1].lower() != sender[1].lower() else None,
+        to=[pair(x) for x in spec.get("to", spec.get("toRecipients", []))],
+        cc=[pair(x) for x in spec.get("cc", spec.get("ccRecipients", []))],
+        bcc=[pair(x) for x in spec.get("bcc", spec.get("bccRecipients", []))],
         received=received,
         sent=_sent(tenant, spec, received),
         created=now,
@@ -330,6 +358,8 @@ def new_message(tenant: Tenant, user: User, folder: MailFolder, spec: dict[str, 
             for a in spec.get("attachments", [])
         ],
         sensitivity=_sensitivity(spec.get("sensitivity", 0)),
+        odata_type=spec.get("@odata.type") or MESSAGE_TYPE,
+        meeting=spec.get("meeting"),
     )
     if spec.get("flag"):
         m.flag = dict(spec["flag"])
@@ -347,13 +377,70 @@ def _sensitivity(value: Any) -> int:
 
 
 # handlers -----------------------------------------------------------------------------------------------
+USER_PROPS = frozenset(
+    [
+        "id",
+        "userPrincipalName",
+        "displayName",
+        "mail",
+        "businessPhones",
+        "givenName",
+        "surname",
+        "jobTitle",
+        "mobilePhone",
+        "officeLocation",
+        "preferredLanguage",
+        "accountEnabled",  # these four only when selected
+        "assignedLicenses",
+        "userType",
+        "mailboxSettings",
+    ]
+)
+
+
+def _user_select(req: Request, single: bool) -> frozenset[str] | None:
+    """`$select` on users: the default properties, plus accountEnabled, assignedLicenses and userType;
+    mailboxSettings only on a single user: on `/users` neither `$select` nor `$filter` can reach it
+    (as reported; undocumented)."""
+    raw = req.query.get("$select", "") + "," + req.query.get("$expand", "")
+    if not single and "mailboxsettings" in (raw + req.query.get("$filter", "")).lower():
+        raise GraphError(
+            400,
+            "Request_BadRequest",
+            "mailboxSettings can be read only for one user, not on the users collection.",
+        )
+    return parse_select(req, USER_PROPS, "microsoft.graph.user")
+
+
+def _user_body(u: User, select: frozenset[str] | None) -> dict[str, Any]:
+    full = render_user(u)
+    if select is None:
+        return full
+    extra: dict[str, Any] = {
+        "accountEnabled": u.account_enabled,
+        "assignedLicenses": []
+        if u.purpose != "user"
+        else [{"skuId": "c7df2760-2c81-4ef7-b578-5b5392b571df"}],
+        "userType": "Member",
+    }
+    if "mailboxSettings" in select:
+        from emulators.graph.mailbox import settings
+
+        extra["mailboxSettings"] = settings(u)
+    out = {"@odata.type": full["@odata.type"], "id": u.id}
+    out.update({k: v for k, v in {**full, **extra}.items() if k in select})
+    return out
+
+
 def get_users(ctx: Ctx) -> Response:
-    users = [render_user(u) for u in ctx.emu.tenant.users.values()]
+    select = _user_select(ctx.req, single=False)
+    users = [_user_body(u, select) for u in ctx.emu.tenant.users.values()]
     return Response(200, list_page(ctx.req, users, context(ctx.req, "users"), default_top=100))
 
 
 def get_user(ctx: Ctx) -> Response:
-    return Response(200, {"@odata.context": context(ctx.req, "users/$entity"), **render_user(ctx.u)})
+    body = _user_body(ctx.u, _user_select(ctx.req, single=True))
+    return Response(200, {"@odata.context": context(ctx.req, "users/$entity"), **body})
 
 
 def list_folders(ctx: Ctx) -> Response:
@@ -421,7 +508,7 @@ def message_delta(ctx: Ctx) -> Response:
             raise GraphError(
                 400, "ErrorInvalidUrlQuery", "Only receivedDateTime desc is supported in $orderby."
             )
-        select = parse_select(req, MESSAGE_PROPS, "microsoft.graph.message")
+        select = parse_select(req, MESSAGE_PROPS, MESSAGE_SELECT_TYPE)
         change_type = req.query.get("changeType", "")
         if change_type and change_type not in ("created", "updated", "deleted"):
             raise GraphError(400, "ErrorInvalidParameter", f"Invalid changeType '{change_type}'.")
@@ -477,7 +564,7 @@ def message_delta(ctx: Ctx) -> Response:
     link = f"{req.base_url}/users/{u.id}/mailFolders/{folder.id}/messages/delta"
     if o.get("orderby") and cursor.base == 0 and o.get("after") != "done":
         # a first round ordered newest first: its initial contents by receivedDateTime desc, so a
-        # capped round returns the newest messages (graph-behaviour.md 1.2, `$orderby`)
+        # capped round returns the newest messages (docs/graph-behaviour.md §1.2, `$orderby`)
         ordered = sorted(
             (
                 (m.received, key, m.created_seq)  # in the initial contents: seq ≤ origin
@@ -521,7 +608,7 @@ def _matches(received: datetime, flt: list[str]) -> bool:
 
 def list_messages(ctx: Ctx) -> Response:
     u, req = ctx.u, ctx.req
-    view = View.of(req, parse_select(req, MESSAGE_PROPS, "microsoft.graph.message"))
+    view = View.of(req, parse_select(req, MESSAGE_PROPS, MESSAGE_SELECT_TYPE))
     if "folder" in ctx.params:
         msgs = list(u.folder(ctx.params["folder"]).messages.values())
     else:
@@ -592,7 +679,7 @@ def _message(ctx: Ctx) -> Message:
 
 def get_message(ctx: Ctx) -> Response:
     req = ctx.req
-    view = View.of(req, parse_select(req, MESSAGE_PROPS, "microsoft.graph.message"))
+    view = View.of(req, parse_select(req, MESSAGE_PROPS, MESSAGE_SELECT_TYPE))
     m = _message(ctx)
     return view.applied(
         Response(200, {"@odata.context": context(req, "messages/$entity"), **render_message(m, view)})
@@ -607,6 +694,12 @@ def patch_message(ctx: Ctx) -> Response:
     for k, v in patch.items():
         if k.startswith("@odata."):
             continue
+        if k in DRAFT_ONLY and not m.is_draft:
+            raise GraphError(
+                400,
+                "ErrorInvalidPropertyUpdateSentMessage",
+                "Update operation is not allowed on a sent message.",
+            )
         if k == "isRead":
             m.is_read = bool(v)
         elif k == "categories":
@@ -615,14 +708,31 @@ def patch_message(ctx: Ctx) -> Response:
             m.flag = dict(v or {"flagStatus": "notFlagged"})
         elif k == "importance":
             m.importance = v
-        elif k == "subject" and m.is_draft:
+        elif k == "subject":
             m.subject = v
-        elif k == "body" and m.is_draft:
+        elif k == "body":
             m.body_html = m.unique_html = v.get("content", "")
             m.preview = None
+        elif k == "internetMessageId":
+            m.internet_message_id = str(v)
+        elif k == "replyTo":
+            pass  # kept as []: nothing reads it back here
+        elif k in ("toRecipients", "ccRecipients", "bccRecipients"):
+            setattr(
+                m,
+                {"toRecipients": "to", "ccRecipients": "cc", "bccRecipients": "bcc"}[k],
+                [pair(x) for x in v or []],
+            )
+        elif k == "from":
+            m.from_addr = pair(v) if v else None
         elif k == "singleValueExtendedProperties":
             for p in v or []:
-                if "0x36" in p.get("id", "").lower().replace("0x0036", "0x36"):
+                pid = p.get("id", "").lower()
+                if pid == MESSAGE_FLAGS:  # the flags are the store's, once the item exists
+                    raise GraphError(
+                        400, "ErrorInvalidPropertySet", "The property PR_MESSAGE_FLAGS can't be changed."
+                    )
+                if "0x36" in pid.replace("0x0036", "0x36"):
                     m.sensitivity = int(p.get("value", 0))
         else:
             raise GraphError(
@@ -658,13 +768,48 @@ def move_message(ctx: Ctx) -> Response:
 
 
 def create_message(ctx: Ctx) -> Response:
+    """POST …/messages creates a draft, in Drafts or in the folder named, whatever the body says (Microsoft:
+    "Create a draft of a new message"; reported for folders too); only PR_MESSAGE_FLAGS without
+    MSGFLAG_UNSENT, set at creation, makes an item that is not a draft (the way mail importers do it), with
+    its read flag and delivery times."""
     u = ctx.u
     folder = u.folder(ctx.params.get("folder", "drafts"))
-    spec = ctx.req.json()
-    spec.setdefault("isDraft", folder.id == u.well_known["drafts"])
-    spec.setdefault("isRead", True)
+    body = ctx.req.json()
+    if not isinstance(body, dict):
+        raise GraphError(400, "RequestBodyRead", "The request body must be a message.")
+    if body.get("@odata.type", MESSAGE_TYPE).lower() != MESSAGE_TYPE.lower():
+        raise GraphError(400, "ErrorInvalidRequest", "Odata type not supported.")  # eventMessage…: no
+    spec = {k: v for k, v in body.items() if k not in ("isDraft", "@odata.type", "sender")}
+    props = {
+        str(p.get("id", "")).lower(): p.get("value") for p in body.get("singleValueExtendedProperties") or []
+    }
+    flags = _int_or_none(props.get(MESSAGE_FLAGS))
+    spec["isDraft"] = flags is None or bool(flags & 0x08)
+    if flags is None or "isRead" not in spec:
+        spec["isRead"] = True if flags is None else bool(flags & 0x01)
+    now = iso(utcnow())
+    if spec["isDraft"]:
+        spec["receivedDateTime"] = spec["sentDateTime"] = now
+    else:
+        spec["receivedDateTime"] = props.get(DELIVERY_TIME) or spec.get("receivedDateTime") or now
+        spec["sentDateTime"] = props.get(SUBMIT_TIME) or spec.get("sentDateTime") or spec["receivedDateTime"]
+        spec["sender"] = body.get("sender") or body.get("from")
+    for p in props:
+        if p in ("integer 0x36", "integer 0x0036"):
+            spec["sensitivity"] = int(props[p] or 0)
+    domain = u.upn.split("@")[-1]
+    spec.setdefault("internetMessageId", f"<{ctx.emu.tenant.new_id('')[:24]}@{domain}>")
     m = new_message(ctx.emu.tenant, u, folder, spec)
     return Response(201, render_message(m, View.of(ctx.req)))
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value), 0)
+    except ValueError as exc:
+        raise GraphError(400, "ErrorInvalidExtendedPropertyValue", f"Invalid value '{value}'.") from exc
 
 
 def list_attachments(ctx: Ctx) -> Response:
@@ -678,39 +823,6 @@ def list_attachments(ctx: Ctx) -> Response:
             row = {k: v for k, v in row.items() if k in keep}
         rows.append(row)
     return Response(200, {"@odata.context": context(ctx.req, "attachments"), "value": rows})
-
-
-def send_mail(ctx: Ctx) -> Response:
-    """Deliver to every tenant recipient's Inbox and put a copy in the sender's Sent Items."""
-    u, emu = ctx.u, ctx.emu
-    payload = {k.lower(): v for k, v in ctx.req.json().items()}  # action parameters: any casing
-    msg = payload.get("message") or {}
-    if not msg.get("toRecipients") and not msg.get("ccRecipients") and not msg.get("bccRecipients"):
-        raise GraphError(400, "ErrorInvalidRecipients", "At least one recipient is not valid.")
-    spec = dict(msg)
-    spec["from"] = {"emailAddress": {"name": u.display_name, "address": u.upn}}
-    now = iso(utcnow())
-    spec.setdefault("receivedDateTime", now)
-    spec.setdefault("sentDateTime", now)
-    spec["internetMessageId"] = (
-        msg.get("internetMessageId") or f"<{emu.tenant.new_id('')[:24]}@{u.upn.split('@')[-1]}>"
-    )
-    spec.setdefault("conversationId", "AAQkAG" + emu.tenant.new_id("")[:40])
-    if payload.get("savetosentitems", True):
-        new_message(emu.tenant, u, u.folder("sentitems"), {**spec, "isRead": True})
-    deliver_to_tenant(emu.tenant, spec)
-    return Response(202)
-
-
-def deliver_to_tenant(tenant: Tenant, spec: dict[str, Any]) -> None:
-    seen: set[str] = set()
-    for key in ("toRecipients", "ccRecipients", "bccRecipients", "to", "cc"):
-        for r in spec.get(key, []):
-            addr = _pair(r)[1].lower()
-            target = tenant.by_upn.get(addr)
-            if target is not None and addr not in seen:
-                seen.add(addr)
-                new_message(tenant, target, target.folder("inbox"), {**spec, "isRead": False})
 
 
 def routes(r: Router) -> None:
@@ -727,7 +839,6 @@ def routes(r: Router) -> None:
     r.add("POST", "/users/{user}/mailFolders/{folder}/messages", create_message)
     r.add("GET", "/users/{user}/messages", list_messages)
     r.add("POST", "/users/{user}/messages", create_message)
-    r.add("POST", "/users/{user}/sendMail", send_mail)
     for prefix in (
         "/users/{user}/messages/{message}",
         "/users/{user}/mailFolders/{folder}/messages/{message}",

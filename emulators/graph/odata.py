@@ -53,7 +53,7 @@ def split_top_level(raw: str) -> list[str]:
     return parts
 
 
-_EXPAND = re.compile(r"^(\w+)(?:\((.*)\))?$", re.S)
+_EXPAND = re.compile(r"^([\w./]+)(?:\((.*)\))?$", re.S)  # also a cast: microsoft.graph.eventMessage/event
 
 
 def parse_expand(req: Request) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Seed files. `generate()` builds a realistic tenant deterministically from a seed: users, threads whose
 replies quote earlier messages (HTML), internal and external correspondents, several recipients,
 attachments, categories, private items, contacts, single and recurring meetings with exceptions and
-cancellations, all-day events. `load()` puts a seed into the store.
+cancellations, all-day events, To Do tasks. `load()` puts a seed into the store (also shared mailboxes,
+their send rights and delegates, which `generate()` leaves out).
 
 python -m emulators.graph.sample --users 3 --days 30 --per-day 10 --seed 1 --out tenant.json
 """
@@ -16,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from emulators.graph import calendar, contacts, mail
+from emulators.graph import calendar, contacts, mail, mailbox, todo
 from emulators.graph.store import Tenant
 
 FIRST = [
@@ -129,6 +130,7 @@ def generate(
     start: date = date(2026, 1, 5),
     contacts_per_user: int = 20,
     events_per_user: int = 12,
+    tasks_per_user: int = 6,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     people: list[tuple[str, str]] = []
@@ -231,7 +233,46 @@ def generate(
                 c["mobilePhone"] = f"+1 555 02{rng.randint(10, 99)}"
             u["contacts"].append(c)
         u["events"] = _events(rng, owner, people, externals, start, days, events_per_user)
+    task_rng = random.Random(
+        seed * 7919 + 1
+    )  # its own stream: the mail, contacts and events stay as they were
+    for owner in people:
+        by_addr[owner[1]]["todoLists"] = _tasks(task_rng, externals, start, days, tasks_per_user)
     return {"users": out_users}
+
+
+def _tasks(rng: random.Random, externals: list[Any], start: date, days: int, n: int) -> list[dict[str, Any]]:
+    """To Do tasks in the default list and a list of the user's own: due dates written in the user's
+    zone, one weekly series, some completed, one linked to a CRM-like record, categories."""
+    own: list[dict[str, Any]] = []
+    mine: list[dict[str, Any]] = []
+    for i in range(n):
+        (name, _), company = rng.choice(externals)
+        day = (start + timedelta(days=rng.randrange(max(days, 1)))).isoformat()
+        task: dict[str, Any] = {
+            "title": rng.choice(["Call", "Send quote to", "Follow up with", "Prepare visit at"])
+            + f" {company}",
+            "body": {"contentType": "text", "content": rng.choice(SENTENCES)},
+            "importance": rng.choice(["low", "normal", "normal", "high"]),
+            "dueDateTime": {"dateTime": f"{day}T00:00:00", "timeZone": "W. Europe Standard Time"},
+        }
+        if rng.random() < 0.3:
+            task["categories"] = [rng.choice(CATEGORIES)]
+        if i % 5 == 1:
+            task["status"] = "completed"
+        if i % 5 == 2:
+            task["recurrence"] = {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]}}
+        if i % 5 == 3:
+            url = f"https://crm.example/contact/{i}"
+            link = {
+                "webUrl": url,
+                "applicationName": "CRM",
+                "displayName": name,
+                "externalId": f"contact-{i}",
+            }
+            task["linkedResources"] = [link]
+        (own if i % 2 else mine).append(task)
+    return [{"displayName": "Tasks", "tasks": mine}, {"displayName": "Customers", "tasks": own}]
 
 
 def _events(
@@ -325,7 +366,14 @@ def _events(
 
 def load(tenant: Tenant, seed: dict[str, Any]) -> None:
     for spec in seed.get("users", []):
-        user = tenant.add_user(spec["userPrincipalName"], spec.get("displayName", ""), spec.get("id", ""))
+        enabled = spec.get("accountEnabled")
+        user = tenant.add_user(
+            spec["userPrincipalName"],
+            spec.get("displayName", ""),
+            spec.get("id", ""),
+            purpose=spec.get("userPurpose", "user"),
+            enabled=None if enabled is None else bool(enabled),
+        )
         for f in spec.get("folders", []):
             parent = user.folder(f["parent"]).id if f.get("parent") else user.root_folder_id
             tenant.add_mail_folder(user, f["displayName"], parent)
@@ -343,6 +391,15 @@ def load(tenant: Tenant, seed: dict[str, Any]) -> None:
             contacts.create_contact(tenant, user, cf, {k: v for k, v in c.items() if k != "folder"})
         for ev in spec.get("events", []):
             calendar.create_event(tenant, user, ev)
+        for lst in spec.get("todoLists", []):
+            name = lst["displayName"]
+            known = [x for x in user.todo_lists.values() if name in (x.display_name, x.wellknown)]
+            target = known[0] if known else tenant.add_todo_list(user, name, shared=bool(lst.get("isShared")))
+            for task in lst.get("tasks", []):
+                todo.create_task(tenant, user, target, task)
+    for spec in seed.get("users", []):  # grants and delegates name other mailboxes: once all exist
+        if spec.get("mailbox"):
+            mailbox.configure(tenant, tenant.user(spec["userPrincipalName"]), spec["mailbox"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -352,13 +409,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-day", type=int, default=10, help="messages per user per day")
     p.add_argument("--contacts", type=int, default=20)
     p.add_argument("--events", type=int, default=12)
+    p.add_argument("--tasks", type=int, default=6, help="To Do tasks per user")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--domain", default="contoso.test")
     p.add_argument("--start", default="2026-01-05")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     data = generate(
-        a.users, a.days, a.per_day, a.seed, a.domain, date.fromisoformat(a.start), a.contacts, a.events
+        a.users,
+        a.days,
+        a.per_day,
+        a.seed,
+        a.domain,
+        date.fromisoformat(a.start),
+        a.contacts,
+        a.events,
+        a.tasks,
     )
     a.out.write_text(json.dumps(data))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from emulators.graph.protocol import GraphError, utcnow
 
+USER_PURPOSES = ("user", "linked", "shared", "room", "equipment", "others")
 WELL_KNOWN_FOLDERS = (
     ("inbox", "Inbox"),
     ("sentitems", "Sent Items"),
@@ -69,7 +70,7 @@ class Message:
     subject: str
     body_html: str
     unique_html: str
-    sender: tuple[str, str]  # (name, address)
+    sender: tuple[str, str]  # (name, address) of who actually sent it
     to: list[tuple[str, str]]
     cc: list[tuple[str, str]]
     bcc: list[tuple[str, str]]
@@ -90,6 +91,9 @@ class Message:
     sensitivity: int = 0
     deleted: bool = False
     preview: str | None = None  # bodyPreview, computed once per body
+    from_addr: tuple[str, str] | None = None  # whom it is from, when not the sender (send on behalf)
+    odata_type: str = "#microsoft.graph.message"  # or eventMessage, eventMessageRequest, eventMessageResponse
+    meeting: dict[str, Any] | None = None  # a meeting message's own properties; "_event": (User, event id)
 
 
 @dataclass(eq=False)
@@ -137,6 +141,36 @@ class Event:
     cancelled: set[str] = field(default_factory=set)  # occurrence dates (YYYY-MM-DD)
     exception_keys: dict[str, str] = field(default_factory=dict)  # occurrence date -> change key
     deleted: bool = False
+    booked_by: str = ""  # user id of the delegate who booked this meeting in its organizer's calendar
+
+
+@dataclass(eq=False)
+class TodoTask:
+    """A Microsoft To Do task (not an outlookItem: no changeKey, an @odata.etag only)."""
+
+    id: str
+    list_id: str
+    data: dict[str, Any]  # title, body (plain text), importance, status, isReminderOn, categories, recurrence
+    dates: dict[str, datetime]  # dueDateTime, startDateTime, reminderDateTime, completedDateTime (UTC)
+    due_zone: str  # the time zone the due date was written in: its date is the local midnight there
+    created: datetime
+    modified: datetime
+    body_modified: datetime
+    etag: str
+    linked: list[dict[str, Any]] = field(default_factory=list)  # linkedResources
+    checklist: list[dict[str, Any]] = field(default_factory=list)  # checklistItems
+
+
+@dataclass(eq=False)
+class TodoTaskList:
+    id: str
+    display_name: str
+    etag: str
+    wellknown: str = "none"  # defaultList ("Tasks"), flaggedEmails ("Flagged emails") or none
+    is_owner: bool = True
+    is_shared: bool = False
+    tasks: dict[str, TodoTask] = field(default_factory=dict)
+    log: ChangeLog = field(default_factory=ChangeLog)
 
 
 @dataclass(eq=False)
@@ -156,6 +190,17 @@ class User:
     event_log: ChangeLog = field(default_factory=ChangeLog)
     denied: bool = False
     master_categories: list[dict[str, str]] = field(default_factory=list)
+    purpose: str = "user"  # mailboxSettings.userPurpose: user, shared, room, equipment, linked, others
+    account_enabled: bool = True  # shared mailboxes: false unless created the legacy way
+    settings: dict[str, Any] = field(default_factory=dict)  # the rest of mailboxSettings
+    # Exchange's recipient permissions and Set-Mailbox switches, by the grantee's user id
+    send_as: set[str] = field(default_factory=set)
+    send_on_behalf: set[str] = field(default_factory=set)
+    delegates: list[str] = field(default_factory=list)  # calendar delegates (Outlook), who get meeting mail
+    copy_sent_as: bool = False  # MessageCopyForSentAsEnabled
+    copy_send_on_behalf: bool = False  # MessageCopyForSendOnBehalfEnabled
+    todo_lists: dict[str, TodoTaskList] = field(default_factory=dict)
+    todo_log: ChangeLog = field(default_factory=ChangeLog)  # the lists themselves (lists delta)
 
     def folder(self, ref: str) -> MailFolder:
         fid = self.well_known.get(ref.lower(), ref) if ref.lower() != "msgfolderroot" else self.root_folder_id
@@ -220,6 +265,19 @@ class Tenant:
         digest = hashlib.sha256(f"{self.epoch}:{prefix}:{self.counter}".encode()).digest()
         return prefix + base64.urlsafe_b64encode(digest[:30]).decode()
 
+    def new_padded_id(self, prefix: str, size: int = 29) -> str:
+        """A To Do id: URL-safe base64 with its padding, so ids hold `-`, `_` and `=` as Exchange's do."""
+        self.counter += 1
+        digest = hashlib.sha256(f"{self.epoch}:{prefix}:{self.counter}".encode()).digest()
+        return prefix + base64.urlsafe_b64encode(digest[:size]).decode()
+
+    def new_etag(self) -> str:
+        """A To Do @odata.etag value (base64 with + / =, as in Graph's examples)."""
+        self.counter += 1
+        return base64.b64encode(
+            hashlib.sha256(f"{self.epoch}:etag:{self.counter}".encode()).digest()[:22]
+        ).decode()
+
     def new_change_key(self) -> str:
         self.counter += 1
         digest = hashlib.sha256(f"{self.epoch}:ck:{self.counter}".encode()).digest()
@@ -241,19 +299,52 @@ class Tenant:
             )
         return u
 
-    def add_user(self, upn: str, display_name: str, user_id: str = "") -> User:
+    def add_user(
+        self,
+        upn: str,
+        display_name: str,
+        user_id: str = "",
+        purpose: str = "user",
+        enabled: bool | None = None,
+    ) -> User:
+        """A mailbox: a person's (`purpose` "user") or a shared, room or equipment mailbox, which has a
+        user object whose sign-in is blocked (accountEnabled false) unless `enabled` says otherwise."""
         if upn.lower() in self.by_upn:
             raise GraphError(409, "ErrorConflict", f"A user with userPrincipalName {upn} already exists.")
+        if purpose not in USER_PURPOSES:
+            raise GraphError(400, "BadRequest", f"userPurpose must be one of {', '.join(USER_PURPOSES)}.")
         uid = user_id or str(
             uuid.UUID(bytes=hashlib.sha256(f"{self.epoch}:{upn.lower()}".encode()).digest()[:16])
         )
         root = self.new_id("AAMkAGfolder")
-        user = User(id=uid, upn=upn, display_name=display_name, root_folder_id=root)
+        user = User(id=uid, upn=upn, display_name=display_name, root_folder_id=root, purpose=purpose)
+        user.account_enabled = purpose in ("user", "linked") if enabled is None else enabled
+        user.settings = {
+            "timeZone": "UTC",
+            "delegateMeetingMessageDeliveryOptions": "sendToDelegateOnly",
+            "dateFormat": "M/d/yyyy",
+            "timeFormat": "h:mm tt",
+            "language": {"locale": "en-US", "displayName": "English (United States)"},
+            "automaticRepliesSetting": {
+                "status": "disabled",
+                "externalAudience": "all",
+                "internalReplyMessage": "",
+                "externalReplyMessage": "",
+            },
+            "workingHours": {
+                "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                "startTime": "08:00:00.0000000",
+                "endTime": "17:00:00.0000000",
+                "timeZone": {"name": "UTC"},
+            },
+        }
         self.users[uid] = user
         self.by_upn[upn.lower()] = user
         for name, display in WELL_KNOWN_FOLDERS:
             folder = self.add_mail_folder(user, display, root)
             user.well_known[name] = folder.id
+        for name, wellknown in (("Tasks", "defaultList"), ("Flagged emails", "flaggedEmails")):
+            self.add_todo_list(user, name, wellknown)
         croot = self.new_id("AAMkAGcfolder")
         user.contact_root_id = croot
         user.contact_folders[croot] = ContactFolder(croot, "Contacts", self.new_id("AAMkAGcroot"))
@@ -267,6 +358,14 @@ class Tenant:
         if parent_id in user.folders:
             user.folder_log.record(self.next_seq(), parent_id, "upsert")
         return folder
+
+    def add_todo_list(
+        self, user: User, name: str, wellknown: str = "none", shared: bool = False
+    ) -> TodoTaskList:
+        lst = TodoTaskList(self.new_padded_id("AQMkAD", 28), name, self.new_etag(), wellknown, True, shared)
+        user.todo_lists[lst.id] = lst
+        user.todo_log.record(self.next_seq(), lst.id, "upsert")
+        return lst
 
     def touch_folder(self, user: User, folder: MailFolder) -> None:
         """Counts changed: mailFolders/delta reports the folder as updated."""

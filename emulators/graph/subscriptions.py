@@ -80,6 +80,16 @@ def resolve_resource(emu: Emulator, resource: str) -> tuple[str, str, str]:
     seg = normalise(path)
     low = [s.lower() for s in seg]
     bad = GraphError(400, "InvalidRequest", f"The resource '{resource}' is not supported for subscriptions.")
+    if "todo" in low:
+        # To Do tasks take delegated subscriptions only ("Application: Not supported" in every
+        # permission table); the refusal has the subscription service's Forbidden shape.
+        raise GraphError(
+            403,
+            "ExtensionError",
+            "Operation: Create; Exception: [Status Code: Forbidden; Reason: Access denied]",
+        )
+    if low and low[0] == "me":
+        raise GraphError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
     if len(seg) < 3 or low[0] != "users":
         raise bad
     user = emu.tenant.user(seg[1])

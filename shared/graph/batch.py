@@ -1,5 +1,5 @@
 """JSON batching: up to 20 Graph requests in one `POST /$batch`, through the SDK's request adapter (its
-auth and middleware), with the envelope built and read here (graph-behaviour.md §3.3).
+auth and middleware), with the envelope built and read here (docs/graph-behaviour.md §3.3).
 
 The outer answer is 200 whenever the batch parses; each sub-request has its own status, and a throttled
 one comes back as 429 with its own Retry-After inside the envelope (the SDK's retry middleware never

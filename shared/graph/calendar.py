@@ -1,7 +1,7 @@
 """The calendar through msgraph-sdk: calendarView delta over a window, events by id, a series' instances,
 and the writes of the CRM → Outlook push.
 
-Reading (graph-behaviour.md 1.5, 1.6): the window (`startDateTime`/`endDateTime`) goes on the first
+Reading (docs/graph-behaviour.md §1.5, §1.6): the window (`startDateTime`/`endDateTime`) goes on the first
 request of a round only, since it is frozen into the token; the Prefer set (page size, immutable ids,
 UTC times, text bodies) is re-sent on every page because Prefer is not part of the token.
 

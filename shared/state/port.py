@@ -1,20 +1,8 @@
 """The state ports: what the engine and the functions keep in Azure Table Storage and Queue Storage.
 
-Tables (design.md, "State"):
-
-| table             | PartitionKey | RowKey                  | record                          |
-|-------------------|--------------|-------------------------|---------------------------------|
-| SyncUsers         | "user"       | user principal name     | `UserRow` (admin config + status) |
-| SyncCursors       | user         | stream                  | `Cursor`                        |
-| SyncLeases        | user         | stream                  | `Lease` (+ pending flag, queued marker) |
-| SyncLinks         | user         | stream + "|" + item id  | `Link`                          |
-| SyncKeys          | sha256 % 4   | global key              | `KeyRecord`                     |
-| SyncSubscriptions | user         | resource                | `SubscriptionRecord`            |
-| SyncIssues        | user         | item key                | `Issue`                         |
-| SyncDecisions     | user         | item key                | `Decision`                      |
-
-Table keys cannot contain `/ \\ # ?` or control characters: adapters encode user/stream/key values
-(a stable, reversible encoding) so any UPN, folder id or internetMessageId is accepted.
+The tables, their keys and columns, and which record each row holds: docs/state.md §2 (the one
+description of the schema). Keys are encoded by `shared/state/keys.py` (docs/state.md §3), so any UPN,
+folder id or internetMessageId is accepted.
 
 Every port here has two implementations that pass the same contract suite
 (`tests/contract/test_state_port.py`): the in-memory one (`shared/state/memory.py`) and the

@@ -1,28 +1,12 @@
 """Every state port, written once over `EntityTables` (Azure Table Storage or its in-memory twin).
 
-Rows and columns (keys are made by `shared/state/keys.py`; every row also keeps its original values):
+The rows and columns written here are described in docs/state.md §2 (keys are made by
+`shared/state/keys.py`; every row also keeps its original values; mappings and tuples are stored as
+JSON strings, datetimes as UTC).
 
-| table             | PartitionKey    | RowKey                 | columns                                |
-|-------------------|-----------------|------------------------|----------------------------------------|
-| SyncUsers         | "user"          | UPN                    | what admins and the service put there  |
-| SyncCursors       | user            | stream                 | Link, LinkKind, RoundStarted, Window*  |
-| SyncLeases        | user            | stream                 | Owner, Expires, Ttl, Pending, QueuedAt |
-| SyncLinks         | user            | stream + "|" + item id | CrmKey, ChangeKey, *Fingerprint, Extra |
-| SyncKeys          | sha256(key) % 4 | key                    | CrmRef, Mailboxes, People, Fingerprint |
-| SyncSubscriptions | user            | resource               | Stream, SubscriptionId, ClientState    |
-|                   | "%id"           | subscription id        | the same record (notification lookup)  |
-| SyncIssues        | user            | item key               | Stream, Reason, Attempts, First/LastSeen |
-| SyncDecisions     | user            | item key               | Stream, Outcome, Reason, At, Details   |
-
-Mappings and tuples are stored as JSON strings, datetimes as UTC.
-
-Leases. One row per user+stream, changed only by ETag-conditional writes after a fresh read, retried
-when another writer got in between. `Owner` is the holder's random id ("" = free); a lease whose
-`Expires` has passed may be taken by anyone, after which the old holder's renew raises and its
-release is a no-op. `Pending` is set by a job that found the lease held; the holder's release then
-clears it and answers False (run again) instead of letting go. Because release and the pending write
-are both conditional on the same row's ETag, one of them sees the other: no wake-up is lost.
-`QueuedAt` is the notification path's coalescing marker.
+Leases behave as docs/state.md §5 says: one row per user+stream, changed only by ETag-conditional
+writes after a fresh read, retried when another writer got in between; release and the pending write
+are conditional on the same row's ETag, so one of them always sees the other.
 """
 
 from __future__ import annotations

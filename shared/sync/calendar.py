@@ -1,7 +1,7 @@
 """The calendar stream: a user's primary calendar, read by calendarView delta over a window, written to
 the CRM as appointments; and, when `CalendarPushFromCrm` is on, CRM appointments pushed into Outlook.
 
-Per page (design.md, the sync contract): read → decide (pure, calendar_plan) → write appointments
+Per page (docs/architecture.md §3): read → decide (pure, calendar_plan) → write appointments
 (idempotent upserts keyed by iCalUId [+ original start], merged across calendars through SyncKeys) →
 link rows → decisions → save the page's link conditionally on the cursor's ETag → renew the lease.
 

@@ -3,7 +3,7 @@ an appointment holds.
 
 No I/O here. The Graph adapter turns events into `OutlookEvent` records; the runner hydrates skeletal
 occurrences from their series master (`hydrate`), asks the CRM who the attendees are, and these
-functions decide. Keys (design.md, the sync contract):
+functions decide. Keys (docs/architecture.md §3.1):
 
 - a single meeting: its `iCalUId` (the same in every calendar that holds the meeting);
 - an occurrence or exception of a series: the master's `iCalUId` + "|" + the occurrence's original

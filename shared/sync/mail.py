@@ -1,6 +1,6 @@
 """The mail stream: one folder of one mailbox, read by message delta, written to the CRM as journals.
 
-Order of work per page (design.md, the sync contract): read the page → decide (pure, mail_plan) →
+Order of work per page (docs/architecture.md §3): read the page → decide (pure, mail_plan) →
 write journals (idempotent upserts keyed by internetMessageId, merged across mailboxes through
 SyncKeys) → record decisions → save the page's nextLink (or the round's deltaLink) conditionally on
 the cursor's ETag → renew the lease. A crash anywhere re-reads the last saved page and rewrites
@@ -357,7 +357,7 @@ class MailStream:
 
     async def _still_here(self, user: str, folder: str, removed: Sequence[str]) -> list[MailMessage]:
         """The removed messages that are in this folder after all. With immutable ids, a message moved
-        A→B→A between two rounds surfaces in A only as `@removed` (graph-behaviour.md 1.2), so an
+        A→B→A between two rounds surfaces in A only as `@removed` (docs/graph-behaviour.md §1.2), so an
         `@removed` is checked at mailbox level: one GET by id, and the message is taken when it is back."""
         if not removed:
             return []

@@ -251,7 +251,7 @@ async def test_a_message_removed_before_the_first_round_is_not_reported(mail: Ma
 
 
 async def test_moved_away_and_back_between_rounds_surfaces_only_as_a_removal(mail: MailHarness) -> None:
-    """Graph's documented quirk with immutable ids (graph-behaviour.md 1.2): A→B→A between two rounds is
+    """Graph's documented quirk with immutable ids (docs/graph-behaviour.md §1.2): A→B→A between two rounds is
     reported in A as `@removed` and never re-added. The engine must not lose the message because of it."""
     known = mail.deliver(ANN, subject="Known")
     _, delta = await round_of(mail.source, "inbox", since=a_week_ago())

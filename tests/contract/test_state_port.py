@@ -1,6 +1,6 @@
 """The state port contract: one suite, run against the in-memory store and the Table store on Azurite.
 
-A fake that does not pass this suite is not used anywhere (design.md, testing layers).
+A fake that does not pass this suite is not used anywhere (docs/architecture.md §9).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Two workers given the same user+stream at once, on the real stack (Azurite, the Graph emulator,
 the reference CRM over HTTP), each with its own adapters as two Functions instances would have.
 
-The contract (design.md, 3): one writer per user+stream. The job that finds the lease taken sets the
-pending flag and returns "busy"; the holder runs the stream again before it lets go. So:
+The contract (docs/architecture.md §3.3): one writer per user+stream. The job that finds the lease
+taken sets the pending flag and returns "busy"; the holder runs the stream again before it lets go. So:
 
 - no journal is written twice: every journal write in the CRM's counts (`journalWrites`: a PUT, or
   one item of a bulk write) is for a key never written before (the expectation is exact: one write

@@ -1,5 +1,5 @@
 """`InMemoryCalendar`: the engine's `CalendarSource` port in memory, with Graph's calendarView delta
-semantics as the emulator reproduces them (graph-behaviour.md 1.5, 7.9, 8.9-8.10).
+semantics as the emulator reproduces them (docs/graph-behaviour.md §1.5, §7.9, §8.9–§8.10).
 
 Held to the same contract suite as the real `GraphCalendar` over the Graph emulator
 (`tests/contract/test_calendar_source.py`). What it models:

@@ -1,5 +1,5 @@
 """`InMemoryContacts`: the engine's `ContactsSide` port (the owned Outlook contact folder) in memory,
-with Graph's contact semantics as the emulator reproduces them (graph-behaviour.md 1.4, 4.3, 4.5).
+with Graph's contact semantics as the emulator reproduces them (docs/graph-behaviour.md §1.4, §4.3, §4.5).
 
 Held to the same contract suite as the real `GraphContacts` over the Graph emulator
 (`tests/contract/test_contacts_side.py`):

@@ -1,4 +1,4 @@
-"""The model-based test of the whole engine (design.md, testing layer 5).
+"""The model-based test of the whole engine (docs/architecture.md §9.5).
 
 Hypothesis drives two synced mailboxes with two chosen folders each: mail is delivered (the same
 message can reach both mailboxes), categorised, read, moved between chosen and other folders, and

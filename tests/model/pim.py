@@ -1,4 +1,4 @@
-"""The model-based test of the engine's contacts and calendar streams (design.md, testing layer 5).
+"""The model-based test of the engine's contacts and calendar streams (docs/architecture.md §9.5).
 
 Two users sync contacts both ways (each with the owned folder "CRM Contacts"; ANN's CRM owner is
 her address, DAN's is "crm-dan") and meetings (ANN with the CRM push on). Hypothesis drives both sides:
@@ -132,7 +132,7 @@ class History:
 
     def write(self, side: str, value: str) -> None:
         """The CRM setting the field back to a value it held (A → B → A) leaves it as the sync last
-        agreed, if A was agreed: the merge compares contents (README, edits on both sides), so it sees no
+        agreed, if A was agreed: the merge compares contents (docs/streams/contacts.md §6), so it sees no
         CRM change, and an Outlook user's write made since A was held stands instead."""
         self.set_back_over = set()
         if side == "crm" and value in self.seen:

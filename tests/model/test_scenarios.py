@@ -442,7 +442,7 @@ def test_a_crm_edit_undone_after_outlook_took_it_unseen_stays_undone() -> None:
 
 def test_a_crm_edit_set_back_while_outlook_edited_the_field_leaves_outlook_s_edit() -> None:
     """No fault: the CRM sets a field and sets it back (A → B → A) while the Outlook user edits it. The
-    merge compares contents with what both sides last agreed (README, edits on both sides), so the CRM
+    merge compares contents with what both sides last agreed (docs/streams/contacts.md §6), so the CRM
     looks unchanged and the Outlook edit stands; the model allows it (found by a deep hunt, which
     expected only the CRM's last write)."""
     run_pim(

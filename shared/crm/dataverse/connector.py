@@ -1,6 +1,6 @@
 """`DataverseConnector`: the CRM port over the Dataverse Web API, for Dynamics 365.
 
-How our records map (the README's Dataverse section has the table; `wire` has the columns):
+How our records map (docs/connectors.md §8 has the table; `wire` and `activity_rows` the columns):
 
 - owners are Dynamics 365 users (`systemuser`), found by e-mail or user name (`users`);
 - people are active contacts with the address in `emailaddress1`, `2` or `3` (case-insensitive);

@@ -8,6 +8,8 @@ import httpx
 import pytest
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
+from emulators.graph.launcher import graph_emulator
+
 
 async def test_injected_429_is_retried_by_the_sdk_after_retry_after(graph, emulator, upn):
     emulator.control.fault(429, 1, method="GET", pathContains=f"/users/{upn}/mailFolders", retryAfter=1)
@@ -132,3 +134,37 @@ async def test_batch_limits(raw, upn):
         ]
     }
     assert raw.post("/$batch", json=dup).status_code == 400
+
+
+async def test_per_item_latency_holds_the_mailbox_slot_for_as_long_as_the_page_is_long(emulator, upn):
+    """The per-item cost is paid inside the request, so a page of folders (7 items) at 100 ms an item
+    keeps four requests in flight long enough for the next four to be throttled, while an empty page
+    costs nothing and never overlaps."""
+    emulator.control.settings(latency_per_item_ms=100)
+    try:
+        async with httpx.AsyncClient(base_url=emulator.base_url, headers={"Authorization": "Bearer t"}) as c:
+            empty = await asyncio.gather(
+                *(c.get(f"/users/{upn}/mailFolders/inbox/messages") for _ in range(8))
+            )
+            full = await asyncio.gather(*(c.get(f"/users/{upn}/mailFolders") for _ in range(8)))
+    finally:
+        emulator.control.settings(latency_per_item_ms=0)
+    assert [r.status_code for r in empty] == [200] * 8
+    assert sorted(r.status_code for r in full) == [200] * 4 + [429] * 4
+
+
+async def test_latency_profile_sets_both_numbers_and_off_clears_them(emulator):
+    try:
+        got = emulator.control.settings(latency_profile="graph")
+        assert (got["latency_ms"], got["latency_per_item_ms"]) == (100, 2.0)
+        got = emulator.control.settings(latency_profile="graph", latency_ms=20)  # a named part wins
+        assert (got["latency_ms"], got["latency_per_item_ms"]) == (20, 2.0)
+    finally:
+        got = emulator.control.settings(latency_profile="off")
+    assert (got["latency_ms"], got["latency_per_item_ms"]) == (0, 0.0)
+
+
+def test_latency_flags_reach_a_launched_emulator():
+    with graph_emulator(latency_profile="graph", latency_per_item_ms=5) as g:
+        got = g.control.settings()
+    assert (got["latency_ms"], got["latency_per_item_ms"]) == (100, 5.0)

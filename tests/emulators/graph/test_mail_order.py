@@ -1,5 +1,5 @@
 """Message delta with `$orderby=receivedDateTime desc` (a capped first round holds the newest messages)
-and listing messages with a received-date range and `$orderby` (graph-behaviour.md 1.2; Exchange's
+and listing messages with a received-date range and `$orderby` (docs/graph-behaviour.md §1.2; Exchange's
 InefficientFilter rule for `$filter` with `$orderby` on a listing)."""
 
 from __future__ import annotations

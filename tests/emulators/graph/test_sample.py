@@ -33,11 +33,29 @@ def test_generated_tenant_has_what_tests_need():
     assert any(e.get("isAllDay") for e in events) and any(e.get("isCancelled") for e in events)
     assert any(e["sensitivity"] == "private" for e in events)
     assert all(len(c["emailAddresses"]) <= 3 for u in data["users"] for c in u["contacts"])
+    tasks = [t for u in data["users"] for lst in u["todoLists"] for t in lst["tasks"]]
+    assert any(t.get("recurrence") for t in tasks) and any(t.get("status") == "completed" for t in tasks)
+    assert any(t.get("linkedResources") for t in tasks)
+
+
+def test_tasks_leave_the_rest_of_the_tenant_as_it_was():
+    with_tasks, without = (
+        generate(users=2, days=3, per_day=4, seed=5),
+        generate(users=2, days=3, per_day=4, seed=5, tasks_per_user=0),
+    )
+    for a, b in zip(with_tasks["users"], without["users"], strict=True):
+        assert {k: v for k, v in a.items() if k != "todoLists"} == {
+            k: v for k, v in b.items() if k != "todoLists"
+        }
 
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> Iterator[tuple[GraphEmulator, dict]]:
     data = generate(users=2, days=10, per_day=5, seed=3)
+    owner = data["users"][0]["userPrincipalName"]
+    rights = {"sendAs": [owner], "messageCopyForSentAsEnabled": True}
+    shared = {"userPrincipalName": "sales@contoso.test", "userPurpose": "shared", "mailbox": rights}
+    data["users"].append(shared)
     path: Path = tmp_path_factory.mktemp("seed") / "tenant.json"
     path.write_text(json.dumps(data))
     with graph_emulator(seed=path) as g:
@@ -57,3 +75,20 @@ async def test_seed_file_loads_and_reset_restores_it(seeded):
     assert inbox.total_item_count == expected
     events = await graph.users.by_user_id(upn).events.get()
     assert events.value and any(e.type.value == "seriesMaster" for e in events.value)
+
+
+async def test_seeded_tasks_and_shared_mailbox(seeded):
+    g, data = seeded
+    upn = data["users"][0]["userPrincipalName"]
+    graph = sdk_client(g.base_url)
+    lists = {x.display_name: x.id for x in (await graph.users.by_user_id(upn).todo.lists.get()).value}
+    assert set(lists) == {"Tasks", "Flagged emails", "Customers"}
+    seeded_tasks = {t["title"] for lst in data["users"][0]["todoLists"] for t in lst["tasks"]}
+    got = set()
+    for list_id in lists.values():
+        page = await graph.users.by_user_id(upn).todo.lists.by_todo_task_list_id(list_id).tasks.get()
+        got |= {t.title for t in page.value}
+    assert got >= seeded_tasks  # completed occurrences of series add none at load
+    settings = await graph.users.by_user_id("sales@contoso.test").mailbox_settings.get()
+    assert settings.user_purpose.value == "shared"
+    assert g.control.mailbox("sales@contoso.test")["sendAs"] == [upn]
