@@ -76,6 +76,10 @@ class DataverseHarness:
         if owner is not None:
             self.dv.reassign("contacts", person_id, owner)
 
+    def share_person(self, person_id: str, owner: str) -> bool:
+        """A Dataverse row has one owner (sharing it with GrantAccess gives access, not ownership)."""
+        return False
+
     def delete_person(self, person_id: str) -> None:
         self.dv.delete("contacts", person_id)
 
