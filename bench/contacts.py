@@ -76,7 +76,7 @@ async def run(n: int) -> dict[str, Any]:
             await timed("first_sync")
             await timed("echo_rerun")
             await timed("quiet_rerun")
-            folder = (await state.get_cursor(ANN, "contacts")).extra["folderId"]
+            folder = (await state.get_cursor(ANN, "contacts")).contacts.folder_id
             with httpx.Client(headers={"Authorization": "Bearer outlook"}, timeout=30) as http:
                 url = f"{graph.base_url}/users/{ANN}/contactFolders/{folder}/contacts?$top=1000"
                 contacts = http.get(url).json()["value"]

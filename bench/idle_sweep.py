@@ -33,11 +33,13 @@ from shared.graph.calendar import GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.graph.mail import GraphMailReader
+from shared.model import StreamKind
 from shared.state.memory import InMemoryJobQueue
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
-from shared.sync.engine import Engine, StreamRunner
+from shared.sync.engine import Engine
 from shared.sync.mail import MailStream
+from shared.sync.stream import Stream
 from shared.sync.sweep import DeltaProbe, Sweeper
 from shared.wiring import build_crm
 
@@ -70,13 +72,15 @@ async def _measure(stack: LocalStack, upns: list[str], streams: str) -> dict[str
     client = build_graph_client(settings)
     caller = GraphCaller()
     queue = InMemoryJobQueue()
-    runners: dict[str, StreamRunner] = {
-        "mail": MailStream(state, crm, GraphMailReader(client, caller), org_domains=settings.org_domains)
+    runners: dict[StreamKind, Stream] = {
+        StreamKind.MAIL: MailStream(
+            state, crm, GraphMailReader(client, caller), org_domains=settings.org_domains
+        )
     }
     columns: dict[str, Any] = {"Enabled": True}
     if streams == "all":
-        runners["contacts"] = ContactsStream(state, crm, GraphContacts(client, caller))
-        runners["calendar"] = CalendarStream(state, crm, GraphCalendar(client, caller))
+        runners[StreamKind.CONTACTS] = ContactsStream(state, crm, GraphContacts(client, caller))
+        runners[StreamKind.CALENDAR] = CalendarStream(state, crm, GraphCalendar(client, caller))
         columns.update(Contacts=True, Calendar=True)
         stack.crm.add_people(
             [{"kind": "contact", "displayName": f"Carl {i}", "emails": [f"carl{i}@fabrikam.example"],
@@ -84,7 +88,7 @@ async def _measure(stack: LocalStack, upns: list[str], streams: str) -> dict[str
         )  # fmt: skip
     plain = Engine(state, queue, runners)
     probing = Engine(
-        state, queue, runners, sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller), crm))
+        state, queue, runners, sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller), runners))
     )
     try:
         await state.ensure_tables()

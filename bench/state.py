@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from emulators.azurite import azurite
+from shared.model import Cursor, Link
 from shared.state.memory import InMemoryStateStore
-from shared.state.port import Cursor, Link
 from shared.state.store import EntityStateStore
 from shared.state.tables import TableStateStore
 

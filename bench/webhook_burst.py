@@ -22,7 +22,7 @@ from emulators.azurite import azurite
 from emulators.crm.launcher import reference_crm
 from emulators.funchost.launcher import function_host
 from emulators.graph.launcher import graph_emulator
-from shared.state.port import SubscriptionRecord
+from shared.model import SubscriptionRecord
 from shared.state.tables import TableStateStore
 
 USERS = [f"user{n}@contoso.com" for n in range(5)]

@@ -11,6 +11,7 @@ import logging
 import azure.functions as func
 
 from shared import notifications, wiring
+from shared.errors import BadNotification, TooLarge
 
 bp = func.Blueprint()
 logger = logging.getLogger(__name__)
@@ -26,8 +27,8 @@ def _handshake(req: func.HttpRequest) -> func.HttpResponse | None:
     return func.HttpResponse(token, status_code=200, mimetype="text/plain")
 
 
-def _bad(error: notifications.BadNotification) -> func.HttpResponse:
-    status = 413 if isinstance(error, notifications.TooLarge) else 400
+def _bad(error: BadNotification) -> func.HttpResponse:
+    status = 413 if isinstance(error, TooLarge) else 400
     return func.HttpResponse(str(error), status_code=status, mimetype="text/plain")
 
 
@@ -41,7 +42,7 @@ async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
         result = await notifications.handle_changes(
             req.get_body(), services.state, services.state, services.queue
         )
-    except notifications.BadNotification as error:
+    except BadNotification as error:
         return _bad(error)
     logger.info("notifications accepted=%d ignored=%d enqueued=%d coalesced=%d",
                 result.accepted, result.ignored, result.enqueued, result.coalesced)  # fmt: skip
@@ -56,7 +57,7 @@ async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
     services = await wiring.services()
     try:
         result = await notifications.handle_lifecycle(req.get_body(), services.state, services.queue)
-    except notifications.BadNotification as error:
+    except BadNotification as error:
         return _bad(error)
     logger.info(
         "lifecycle accepted=%d ignored=%d enqueued=%d", result.accepted, result.ignored, result.enqueued

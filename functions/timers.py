@@ -19,7 +19,9 @@ async def sync_sweep(timer: func.TimerRequest) -> None:
     logger.info("sweep enqueued=%d past_due=%s", len(jobs), timer.past_due)
 
 
-@bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_SCHEDULE%", run_on_startup=True)
+# Not on startup: on Flex Consumption that would run on every scale-out and wake-up. Its schedule
+# (every 30 minutes) covers a new deployment; until then the sweep syncs every 5 minutes.
+@bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_SCHEDULE%", run_on_startup=False)
 async def subscription_upkeep(timer: func.TimerRequest) -> None:
     services = await wiring.services()
     report = await services.keeper.upkeep()

@@ -36,5 +36,5 @@ async def sync_worker(msg: func.QueueMessage) -> None:
         raise
     stats = " ".join(f"{k}={v}" for k, v in outcome.stats.items())
     logger.info("job user=%s stream=%s reason=%s outcome=%s duration_ms=%d %s", user_tag(job.user),
-                job.stream.partition(":")[0], job.reason, outcome.status,
+                job.stream.split(":")[0], job.reason, outcome.status,
                 (time.perf_counter() - started) * 1000, stats)  # fmt: skip

@@ -81,6 +81,10 @@ param journalBodyMaxChars int = 20000
 @description('Optional. Create the Graph app registration, its service principal and the federated credential that trusts the managed identity in this deployment. Needs Entra rights (Cloud Application Administrator; Privileged Role Administrator too when graphPermissionScope is tenant). False: an Entra admin runs scripts/graph-app.sh and you set graphClientId.')
 param manageGraphApp bool = false
 
+@description('Conditional. Needed when manageGraphApp is true: a random text of at least 16 characters, kept in the azd environment (GRAPH_APP_NAME_SUFFIX), that ends the app registration\'s uniqueName. The deployment creates or updates the app of that uniqueName; a name derived only from the subscription and environment could be registered first by any tenant member and then be adopted, permissions and trust included.')
+@secure()
+param graphAppNameSuffix string = ''
+
 @description('Conditional. Client id of an app registration created outside this deployment (scripts/graph-app.sh). Needed when manageGraphApp is false; empty on the first provision.')
 param graphClientId string = ''
 
@@ -91,15 +95,28 @@ param graphClientId string = ''
 ])
 param graphPermissionScope string = 'mailbox-group'
 
-@description('Optional. True when CRM-to-Outlook appointment push is enabled: asks for Calendars.ReadWrite instead of Calendars.Read.')
+// The deployment flags: each Graph permission beyond Mail.Read is asked for only behind its flag
+// (infra/graph-permissions.json). The app is told the same flags, so a user row asking for a stream
+// the deployment has no permission for gets a warning instead of a Graph 403 on every run.
+@description('Optional. True when contacts are synced (the SyncUsers column Contacts): asks for Contacts.ReadWrite.')
+param contactsSync bool = false
+
+@description('Optional. True when meetings are synced to CRM appointments (the SyncUsers column Calendar): asks for Calendars.Read.')
+param calendarSync bool = false
+
+@description('Optional. True when CRM-to-Outlook appointment push is enabled: asks for Calendars.ReadWrite instead of Calendars.Read (and syncs meetings too).')
 param calendarWriteBack bool = false
+
+@description('Optional. Changes the Key Vault name. The vault is purge protected: after azd down its name stays taken for 90 days, so an azd up of the same environment within that time needs a salt (any short text) or the old vault recovered first (docs/deploy.md, "Remove").')
+@maxLength(16)
+param keyVaultNameSalt string = ''
 
 @description('Optional. Always-ready instances for the HTTP functions, so the Graph notification endpoint answers without a cold start.')
 @minValue(1)
 param alwaysReadyHttpInstances int = 1
 
-@description('Optional. Upper bound of Flex Consumption instances (the platform accepts 40 to 1000).')
-@minValue(40)
+@description('Optional. Upper bound of Flex Consumption instances (the platform accepts 1 to 1000).')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -113,7 +130,9 @@ var tags = { 'azd-env-name': environmentName }
 var serviceName = 'api' // must match the service name in azure.yaml
 var functionAppName = '${abbrs.webSitesFunctions}crmsync-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 20)}'
-var keyVaultName = '${abbrs.keyVaultVaults}${take(resourceToken, 21)}'
+// Salted only when asked, so an existing deployment keeps its vault.
+var keyVaultToken = empty(keyVaultNameSalt) ? resourceToken : toLower(uniqueString(resourceToken, keyVaultNameSalt))
+var keyVaultName = '${abbrs.keyVaultVaults}${take(keyVaultToken, 21)}'
 
 // Names of the Key Vault secrets the app settings reference. The values are written outside
 // Bicep: the CRM credential by the admin (docs/deploy.md), the webhook key by the azd hook.
@@ -124,7 +143,7 @@ var webhookSecretName = 'webhook-key'
 // empty on the very first provision: the app registration's federated credential needs the managed
 // identity, which that provision creates. Until it is set, the app reports
 // 'GRAPH_CLIENT_ID is required' on startup (docs/deploy.md §4).
-var effectiveGraphClientId = manageGraphApp ? graphApp.outputs.appId : graphClientId
+var effectiveGraphClientId = manageGraphApp ? graphApp!.outputs.appId : graphClientId
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -253,6 +272,9 @@ module functionApp 'app/function-app.bicep' = {
     syncSchedule: syncSchedule
     subscriptionSchedule: subscriptionSchedule
     journalBodyMaxChars: journalBodyMaxChars
+    contactsSync: contactsSync
+    calendarSync: calendarSync
+    calendarWriteBack: calendarWriteBack
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
     maximumInstanceCount: maximumInstanceCount
     logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
@@ -287,10 +309,13 @@ module graphApp 'app/graph-app.bicep' = if (manageGraphApp) {
   name: 'graphApp'
   scope: rg
   params: {
-    uniqueName: 'crmsync-${resourceToken}'
+    uniqueNamePrefix: 'crmsync-${resourceToken}'
+    uniqueNameSuffix: graphAppNameSuffix
     displayName: 'Outlook CRM sync (${environmentName})'
     managedIdentityPrincipalId: identity.outputs.principalId
     grantTenantWide: graphPermissionScope == 'tenant'
+    contactsSync: contactsSync
+    calendarSync: calendarSync
     calendarWriteBack: calendarWriteBack
   }
 }

@@ -14,38 +14,58 @@
 #                                            group with Exchange Online RBAC (scripts/scope-mailboxes.ps1),
 #                                            because Entra grants and Exchange scopes add up
 #   scripts/graph-app.sh show                the app, its federated credential and its tenant-wide grants
+#   scripts/graph-app.sh permissions         the Graph permissions the deployment flags ask for, one a line
 #
-# CALENDAR_WRITE_BACK=true asks for Calendars.ReadWrite instead of Calendars.Read.
+# The app registration is only ever the one recorded in GRAPH_CLIENT_ID (the azd environment): it is
+# never looked up by its display name, which any tenant member can give an app of their own. `create`
+# without GRAPH_CLIENT_ID makes a new registration with a unique name and records its id at once.
+# Deployment flags (azd environment values, default false): CONTACTS_SYNC=true asks for
+# Contacts.ReadWrite, CALENDAR_SYNC=true for Calendars.Read, CALENDAR_WRITE_BACK=true for
+# Calendars.ReadWrite instead of Calendars.Read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GRAPH_APP_ID=00000003-0000-0000-c000-000000000000 # Microsoft Graph, the same in every tenant
 GRAPH=https://graph.microsoft.com/v1.0
 
+permissions() { # the Graph application permissions the deployment flags ask for, one per line
+  python3 - <<'PY'
+import json, os
+def flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower() or "false"
+    if value not in ("true", "false"):
+        raise SystemExit(f"{name} must be true or false, got {value!r}")
+    return value == "true"
+contacts, calendar, write_back = flag("CONTACTS_SYNC"), flag("CALENDAR_SYNC"), flag("CALENDAR_WRITE_BACK")
+cases = {"always"}
+cases |= {"contacts-sync"} if contacts else set()
+cases |= {"calendar-read-only"} if calendar and not write_back else set()
+cases |= {"calendar-write-back"} if write_back else set()
+for p in json.load(open("infra/graph-permissions.json"))["permissions"]:
+    if p["when"] in cases:
+        print(p["name"])
+PY
+}
+
 if command -v azd >/dev/null 2>&1 && [ -z "${AZURE_MANAGED_IDENTITY_PRINCIPAL_ID:-}" ]; then
   eval "$(azd env get-values)"
+fi
+PERMISSIONS=$(permissions) # stops here on a bad flag value
+if [ "${1:-}" = permissions ]; then # needs nothing from Azure
+  echo "$PERMISSIONS"
+  exit 0
 fi
 : "${AZURE_ENV_NAME:?select the azd environment (azd env select NAME) or export AZURE_ENV_NAME}"
 : "${AZURE_MANAGED_IDENTITY_PRINCIPAL_ID:?run azd provision first: the managed identity must exist}"
 TENANT_ID=${AZURE_TENANT_ID:-$(az account show --query tenantId -o tsv)}
-DISPLAY_NAME="Outlook CRM sync ($AZURE_ENV_NAME)"
-
-permissions() { # the Graph application permissions to ask for, one per line
-  CALENDAR_WRITE_BACK=${CALENDAR_WRITE_BACK:-false} python3 - <<'PY'
-import json, os
-case = "calendar-write-back" if os.environ["CALENDAR_WRITE_BACK"].lower() == "true" else "calendar-read-only"
-for p in json.load(open("infra/graph-permissions.json"))["permissions"]:
-    if p["when"] in ("always", case):
-        print(p["name"])
-PY
-}
 
 role_id() { # app role id of a Graph application permission
   az ad sp show --id "$GRAPH_APP_ID" --query "appRoles[?value=='$1' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv
 }
 
-app_id() {
-  az ad app list --display-name "$DISPLAY_NAME" --query "[0].appId" -o tsv
+app_id() { # the recorded app registration; never a lookup by display name
+  : "${GRAPH_CLIENT_ID:?no GRAPH_CLIENT_ID recorded: run scripts/graph-app.sh create (or set the client id of your registration)}"
+  az ad app show --id "$GRAPH_CLIENT_ID" --query appId -o tsv
 }
 
 sp_id() {
@@ -53,17 +73,25 @@ sp_id() {
 }
 
 create() {
-  local app sp
-  app=$(app_id)
-  if [ -z "$app" ]; then
-    app=$(az ad app create --display-name "$DISPLAY_NAME" --sign-in-audience AzureADMyOrg --query appId -o tsv)
-    echo "created app registration $DISPLAY_NAME ($app)"
+  local app sp name
+  if [ -n "${GRAPH_CLIENT_ID:-}" ]; then
+    app=$(app_id) # the recorded one, or stop: a recorded id that does not resolve is not replaced
+    echo "using the recorded app registration $app (GRAPH_CLIENT_ID)"
+  else
+    # A new registration, with a name no one can have taken first. Only its id identifies it from now on.
+    name="Outlook CRM sync ($AZURE_ENV_NAME) $(python3 -c 'import secrets; print(secrets.token_hex(4))')"
+    app=$(az ad app create --display-name "$name" --sign-in-audience AzureADMyOrg --query appId -o tsv)
+    echo "created app registration $name ($app)"
+    if command -v azd >/dev/null 2>&1; then
+      azd env set GRAPH_CLIENT_ID "$app" # recorded before anything else, so a rerun reuses it
+    fi
+    GRAPH_CLIENT_ID=$app
   fi
   sp=$(az ad sp show --id "$app" --query id -o tsv 2>/dev/null || az ad sp create --id "$app" --query id -o tsv)
 
   # Declare the permissions (what reviewers and the consent page see); granting is a separate step.
   local perm
-  for perm in $(permissions); do
+  for perm in $PERMISSIONS; do
     az ad app permission add --id "$app" --api "$GRAPH_APP_ID" --api-permissions "$(role_id "$perm")=Role" \
       --only-show-errors >/dev/null
   done
@@ -88,8 +116,9 @@ JSON
 
   echo "GRAPH_CLIENT_ID=$app  (service principal object id: $sp)"
   if command -v azd >/dev/null 2>&1; then
-    azd env set GRAPH_CLIENT_ID "$app"
     echo "stored in the azd environment; run: azd provision"
+  else
+    echo "record it: export GRAPH_CLIENT_ID=$app (and set it for azd provision)"
   fi
 }
 
@@ -102,7 +131,7 @@ grant_tenant_wide() {
   app=$(app_id)
   sp=$(sp_id "$app")
   graph=$(graph_sp_id)
-  for perm in $(permissions); do
+  for perm in $PERMISSIONS; do
     body=$(printf '{"principalId":"%s","resourceId":"%s","appRoleId":"%s"}' "$sp" "$graph" "$(role_id "$perm")")
     if az rest --method POST --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" --body "$body" \
       --headers Content-Type=application/json --output none 2>/dev/null; then
@@ -129,10 +158,9 @@ revoke_tenant_wide() {
 show() {
   local app sp graph
   app=$(app_id)
-  [ -n "$app" ] || { echo "no app registration named '$DISPLAY_NAME'"; exit 1; }
   sp=$(sp_id "$app")
   graph=$(graph_sp_id)
-  echo "app registration: $DISPLAY_NAME  client id: $app  service principal: $sp"
+  echo "app registration: $(az ad app show --id "$app" --query displayName -o tsv)  client id: $app  service principal: $sp"
   az ad app federated-credential list --id "$app" --query "[].{name:name, subject:subject, issuer:issuer}" -o table
   echo "tenant-wide grants (should be empty with GRAPH_PERMISSION_SCOPE=mailbox-group):"
   az rest --method GET --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" \
@@ -147,7 +175,7 @@ case "${1:-}" in
   revoke-tenant-wide) revoke_tenant_wide ;;
   show) show ;;
   *)
-    sed -n '2,18p' "$0"
+    sed -n '2,24p' "$0"
     exit 2
     ;;
 esac

@@ -20,6 +20,11 @@
 .EXAMPLE
   ./scripts/scope-mailboxes.ps1 -AppId <GRAPH_CLIENT_ID> -ServicePrincipalObjectId <enterprise app object id> `
       -MailboxGroup crm-sync-users@contoso.com -TestMailbox alice@contoso.com
+
+.EXAMPLE
+  # a deployment with CONTACTS_SYNC=true and CALENDAR_SYNC=true
+  ./scripts/scope-mailboxes.ps1 -AppId <GRAPH_CLIENT_ID> -ServicePrincipalObjectId <enterprise app object id> `
+      -MailboxGroup crm-sync-users@contoso.com -ContactsSync -CalendarSync
 #>
 [CmdletBinding(SupportsShouldProcess)]
 param(
@@ -27,15 +32,23 @@ param(
     [Parameter(Mandatory)] [string] $ServicePrincipalObjectId,  # object id of the enterprise application (service principal)
     [Parameter(Mandatory)] [string] $MailboxGroup,              # mail-enabled security group whose members are synced
     [string] $ScopeName = 'Outlook CRM sync mailboxes',
-    [switch] $CalendarWriteBack,                                # Calendars.ReadWrite instead of Calendars.Read
+    [switch] $ContactsSync,                                     # Contacts.ReadWrite (CONTACTS_SYNC=true)
+    [switch] $CalendarSync,                                     # Calendars.Read (CALENDAR_SYNC=true)
+    [switch] $CalendarWriteBack,                                # Calendars.ReadWrite instead of Calendars.Read (CALENDAR_WRITE_BACK=true)
     [string] $TestMailbox                                       # a member mailbox to check afterwards
 )
 $ErrorActionPreference = 'Stop'
 
-$case = if ($CalendarWriteBack) { 'calendar-write-back' } else { 'calendar-read-only' }
+# The 'when' cases of infra/graph-permissions.json the deployment flags switch on (as in graph-app.bicep
+# and scripts/graph-app.sh): pass the same switches as the deployment's CONTACTS_SYNC, CALENDAR_SYNC
+# and CALENDAR_WRITE_BACK.
+$cases = @('always')
+if ($ContactsSync) { $cases += 'contacts-sync' }
+if ($CalendarSync -and -not $CalendarWriteBack) { $cases += 'calendar-read-only' }
+if ($CalendarWriteBack) { $cases += 'calendar-write-back' }
 $permissionsFile = Join-Path $PSScriptRoot '..' 'infra' 'graph-permissions.json'
 $permissions = (Get-Content -Raw $permissionsFile | ConvertFrom-Json).permissions |
-    Where-Object { $_.when -eq 'always' -or $_.when -eq $case }
+    Where-Object { $cases -contains $_.when }
 
 if (-not (Get-Command Get-ConnectionInformation -ErrorAction SilentlyContinue) -or -not (Get-ConnectionInformation)) {
     Import-Module ExchangeOnlineManagement

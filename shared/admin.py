@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.crm.port import CrmPort
 from shared.errors import StateError, SyncError, UserConfigError
 from shared.graph.probe import Check, MailboxProbe
-from shared.model import Job
-from shared.state.port import Cursor, JobQueue, StateStore
+from shared.model import Cursor, Job, LinkKind, StreamId, StreamKind
+from shared.ports.crm import CrmPort
+from shared.ports.state import JobQueue, StateStore
 from shared.users import is_enabled, parse_user
 
 
@@ -61,12 +61,18 @@ def _when(value: Any) -> datetime | None:
     return None
 
 
+def _phase(cursor: Cursor) -> str:
+    if cursor.link:
+        return "up to date" if cursor.link_kind == LinkKind.DELTA else "initial round"
+    return "up to date" if cursor.crm_cursor else "not started"  # a stream with only a CRM side
+
+
 async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserStatus]:
     rows = [r for r in await state.list_users() if upn is None or r.upn.lower() == upn.lower()]
     statuses: list[UserStatus] = []
     for row in rows:
         config_error = ""
-        streams: list[str] = []
+        streams: list[StreamId] = []
         try:
             config = parse_user(row.upn, row.columns)
             streams = config.streams()
@@ -76,11 +82,9 @@ async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserS
         stream_status = [
             StreamStatus(
                 stream=name,
-                phase=("up to date" if c.link_kind == "delta" else "initial round")
-                if c.link
-                else "not started",
-                last_page_utc=_when(c.extra.get("lastPageUtc")),
-                totals=dict(c.extra.get("totals", {})),
+                phase=_phase(c),
+                last_page_utc=c.last_page,
+                totals=dict(c.totals),
             )
             for name in dict.fromkeys([*streams, *cursors])
             for c in [cursors.get(name) or Cursor()]
@@ -168,13 +172,12 @@ async def approve(state: StateStore, queue: JobQueue, upn: str, now: datetime | 
     row = await state.get_user(upn)
     if row is None:
         raise UserConfigError(f"no SyncUsers row for {upn!r}")
-    held = (await state.get_cursor(row.upn, "contacts")).extra.get("held")
-    if not isinstance(held, Mapping):
+    held = (await state.get_cursor(row.upn, StreamId.of(StreamKind.CONTACTS))).contacts.held
+    if held is None:
         return f"nothing of {row.upn} is waiting for approval"
     stamp = (now or datetime.now(UTC)).astimezone(UTC)
     await state.put_config(row.upn, {"ContactsApprovedUtc": stamp.isoformat()})
     await queue.enqueue(Job(row.upn, "contacts", reason="manual"))
     return (
-        f"approved {held.get('changes', '?')} held contact deletes/changes of {row.upn}; "
-        "the contacts sync runs again now"
+        f"approved {held.changes} held contact deletes/changes of {row.upn}; the contacts sync runs again now"
     )

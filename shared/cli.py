@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shared import admin, wiring
+from shared import admin, leases, wiring
 from shared.config import Settings
 from shared.errors import SyncError
 from shared.model import Job
@@ -122,7 +123,7 @@ def users_disable(upn: str) -> None:
     click.echo(f"disabled {upn}")
 
 
-def _sync(upn: str, fresh: bool) -> None:
+def _sync(upn: str, fresh: bool, take_over: bool = False) -> None:
     def show(stream: str, stats: Mapping[str, int]) -> None:
         click.echo(
             f"\r{stream}: {stats.get('pages', 0)} pages · {stats.get('journaled', 0)} journaled · "
@@ -136,6 +137,10 @@ def _sync(upn: str, fresh: bool) -> None:
             raise click.ClickException(f"no SyncUsers row for {upn}")
         failures = 0
         for stream in config.streams():
+            if take_over:
+                now, host = datetime.now(UTC), socket.gethostname()
+                verdict = await leases.take_over(s.state, config.upn, stream, now, host, _alive)
+                click.echo(f"{stream}: {verdict.reason}")
             outcome = await s.engine.run_job(
                 Job(config.upn, stream, "manual", fresh_round=fresh), progress=show
             )
@@ -146,11 +151,23 @@ def _sync(upn: str, fresh: bool) -> None:
     sys.exit(1 if _run(work) else 0)
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine runs (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    return True
+
+
 @main.command()
 @click.argument("upn")
-def sync(upn: str) -> None:
+@click.option("--take-over", is_flag=True, help="first free the leases of a sync whose process is gone")
+def sync(upn: str, take_over: bool) -> None:
     """Sync UPN now, every stream, through the same code the functions run."""
-    _sync(upn, fresh=False)
+    _sync(upn, fresh=False, take_over=take_over)
 
 
 @main.command()

@@ -17,6 +17,7 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
+from shared.users import Granted
 
 REAL_GRAPH = "https://graph.microsoft.com/v1.0"
 
@@ -90,6 +91,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_KEY", "function key Graph passes back on notification URLs", secret=True),
     Setting("JOURNAL_BODY_MAX_CHARS", "longest journal body before the cut marker", default="20000"),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "Application Insights (telemetry on when set)"),
+    # The deployment flags: which Graph permissions the deployment asks for (infra/graph-permissions.json).
+    # Bicep sets them; unset (a local run) means every permission is there.
+    Setting(
+        "CONTACTS_SYNC", "true: the deployment asks for Contacts.ReadWrite (contact sync)", default="true"
+    ),
+    Setting("CALENDAR_SYNC", "true: the deployment asks for Calendars.Read (meetings)", default="true"),
+    Setting(
+        "CALENDAR_WRITE_BACK",
+        "true: the deployment asks for Calendars.ReadWrite (CRM appointments pushed to Outlook)",
+        default="true",
+    ),
 )
 
 SETTING_NAMES: frozenset[str] = frozenset(s.name for s in SETTINGS)
@@ -125,6 +137,7 @@ class Settings:
     webhook_key: str
     journal_body_max_chars: int
     appinsights_connection_string: str
+    granted: Granted
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -196,6 +209,13 @@ class Settings:
         if webhook and urlsplit(webhook).scheme not in {"https", "http"}:
             problems.append(f"WEBHOOK_BASE_URL must be an absolute URL, got {webhook!r}")
 
+        flags: dict[str, bool] = {}
+        for name in ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK"):
+            value = get(name).lower()
+            if value not in {"true", "false"}:
+                problems.append(f"{name} must be true or false, got {value!r}")
+            flags[name] = value == "true"
+
         if problems:
             raise ConfigError("invalid app settings", problems)
         return cls(
@@ -226,6 +246,12 @@ class Settings:
             webhook_key=get("WEBHOOK_KEY"),
             journal_body_max_chars=max_chars,
             appinsights_connection_string=get("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+            granted=Granted(
+                contacts=flags["CONTACTS_SYNC"],
+                # write-back holds Calendars.ReadWrite, which reads the calendar too
+                calendar=flags["CALENDAR_SYNC"] or flags["CALENDAR_WRITE_BACK"],
+                calendar_write_back=flags["CALENDAR_WRITE_BACK"],
+            ),
         )
 
     def __repr__(self) -> str:  # never print secrets

@@ -8,12 +8,15 @@ SyncError
     DeltaExpired           410 / syncStateNotFound: drop the link, start a fresh round
     MailboxDenied          403 ErrorAccessDenied: park the mailbox, do not retry in a loop
     GraphNotFound          404
+    OutlookChanged         412: an Outlook item changed after the version a write was based on
   CrmError                 a CRM call failed; .retryable
     CrmRetryableError      5xx, 429, timeouts: the item is retried
     CrmRejectedError       4xx: the CRM refuses this item; recorded with its reason, retried later
   StateError               Table/Queue storage failed
     ConcurrencyError       an ETag-conditional write lost (someone else wrote first)
   MassChangeRefused        a run would delete/change more than the threshold; user marked for review
+  BadNotification          a webhook body is not a notification collection: answer 400
+    TooLarge               over the size cap: answer 413
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class GraphNotFound(GraphError):
     pass
 
 
+class OutlookChanged(GraphError):
+    """412: the item changed in Outlook after the version our write was based on."""
+
+
 class CrmError(SyncError):
     retryable = False
 
@@ -90,3 +97,11 @@ class MassChangeRefused(SyncError):
         super().__init__(message)
         self.planned = planned
         self.threshold = threshold
+
+
+class BadNotification(SyncError):
+    """A webhook body is not a notification collection; answer 400."""
+
+
+class TooLarge(BadNotification):
+    """The body is over the size cap; answer 413."""

@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.model import Job
-from shared.state.port import JobQueue, LeaseStore, SubscriptionRecord, SubscriptionStore
+from shared.errors import BadNotification, TooLarge
+from shared.model import Job, SubscriptionRecord
+from shared.ports.state import JobQueue, LeaseStore, SubscriptionStore
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +31,6 @@ MAX_BODY_BYTES = 1_000_000
 MAX_ENTRIES = 1_000
 COALESCE_SECONDS = 120.0
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
-
-
-class BadNotification(ValueError):
-    """The body is not a notification collection; answer 400."""
-
-
-class TooLarge(BadNotification):
-    """The body is over the size cap; answer 413."""
 
 
 @dataclass(frozen=True)

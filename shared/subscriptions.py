@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from shared.errors import GraphError, GraphNotFound, UserConfigError
-from shared.state.port import JobQueue, StateStore, SubscriptionRecord
-from shared.users import UserConfig, parse_user
+from shared.model import Cursor, StreamKind, SubscriptionRecord
+from shared.ports.state import JobQueue, StateStore
+from shared.sync.stream import Stream
+from shared.users import EVERYTHING, Granted, parse_user
 
 if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
     from shared.graph.subscriptions import GraphSubscriptions
@@ -34,19 +36,6 @@ logger = logging.getLogger(__name__)
 
 LIFETIME = timedelta(minutes=4200)  # Graph's maximum for Outlook resources is 4,230 minutes
 RENEW_BEFORE = timedelta(hours=24)
-
-
-def resource_for(config: UserConfig, stream: str, contacts_folder_id: str = "") -> str | None:
-    kind, _, folder = stream.partition(":")
-    if kind == "mail":
-        return f"users/{config.upn}/mailFolders('{folder}')/messages"
-    if kind == "contacts":
-        return (
-            f"users/{config.upn}/contactFolders/{contacts_folder_id}/contacts" if contacts_folder_id else None
-        )
-    if kind == "calendar":
-        return f"users/{config.upn}/events"
-    return None
 
 
 @dataclass
@@ -63,17 +52,21 @@ class SubscriptionKeeper:
         state: StateStore,
         graph: GraphSubscriptions,
         queue: JobQueue,
+        streams: Mapping[StreamKind, Stream],
         *,
         webhook_base_url: str,
         webhook_key: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        granted: Granted = EVERYTHING,
     ) -> None:
         self._state = state
         self._graph = graph
         self._queue = queue
+        self._streams = streams
         self._base = webhook_base_url.rstrip("/")
         self._key = webhook_key
         self._clock = clock
+        self._granted = granted  # no subscription for a stream the deployment has no permission for
 
     @property
     def enabled(self) -> bool:
@@ -88,18 +81,17 @@ class SubscriptionKeeper:
         wanted: dict[tuple[str, str], str] = {}
         for row in await self._state.list_users():
             try:
-                config = parse_user(row.upn, row.columns)
+                config = parse_user(row.upn, row.columns, self._granted)
             except UserConfigError:
                 continue
             if not config.enabled:
                 continue
+            cursors = await self._state.list_cursors(config.upn)
             for stream in config.streams():
-                folder_id = ""
-                if stream == "contacts":
-                    folder_id = str(
-                        (await self._state.get_cursor(config.upn, stream)).extra.get("folderId", "")
-                    )
-                resource = resource_for(config, stream, folder_id)
+                policy = self._streams.get(stream.kind)
+                resource = (
+                    policy.subscription(config, stream, cursors.get(stream) or Cursor()) if policy else None
+                )
                 if resource:
                     wanted[(config.upn, resource)] = stream
         return wanted

@@ -8,15 +8,15 @@ problems is skipped (its `LastError` says why) and other users are unaffected.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from shared.errors import UserConfigError
+from shared.model import CalendarPolicy, ConflictRule, ContactsDirection, MailPolicy, UserConfig
 
-MAIL_POLICIES = ("all", "known-people", "category")
-CONTACTS_DIRECTIONS = ("two-way", "crm-to-outlook", "outlook-to-crm")
-CONFLICT_RULES = ("crm-wins", "outlook-wins", "newest")
-CALENDAR_POLICIES = ("all", "category", "crm-attendee")
+E = TypeVar("E", bound=StrEnum)
+
 DAYS_BACK_WARNING = 60
 
 # Admin columns and their meaning (docs/configuration.md §2 lists them; a test keeps the two equal).
@@ -49,48 +49,29 @@ COLUMNS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class UserConfig:
-    upn: str
-    enabled: bool
-    mail: bool = True
-    mail_folders: tuple[str, ...] = ("inbox", "sentitems")
-    mail_policy: str = "all"
-    mail_category: str = "CRM"
-    days_back: int = 14
-    excluded_domains: frozenset[str] = frozenset()
-    excluded_addresses: frozenset[str] = frozenset()
-    include_internal: bool = False
-    crm_owner: str = ""
-    contacts: bool = False
-    contacts_direction: str = "two-way"
-    contacts_folder: str = "CRM Contacts"
-    contacts_conflict_rule: str = "crm-wins"
-    contacts_delete_in_crm: bool = False
-    contacts_notes: bool = False
-    contacts_change_threshold: int = 10
-    calendar: bool = False
-    calendar_policy: str = "all"
-    calendar_category: str = "CRM"
-    calendar_past_days: int = 7
-    calendar_future_days: int = 180
-    calendar_push_from_crm: bool = False
-    calendar_delete_in_crm: bool = False
-    warnings: tuple[str, ...] = field(default=())
+class Granted:
+    """The streams this deployment's Graph app registration holds permissions for (the deployment flags
+    CONTACTS_SYNC, CALENDAR_SYNC, CALENDAR_WRITE_BACK; infra/graph-permissions.json). A row asking for
+    more keeps its other streams: what the deployment lacks is switched off with a warning, so it never
+    becomes a Graph 403 on every run. The default grants everything (a local run, the Graph emulator)."""
 
-    @property
-    def owner(self) -> str:
-        return self.crm_owner or self.upn
+    contacts: bool = True  # Contacts.ReadWrite
+    calendar: bool = True  # Calendars.Read, or Calendars.ReadWrite with write-back
+    calendar_write_back: bool = True  # Calendars.ReadWrite
 
-    def streams(self) -> list[str]:
-        """The streams a sweep runs for this user."""
-        found: list[str] = []
-        if self.mail:
-            found += [f"mail:{folder}" for folder in self.mail_folders]
-        if self.contacts:
-            found.append("contacts")
-        if self.calendar:
-            found.append("calendar")
-        return found
+
+EVERYTHING = Granted()
+
+# A column a deployment may not serve -> (the Graph permission, the deployment flag, what then stops).
+WITHHELD: dict[str, tuple[str, str, str]] = {
+    "Contacts": ("Contacts.ReadWrite", "CONTACTS_SYNC", "contacts are not synced"),
+    "Calendar": ("Calendars.Read", "CALENDAR_SYNC", "meetings are not synced"),
+    "CalendarPushFromCrm": (
+        "Calendars.ReadWrite",
+        "CALENDAR_WRITE_BACK",
+        "CRM appointments are not pushed to Outlook",
+    ),
+}
 
 
 def truth(value: Any) -> bool | None:
@@ -110,7 +91,7 @@ def is_enabled(columns: Mapping[str, Any]) -> bool:
     return truth(columns.get("Enabled")) is True
 
 
-def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
+def parse_user(upn: str, columns: Mapping[str, Any], granted: Granted = EVERYTHING) -> UserConfig:
     problems: list[str] = []
     warnings: list[str] = []
 
@@ -142,12 +123,13 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
             return default
         return number
 
-    def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = text(name, default).lower()
+    def choice(name: str, default: E) -> E:
+        value = text(name, default.value).lower()
+        allowed = [member.value for member in type(default)]
         if value not in allowed:
             problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
             return default
-        return value
+        return type(default)(value)
 
     def items(name: str, default: str) -> tuple[str, ...]:
         return tuple(
@@ -173,31 +155,55 @@ def parse_user(upn: str, columns: Mapping[str, Any]) -> UserConfig:
     if past + future > 1825:
         problems.append("CalendarPastDays + CalendarFutureDays must be at most 1825 (Graph's window limit)")
 
+    lacking: list[str] = []  # what the row asks for and the deployment holds no permission for
+
+    def withheld(column: str, asked: bool, allowed: bool) -> bool:
+        if asked and not allowed:
+            permission, flag, effect = WITHHELD[column]
+            lacking.append(
+                f"{column} is on, but this deployment does not ask for {permission} ({flag} is off): {effect}"
+            )
+        return asked and not allowed
+
+    mail = boolean("Mail", True)
+    contacts = boolean("Contacts", False)
+    calendar = boolean("Calendar", False)
+    push = boolean("CalendarPushFromCrm", False)
+    if withheld("Contacts", contacts, granted.contacts):
+        contacts = False
+    if withheld("Calendar", calendar, granted.calendar):
+        calendar = False
+    withheld("CalendarPushFromCrm", push and calendar, granted.calendar_write_back)
+    push = push and granted.calendar_write_back
+    if lacking and not (mail or contacts or calendar):
+        problems.append(f"nothing left to sync: {'; '.join(lacking)}")
+    warnings += lacking
+
     config = UserConfig(
         upn=upn,
         enabled=boolean("Enabled", False),
-        mail=boolean("Mail", True),
+        mail=mail,
         mail_folders=folders,
-        mail_policy=choice("MailPolicy", "all", MAIL_POLICIES),
+        mail_policy=choice("MailPolicy", MailPolicy.ALL),
         mail_category=text("MailCategory", "CRM"),
         days_back=days_back,
         excluded_domains=frozenset(d.lower().lstrip("@") for d in items("ExcludedDomains", "")),
         excluded_addresses=excluded_addresses,
         include_internal=boolean("IncludeInternal", False),
         crm_owner=text("CrmOwner", ""),
-        contacts=boolean("Contacts", False),
-        contacts_direction=choice("ContactsDirection", "two-way", CONTACTS_DIRECTIONS),
+        contacts=contacts,
+        contacts_direction=choice("ContactsDirection", ContactsDirection.TWO_WAY),
         contacts_folder=text("ContactsFolder", "CRM Contacts"),
-        contacts_conflict_rule=choice("ContactsConflictRule", "crm-wins", CONFLICT_RULES),
+        contacts_conflict_rule=choice("ContactsConflictRule", ConflictRule.CRM_WINS),
         contacts_delete_in_crm=boolean("ContactsDeleteInCrm", False),
         contacts_notes=boolean("ContactsNotes", False),
         contacts_change_threshold=integer("ContactsChangeThreshold", 10, 0, 100000),
-        calendar=boolean("Calendar", False),
-        calendar_policy=choice("CalendarPolicy", "all", CALENDAR_POLICIES),
+        calendar=calendar,
+        calendar_policy=choice("CalendarPolicy", CalendarPolicy.ALL),
         calendar_category=text("CalendarCategory", "CRM"),
         calendar_past_days=past,
         calendar_future_days=future,
-        calendar_push_from_crm=boolean("CalendarPushFromCrm", False),
+        calendar_push_from_crm=push,
         calendar_delete_in_crm=boolean("CalendarDeleteInCrm", False),
         warnings=tuple(warnings),
     )

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import Settings
-from shared.crm.port import CrmPort
 from shared.graph.probe import MailboxProbe
-from shared.state.port import JobQueue, StateStore
+from shared.ports.crm import CrmPort
+from shared.ports.graph import MailSource
+from shared.ports.state import JobQueue, StateStore
 from shared.subscriptions import SubscriptionKeeper
 from shared.sync.engine import Engine
-from shared.sync.ports import MailSource
 
 
 @dataclass
@@ -108,11 +108,14 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     from shared.graph.contacts import GraphContacts
     from shared.graph.mail import GraphMailReader
     from shared.graph.subscriptions import GraphSubscriptions
+    from shared.model import StreamKind
     from shared.state.queue import StorageJobQueue
     from shared.state.tables import TableStateStore
     from shared.sync.calendar import CalendarStream
     from shared.sync.contacts import ContactsStream
     from shared.sync.mail import MailStream
+    from shared.sync.push import PushStream
+    from shared.sync.stream import Stream
     from shared.sync.sweep import DeltaProbe, Sweeper
     from shared.telemetry import configure
 
@@ -132,25 +135,30 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     client = build_graph_client(settings)
     caller = GraphCaller()
     mail = GraphMailReader(client, caller)
+    calendar = GraphCalendar(client, caller)
+    streams: dict[StreamKind, Stream] = {
+        StreamKind.MAIL: MailStream(
+            state, crm, mail, org_domains=settings.org_domains, body_limit=settings.journal_body_max_chars
+        ),
+        StreamKind.CONTACTS: ContactsStream(state, crm, GraphContacts(client, caller)),
+        StreamKind.CALENDAR: CalendarStream(state, crm, calendar, body_limit=settings.journal_body_max_chars),
+        StreamKind.PUSH: PushStream(state, crm, calendar),
+    }
     engine = Engine(
         state,
         queue,
-        {
-            "mail": MailStream(
-                state, crm, mail, org_domains=settings.org_domains, body_limit=settings.journal_body_max_chars
-            ),
-            "contacts": ContactsStream(state, crm, GraphContacts(client, caller)),
-            "calendar": CalendarStream(
-                state, crm, GraphCalendar(client, caller), body_limit=settings.journal_body_max_chars
-            ),
-        },
-        sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller), crm)),
+        streams,
+        sweeper=Sweeper(queue, DeltaProbe(state, GraphBatch(client, caller), streams)),
+        granted=settings.granted,
     )
     keeper = SubscriptionKeeper(
         state,
         GraphSubscriptions(client, caller),
         queue,
+        streams,
         webhook_base_url=settings.webhook_base_url,
         webhook_key=settings.webhook_key,
+        granted=settings.granted,
     )
-    return Services(state, queue, crm, mail, engine, keeper, MailboxProbe(client, caller), settings)
+    probe = MailboxProbe(client, caller, settings.granted)
+    return Services(state, queue, crm, mail, engine, keeper, probe, settings)

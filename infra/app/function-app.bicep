@@ -80,6 +80,15 @@ param subscriptionSchedule string
 @description('Required. Longest journal body.')
 param journalBodyMaxChars int
 
+@description('Required. The deployment asks for Contacts.ReadWrite (CONTACTS_SYNC).')
+param contactsSync bool
+
+@description('Required. The deployment asks for Calendars.Read (CALENDAR_SYNC).')
+param calendarSync bool
+
+@description('Required. The deployment asks for Calendars.ReadWrite (CALENDAR_WRITE_BACK).')
+param calendarWriteBack bool
+
 @description('Required. Always-ready instances for the http group.')
 param alwaysReadyHttpInstances int
 
@@ -116,6 +125,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     //checkov:skip=CKV_AZURE_17:Microsoft Graph delivers change notifications without a client certificate, so the webhook endpoint cannot require one; each notification carries the function key and the subscription's clientState secret instead.
     //checkov:skip=CKV_AZURE_222:Graph posts change notifications from the internet, so the app keeps public network access; HTTP functions require a function key.
     //checkov:skip=CKV_AZURE_212:siteConfig.numberOfWorkers belongs to dedicated App Service plans; on Flex Consumption the platform scales instances and functionAppConfig.scaleAndConcurrency.alwaysReady keeps the HTTP group warm.
+    //checkov:skip=CKV_AZURE_78:siteConfig.ftpsState is rejected on Flex Consumption (ARM error 51021, in Microsoft's list of settings Flex does not support); FTP stays off through the ftp basicPublishingCredentialsPolicies below (allow false), and azd deploys with Entra credentials.
     //checkov:skip=CKV_AZURE_213:No App Service health check on this Flex Consumption app: the platform manages instances per trigger group; health is watched in Application Insights and the SyncUsers status columns.
     serverFarmId: planId
     httpsOnly: true
@@ -125,7 +135,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
+      // No ftpsState: Flex Consumption rejects it. FTP is off through ftpBasicAuth below.
       http20Enabled: true
     }
     functionAppConfig: {
@@ -201,13 +211,18 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SYNC_SCHEDULE: syncSchedule
     SUBSCRIPTION_SCHEDULE: subscriptionSchedule
     JOURNAL_BODY_MAX_CHARS: string(journalBodyMaxChars)
+    // The deployment flags: which Graph permissions the app registration was given
+    CONTACTS_SYNC: contactsSync ? 'true' : 'false'
+    CALENDAR_SYNC: calendarSync ? 'true' : 'false'
+    CALENDAR_WRITE_BACK: calendarWriteBack ? 'true' : 'false'
     // Graph change notifications reach https://<host>/api/... with this function key
     WEBHOOK_BASE_URL: 'https://${site.properties.defaultHostName}/api'
     WEBHOOK_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookSecretName})'
   }
 }
 
-// No FTP or SCM basic-auth publishing: azd deploys Flex apps with Entra credentials.
+// No FTP or SCM basic-auth publishing: azd deploys Flex apps with Entra credentials. This is what
+// keeps FTP off on Flex Consumption (siteConfig.ftpsState is not accepted there).
 resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'ftp'

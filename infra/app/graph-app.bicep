@@ -7,8 +7,13 @@ extension microsoftGraphV1
 
 metadata description = 'Graph app registration trusting the managed identity, with its Graph permissions.'
 
-@description('Required. Immutable unique name of the app registration in the tenant.')
-param uniqueName string
+@description('Required. Start of the app registration\'s immutable unique name in the tenant.')
+param uniqueNamePrefix string
+
+@description('Required. A random text (GRAPH_APP_NAME_SUFFIX in the azd environment) that ends the unique name, so that no one can register an app of that name first and have this deployment adopt it, its permissions and its trust in the managed identity.')
+@secure()
+@minLength(16)
+param uniqueNameSuffix string
 
 @description('Required. Display name shown to admins.')
 param displayName string
@@ -19,22 +24,31 @@ param managedIdentityPrincipalId string
 @description('Required. True: grant the permissions tenant-wide (admin consent for every mailbox). False: grant nothing here; Exchange Online RBAC for Applications grants them for one mailbox group (scripts/scope-mailboxes.ps1).')
 param grantTenantWide bool
 
+@description('Required. True when contacts are synced (Contacts.ReadWrite).')
+param contactsSync bool
+
+@description('Required. True when meetings are synced (Calendars.Read).')
+param calendarSync bool
+
 @description('Required. True when CRM-to-Outlook appointment push is on (Calendars.ReadWrite instead of Calendars.Read).')
 param calendarWriteBack bool
 
 var graphAppId = '00000003-0000-0000-c000-000000000000' // Microsoft Graph, the same in every tenant
-var calendarCase = calendarWriteBack ? 'calendar-write-back' : 'calendar-read-only'
-var permissions = filter(
-  loadJsonContent('../graph-permissions.json').permissions,
-  p => p.when == 'always' || p.when == calendarCase
+// The 'when' cases of infra/graph-permissions.json this deployment's flags switch on.
+var cases = union(
+  ['always'],
+  contactsSync ? ['contacts-sync'] : [],
+  calendarSync && !calendarWriteBack ? ['calendar-read-only'] : [],
+  calendarWriteBack ? ['calendar-write-back'] : []
 )
+var permissions = filter(loadJsonContent('../graph-permissions.json').permissions, p => contains(cases, p.when))
 
 resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: graphAppId
 }
 
 resource app 'Microsoft.Graph/applications@v1.0' = {
-  uniqueName: uniqueName
+  uniqueName: '${uniqueNamePrefix}-${uniqueNameSuffix}'
   displayName: displayName
   signInAudience: 'AzureADMyOrg'
   // Declares the permissions so reviewers (and the portal's consent page) see exactly what is asked.

@@ -64,5 +64,5 @@ output name string = vault.name
 @description('The vault resource id.')
 output resourceId string = vault.id
 
-@description('The vault URI (https://<name>.vault.azure.net/).')
+@description('The vault URI (its DNS name in this cloud, ending in a slash).')
 output uri string = vault.properties.vaultUri

@@ -172,7 +172,7 @@ output name string = account.name
 @description('The storage account resource id.')
 output resourceId string = account.id
 
-@description('Blob endpoint (https://<name>.blob.core.windows.net/).')
+@description('Blob endpoint (the account\'s blob service URI in this cloud, ending in a slash).')
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 
 @description('Table endpoint.')

@@ -66,7 +66,6 @@ from typing import Any, TypeVar
 
 import httpx
 
-from shared.crm.port import Capabilities, Health
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 from shared.model import (
     Address,
@@ -83,6 +82,7 @@ from shared.model import (
     PersonRef,
     PostalAddress,
 )
+from shared.ports.crm import Capabilities, Health
 from shared.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from shared.crm.port import Capabilities, Health
 from shared.errors import CrmError, CrmRejectedError
 from shared.model import (
     Appointment,
@@ -29,6 +28,7 @@ from shared.model import (
     Journal,
     PersonRef,
 )
+from shared.ports.crm import Capabilities, Health
 
 MAX_EMAILS = 10
 T = TypeVar("T")

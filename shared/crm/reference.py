@@ -24,7 +24,6 @@ from urllib.parse import quote
 import httpx
 
 from shared.crm import reference_json as wire
-from shared.crm.port import Capabilities, Health
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 from shared.model import (
     Appointment,
@@ -36,6 +35,7 @@ from shared.model import (
     Journal,
     PersonRef,
 )
+from shared.ports.crm import Capabilities, Health
 from shared.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,7 @@ base URL; an absolute link (a saved delta link) is made relative with `relative_
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from kiota_abstractions.method import Method
@@ -20,34 +19,8 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared.errors import GraphError
 from shared.graph.client import GraphCaller
-
-MAX_BATCH = 20  # Graph's limit per $batch
-
-
-@dataclass(frozen=True)
-class SubRequest:
-    id: str
-    url: str  # relative to the API root: "/users/{id}/mailFolders/{id}/messages/delta?$deltatoken=…"
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SubResponse:
-    id: str
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers.items():
-            if key.lower() == name.lower():
-                return str(value)
-        return None
+from shared.model import SubRequest, SubResponse
+from shared.ports.graph import MAX_BATCH
 
 
 class GraphBatch:

@@ -13,7 +13,6 @@ cancellations, so the service only ever writes to attendee-less events it create
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,15 +33,16 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared.errors import GraphNotFound
 from shared.graph.client import GraphCaller
-from shared.model import Address, Attendee, CrmAppointmentChange
-from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX, EventChange, EventRemoved, OutlookEvent
-
-
-@dataclass(frozen=True)
-class EventPage:
-    changes: list[EventChange]
-    next_link: str = ""
-    delta_link: str = ""
+from shared.model import (
+    PUSH_TRANSACTION_PREFIX,
+    Address,
+    Attendee,
+    CrmAppointmentChange,
+    EventChange,
+    EventRemoved,
+    OutlookEvent,
+    Page,
+)
 
 
 def prefer_headers(page_size: int) -> HeadersCollection:
@@ -74,7 +74,9 @@ class GraphCalendar:
     async def _get_json(self, user: str, info: RequestInformation) -> dict[str, Any]:
         return await self._caller.fetch_json(user, self._client.request_adapter, info, "a calendar answer")
 
-    async def read_page(self, user: str, link: str, window: tuple[datetime, datetime] | None) -> EventPage:
+    async def read_page(
+        self, user: str, link: str, window: tuple[datetime, datetime] | None
+    ) -> Page[EventChange]:
         """One calendarView delta page: from a saved link, or (link == "") a new round over `window`."""
         builder = self._client.users.by_user_id(user).calendar_view.delta
         if link:
@@ -86,7 +88,7 @@ class GraphCalendar:
             )
             info = builder.to_get_request_information(self._config(params))
         body = await self._get_json(user, info)
-        return EventPage(
+        return Page(
             changes=[_to_change(e) for e in body.get("value") or [] if isinstance(e, dict)],
             next_link=str(body.get("@odata.nextLink") or ""),
             delta_link=str(body.get("@odata.deltaLink") or ""),

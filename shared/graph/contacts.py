@@ -14,8 +14,6 @@ inside that folder only, with msgraph-sdk.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -32,9 +30,17 @@ from msgraph.generated.users.item.contact_folders.item.contacts.delta.delta_requ
 )
 from msgraph.graph_service_client import GraphServiceClient
 
-from shared.errors import GraphError, GraphNotFound
+from shared.errors import GraphError, GraphNotFound, OutlookChanged
 from shared.graph.client import GraphCaller
-from shared.model import ContactFields, OutlookContact, OutlookContactRemoved, PostalAddress
+from shared.model import (
+    ContactFields,
+    OutlookChange,
+    OutlookContact,
+    OutlookContactRemoved,
+    OutlookItem,
+    Page,
+    PostalAddress,
+)
 
 CRM_ID_PROPERTY = "String {6b0f6c2e-3a5e-4c55-9f1e-2d8f3c1a7e41} Name CrmContactId"
 SELECT = [
@@ -43,33 +49,6 @@ SELECT = [
     "personalNotes",
 ]  # fmt: skip
 EXPAND = [f"singleValueExtendedProperties($filter=id eq '{CRM_ID_PROPERTY}')"]
-
-
-class OutlookChanged(GraphError):
-    """412: the contact changed in Outlook after the version our write was based on."""
-
-
-@dataclass(frozen=True)
-class OutlookItem:
-    """A contact as read from the owned folder, with what the plan needs beyond its fields."""
-
-    contact: OutlookContact
-    modified: datetime | None = None
-    crm_tag: str = ""  # the CRM id we stamped on it when we created it ("" for the user's own)
-
-
-OutlookChange = OutlookItem | OutlookContactRemoved
-
-
-def change_id(change: OutlookChange) -> str:
-    return change.contact.id if isinstance(change, OutlookItem) else change.id
-
-
-@dataclass(frozen=True)
-class ContactPage:
-    changes: list[OutlookChange] = field(default_factory=list)
-    next_link: str = ""
-    delta_link: str = ""
 
 
 def prefer_headers(page_size: int) -> HeadersCollection:
@@ -127,7 +106,7 @@ class GraphContacts:
             )
         return ""
 
-    async def read_page(self, user: str, folder_id: str, link: str) -> ContactPage:
+    async def read_page(self, user: str, folder_id: str, link: str) -> Page[OutlookChange]:
         """One delta page of the folder: from a saved link, or (link == "") a new initial round."""
         builder: DeltaRequestBuilder = (
             self._client.users.by_user_id(user).contact_folders.by_contact_folder_id(folder_id).contacts.delta
@@ -142,14 +121,14 @@ class GraphContacts:
             )
         response = await self._caller.call(user, lambda: request.get(request_configuration=config))
         if response is None:
-            return ContactPage()
+            return Page()
         changes: list[OutlookChange] = []
         for contact in response.value or []:
             if "@removed" in (contact.additional_data or {}):
                 changes.append(OutlookContactRemoved(id=contact.id or ""))
             else:
                 changes.append(to_item(contact))
-        return ContactPage(changes, response.odata_next_link or "", response.odata_delta_link or "")
+        return Page(changes, response.odata_next_link or "", response.odata_delta_link or "")
 
     def _item(self, user: str, folder_id: str, contact_id: str) -> Any:
         folder = self._client.users.by_user_id(user).contact_folders.by_contact_folder_id(folder_id)

@@ -9,7 +9,6 @@ the token, so later pages must not repeat them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -30,7 +29,7 @@ from msgraph.generated.users.item.messages.item.message_item_request_builder imp
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.graph.client import GraphCaller
-from shared.model import Address, Attachment, MailMessage, MessageChange, MessageRemoved
+from shared.model import Address, Attachment, MailMessage, MessageChange, MessageRemoved, Page
 
 SENSITIVITY_PROPERTY = "Integer 0x0036"  # PidTagSensitivity: v1.0 messages have no sensitivity property
 _SENSITIVITY = {"0": "normal", "1": "personal", "2": "private", "3": "confidential"}
@@ -43,13 +42,6 @@ EXPAND = [
     "attachments($select=name,size)",
     f"singleValueExtendedProperties($filter=id eq '{SENSITIVITY_PROPERTY}')",
 ]
-
-
-@dataclass(frozen=True)
-class MailPage:
-    changes: list[MessageChange]
-    next_link: str = ""
-    delta_link: str = ""
 
 
 def prefer_headers(page_size: int) -> HeadersCollection:
@@ -72,7 +64,9 @@ class GraphMailReader:
         )
         return builder
 
-    async def read_page(self, user: str, folder: str, link: str, since: datetime | None) -> MailPage:
+    async def read_page(
+        self, user: str, folder: str, link: str, since: datetime | None
+    ) -> Page[MessageChange]:
         """One delta page: from `link` (a saved nextLink/deltaLink) or, when empty, a new round.
 
         The SDK builds and sends the request; the answer is parsed into domain records without its
@@ -92,7 +86,7 @@ class GraphMailReader:
 
     async def list_page(
         self, user: str, folder: str, link: str, since: datetime, until: datetime | None = None
-    ) -> MailPage:
+    ) -> Page[MessageChange]:
         """One page of a plain (non-delta) listing of the folder's messages received since `since`
         and, with `until`, at or before `until` (in that whole second), newest first.
 
@@ -119,13 +113,13 @@ class GraphMailReader:
             info = builder.to_get_request_information(config)
         return await self._fetch(user, info)
 
-    async def _fetch(self, user: str, info: Any) -> MailPage:
+    async def _fetch(self, user: str, info: Any) -> Page[MessageChange]:
         body = await self._caller.fetch_json(user, self._client.request_adapter, info, "a message page")
         items = body.get("value")
         if not isinstance(items, list):
             items = []
         changes = [_change_from_json(m) for m in items if isinstance(m, dict)]
-        return MailPage(
+        return Page(
             changes=changes,
             next_link=str(body.get("@odata.nextLink") or ""),
             delta_link=str(body.get("@odata.deltaLink") or ""),

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import GraphError
-from shared.users import UserConfig
+from shared.model import UserConfig
+from shared.users import EVERYTHING, WITHHELD, Granted
 
 if TYPE_CHECKING:  # msgraph costs ~0.4 s to import: not at function indexing, only when services are built
     from msgraph.graph_service_client import GraphServiceClient
@@ -23,9 +24,16 @@ class Check:
 
 
 class MailboxProbe:
-    def __init__(self, client: GraphServiceClient, caller: GraphCaller) -> None:
+    """Tries what each stream the user syncs needs, and nothing the deployment does not ask for: a
+    stream switched off because the deployment lacks its permission (CONTACTS_SYNC, CALENDAR_SYNC) is
+    reported as such, not tried."""
+
+    def __init__(
+        self, client: GraphServiceClient, caller: GraphCaller, granted: Granted = EVERYTHING
+    ) -> None:
         self._client = client
         self._caller = caller
+        self._granted = granted
 
     async def _one(self, upn: str, name: str, permission: str, call: Callable[[], Awaitable[Any]]) -> Check:
         try:
@@ -41,10 +49,22 @@ class MailboxProbe:
             for folder in config.mail_folders:
                 builder = user.mail_folders.by_mail_folder_id(folder)
                 checks.append(await self._one(config.upn, f"mail folder {folder}", "Mail.Read", builder.get))
-        if config.contacts:
+        if config.contacts and self._granted.contacts:
             checks.append(
                 await self._one(config.upn, "contact folders", "Contacts.ReadWrite", user.contact_folders.get)
             )
-        if config.calendar:
-            checks.append(await self._one(config.upn, "calendar", "Calendars.Read", user.calendar.get))
+        elif config.contacts:
+            checks.append(_not_asked_for("contact folders", "Contacts"))
+        if config.calendar and self._granted.calendar:
+            permission = "Calendars.ReadWrite" if config.calendar_push_from_crm else "Calendars.Read"
+            checks.append(await self._one(config.upn, "calendar", permission, user.calendar.get))
+        elif config.calendar:
+            checks.append(_not_asked_for("calendar", "Calendar"))
         return checks
+
+
+def _not_asked_for(name: str, column: str) -> Check:
+    permission, flag, effect = WITHHELD[column]
+    return Check(
+        name, True, f"not tried: this deployment does not ask for {permission} ({flag} is off); {effect}"
+    )

@@ -19,6 +19,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from shared.errors import ConcurrencyError
+from shared.model import (
+    Cursor,
+    Decision,
+    Issue,
+    KeyRecord,
+    Lease,
+    Link,
+    LinkKind,
+    Outcome,
+    SubscriptionRecord,
+    UserRow,
+)
 from shared.state.entities import (
     KEY_COLUMNS,
     MAX_BATCH,
@@ -30,17 +42,8 @@ from shared.state.entities import (
     to_json,
     utc,
 )
+from shared.state.extras import cursor_extra, cursor_parts, key_extra, key_parts, link_extra, link_parts
 from shared.state.keys import decode_key, encode_key, join_key, key_partition, prefix_range
-from shared.state.port import (
-    Cursor,
-    Decision,
-    Issue,
-    KeyRecord,
-    Lease,
-    Link,
-    SubscriptionRecord,
-    UserRow,
-)
 
 Clock = Callable[[], datetime]
 
@@ -135,8 +138,8 @@ class EntityStateStore:
             "User": user,
             "Stream": stream,
             "Link": cursor.link,
-            "LinkKind": cursor.link_kind,
-            "Extra": to_json(dict(cursor.extra)),
+            "LinkKind": str(cursor.link_kind),
+            "Extra": to_json(cursor_extra(stream, cursor)),
         }
         _put_times(
             entity,
@@ -159,7 +162,9 @@ class EntityStateStore:
 
     # -- leases ---------------------------------------------------------------------------------
 
-    async def acquire(self, user: str, stream: str, owner: str, ttl_seconds: float) -> Lease | None:
+    async def acquire(
+        self, user: str, stream: str, owner: str, ttl_seconds: float, holder: str = ""
+    ) -> Lease | None:
         if not owner:
             raise ValueError("a lease owner id must not be empty")
         table, keys = self._name(LEASES), _lease_keys(user, stream)
@@ -176,14 +181,16 @@ class EntityStateStore:
                 "Expires": now + timedelta(seconds=ttl_seconds),
                 "Ttl": float(ttl_seconds),
                 "Pending": False,
+                "Holder": holder,
+                "Acquired": now,
             }
             if row is None:
                 return _lease(Row(taken, await self._tables.insert(table, taken)))
-            holder = _text(row, "Owner")
-            if holder == owner:  # a retried acquire that had succeeded: keep any pending flag
+            current = _text(row, "Owner")
+            if current == owner:  # a retried acquire that had succeeded: keep any pending flag
                 entity = {**row.entity, **taken, "Pending": row.get("Pending") is True}
                 return _lease(Row(entity, await self._tables.replace(table, entity, row.etag)))
-            if not holder or _expired(row, now):
+            if not current or _expired(row, now):
                 entity = {**row.entity, **taken}
                 return _lease(Row(entity, await self._tables.replace(table, entity, row.etag)))
             if row.get("Pending") is not True:
@@ -191,6 +198,18 @@ class EntityStateStore:
             return None
 
         return await _retry(attempt)
+
+    async def get_lease(self, user: str, stream: str) -> Lease | None:
+        row = await self._tables.get(self._name(LEASES), *_lease_keys(user, stream))
+        return _lease(row) if row is not None and _text(row, "Owner") else None
+
+    async def break_lease(self, lease: Lease) -> None:
+        table, keys = self._name(LEASES), _lease_keys(lease.user, lease.stream)
+        row = await self._tables.get(table, *keys)
+        if row is None or row.etag != lease.etag:
+            raise ConcurrencyError("the lease changed since it was read")
+        entity = {**row.entity, "Owner": "", "Pending": False, "Expires": self._now(), "Holder": ""}
+        await self._tables.replace(table, entity, row.etag)
 
     async def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
         table, keys = self._name(LEASES), _lease_keys(lease.user, lease.stream)
@@ -551,13 +570,14 @@ def _user(row: Row) -> UserRow:
 
 
 def _cursor(row: Row) -> Cursor:
+    kind = _text(row, "LinkKind")
     return Cursor(
         link=_text(row, "Link"),
-        link_kind=_text(row, "LinkKind"),
+        link_kind=LinkKind(kind) if kind in LinkKind.__members__.values() else LinkKind.NONE,
         round_started=_time(row, "RoundStarted"),
         window_start=_time(row, "WindowStart"),
         window_end=_time(row, "WindowEnd"),
-        extra=_mapping(row, "Extra"),
+        **cursor_parts(_text(row, "Stream") or decode_key(row.row_key), _mapping(row, "Extra")),
         etag=row.etag,
     )
 
@@ -570,6 +590,11 @@ def _lease(row: Row) -> Lease:
         stream=_text(row, "Stream"),
         owner=_text(row, "Owner"),
         expires=expires,
+        holder=_text(row, "Holder"),
+        acquired=_time(row, "Acquired"),
+        renewed=expires - timedelta(seconds=float(ttl))
+        if isinstance(ttl := row.get("Ttl"), int | float)
+        else None,
         etag=row.etag,
     )
 
@@ -585,7 +610,7 @@ def _link_entity(link: Link) -> Entity:
         "ChangeKey": link.change_key,
         "LocalFingerprint": link.local_fingerprint,
         "CrmFingerprint": link.crm_fingerprint,
-        "Extra": to_json(dict(link.extra)),
+        "Extra": to_json(link_extra(link)),
     }
 
 
@@ -598,7 +623,7 @@ def _link(row: Row) -> Link:
         change_key=_text(row, "ChangeKey"),
         local_fingerprint=_text(row, "LocalFingerprint"),
         crm_fingerprint=_text(row, "CrmFingerprint"),
-        extra=_mapping(row, "Extra"),
+        **link_parts(_mapping(row, "Extra")),
         etag=row.etag,
     )
 
@@ -610,9 +635,9 @@ def _key_entity(record: KeyRecord) -> Entity:
         "Key": record.key,
         "CrmRef": record.crm_ref,
         "Mailboxes": to_json(list(record.mailboxes)),
-        "People": to_json(list(record.people)),
+        "People": to_json([p.id for p in record.people]),
         "Fingerprint": record.fingerprint,
-        "Extra": to_json(dict(record.extra)),
+        "Extra": to_json(key_extra(record)),
     }
 
 
@@ -621,9 +646,8 @@ def _key_record(row: Row) -> KeyRecord:
         key=_text(row, "Key"),
         crm_ref=_text(row, "CrmRef"),
         mailboxes=_strings(row, "Mailboxes"),
-        people=_strings(row, "People"),
         fingerprint=_text(row, "Fingerprint"),
-        extra=_mapping(row, "Extra"),
+        **key_parts(_strings(row, "People"), _mapping(row, "Extra")),
         etag=row.etag,
     )
 
@@ -662,7 +686,7 @@ def _decision_entity(decision: Decision) -> Entity:
         "User": decision.user,
         "ItemKey": decision.item_key,
         "Stream": decision.stream,
-        "Outcome": decision.outcome,
+        "Outcome": str(decision.outcome),
         "Reason": decision.reason,
         "At": utc(decision.at),
         "CrmKey": decision.crm_key,
@@ -670,12 +694,16 @@ def _decision_entity(decision: Decision) -> Entity:
     }
 
 
+def _outcome(text: str) -> Outcome:
+    return Outcome(text) if text in Outcome.__members__.values() else Outcome.FAILED
+
+
 def _decision(row: Row) -> Decision:
     return Decision(
         user=_text(row, "User"),
         item_key=_text(row, "ItemKey"),
         stream=_text(row, "Stream"),
-        outcome=_text(row, "Outcome"),
+        outcome=_outcome(_text(row, "Outcome")),
         reason=_text(row, "Reason"),
         at=_time(row, "At") or datetime.min.replace(tzinfo=UTC),
         crm_key=_text(row, "CrmKey"),

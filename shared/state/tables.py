@@ -275,6 +275,8 @@ def _to_sdk(entity: Entity) -> dict[str, Any]:
     for name, value in entity.items():
         if isinstance(value, int) and not isinstance(value, bool) and not -_INT32 <= value < _INT32:
             out[name] = EntityProperty(value, EdmType.INT64)
+        elif isinstance(value, str):
+            out[name] = str(value)  # a str subclass (a StreamId) as the plain text the SDK takes
         else:
             out[name] = value
     return out

@@ -1,9 +1,10 @@
 """Pure decisions for the calendar: which meetings become CRM appointments, under which key, and what
 an appointment holds.
 
-No I/O here. The Graph adapter turns events into `OutlookEvent` records; the runner hydrates skeletal
-occurrences from their series master (`hydrate`), asks the CRM who the attendees are, and these
-functions decide. Keys (docs/architecture.md §3.1):
+No I/O here. The Graph adapter turns events into `OutlookEvent` records; the stream hydrates skeletal
+occurrences from their series master (`hydrate`), keys them, asks the CRM who the attendees are, and
+`plan()` says what to do with each: `Capture` it, `Withdraw` its appointment (the organizer cancelled
+it), or `Skip` it with a reason. Keys (docs/architecture.md, the sync contract):
 
 - a single meeting: its `iCalUId` (the same in every calendar that holds the meeting);
 - an occurrence or exception of a series: the master's `iCalUId` + "|" + the occurrence's original
@@ -14,58 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 
-from shared.model import Address, Appointment, Attendee, PersonRef, fingerprint
-from shared.state.port import KeyRecord
+from shared.model import (
+    PUSH_TRANSACTION_PREFIX,
+    Address,
+    Appointment,
+    EventChange,
+    KeyRecord,
+    Link,
+    OutlookEvent,
+    PersonRef,
+    fingerprint,
+)
 from shared.sync import keyed_write
 from shared.sync.body import body_text
 from shared.sync.keyed_write import KeyedKind, collision_key, identity_of, merged_people
 
 CAPTURED_KINDS = ("singleInstance", "occurrence", "exception")
-# The transactionId of every event the CRM → Outlook push creates (Graph keeps it on the event): such an
-# event is never captured back, even when the worker died before writing its link row.
-PUSH_TRANSACTION_PREFIX = "crmsync-push-"
-
-
-@dataclass(frozen=True)
-class OutlookEvent:
-    """One calendarView entry as the engine needs it (times already in UTC)."""
-
-    id: str
-    type: str  # singleInstance | occurrence | exception | seriesMaster
-    start: datetime
-    end: datetime
-    series_master_id: str = ""
-    ical_uid: str = ""
-    change_key: str = ""
-    original_start: datetime | None = None
-    subject: str = ""
-    body: str = ""
-    body_type: str = "text"  # we ask for text; HTML (a server that ignores the Prefer) is converted
-    is_all_day: bool = False
-    start_date: date | None = None  # all-day events: the calendar dates (end exclusive)
-    end_date: date | None = None
-    location: str = ""
-    organizer: Address | None = None
-    attendees: tuple[Attendee, ...] = ()
-    online_meeting_url: str = ""
-    categories: tuple[str, ...] = ()
-    sensitivity: str = "normal"
-    is_cancelled: bool = False
-    is_draft: bool = False
-    skeletal: bool = False  # an occurrence as delta gives it: id, type, master id, start, end only
-    transaction_id: str = ""  # set by the app that created the event (the push: PUSH_TRANSACTION_PREFIX)
-
-
-@dataclass(frozen=True)
-class EventRemoved:
-    """A delta `@removed` entry: the event left the view (deleted, or moved out of the window)."""
-
-    id: str
-
-
-EventChange = OutlookEvent | EventRemoved
 
 
 @dataclass(frozen=True)
@@ -224,12 +191,12 @@ def merge(record: KeyRecord | None, appointment: Appointment, mailbox: str) -> t
         appointment,
         seen_by=tuple(dict.fromkeys([*record.mailboxes, mailbox])),
         people=people,
-        owner=str(record.extra.get("owner", appointment.owner)),
+        owner=record.owner or appointment.owner,
     )
     unchanged = (
         mailbox in record.mailboxes
-        and not record.extra.get("cancelled")
-        and set(record.people) == {p.id for p in people}
+        and not record.cancelled
+        and {p.id for p in record.people} == {p.id for p in people}
         and record.fingerprint == content_fingerprint(appointment)
     )
     return merged, not unchanged
@@ -241,14 +208,12 @@ def key_record_after(record: KeyRecord | None, appointment: Appointment, crm_ref
         key=appointment.key,
         crm_ref=crm_ref,
         mailboxes=tuple(m.lower() for m in appointment.seen_by),
-        people=tuple(p.id for p in appointment.people),
+        people=appointment.people,
         fingerprint=content_fingerprint(appointment),
-        extra={
-            "owner": appointment.owner,
-            "organizer": appointment.organizer.normalized if appointment.organizer else "",
-            "people": {p.id: {"kind": p.kind, "name": p.name, "email": p.email} for p in appointment.people},
-            "cancelled": appointment.cancelled,
-        },
+        identity=record.identity if record else "",
+        owner=appointment.owner,
+        organizer=appointment.organizer.normalized if appointment.organizer else "",
+        cancelled=appointment.cancelled,
         etag=record.etag if record else "",
     )
 
@@ -270,7 +235,7 @@ APPOINTMENTS: KeyedKind[Appointment] = KeyedKind(
     identity=lambda appointment: identity(appointment.organizer),
     rekey=_rekey,
     # rows from before identities were recorded name the organizer in clear
-    legacy_identity=lambda row: identity_of(row.extra["organizer"]) if "organizer" in row.extra else "",
+    legacy_identity=lambda row: identity_of(row.organizer),
 )
 
 
@@ -299,7 +264,7 @@ def withdraw(record: KeyRecord | None, mailbox: str) -> Withdrawal:
     if record is None:
         return Withdrawal(True, (), "deleted in Outlook")
     remaining = tuple(m for m in record.mailboxes if m != mailbox)
-    organizer = str(record.extra.get("organizer", "")).lower()
+    organizer = record.organizer.lower()
     if organizer == mailbox:
         return Withdrawal(True, remaining, "deleted or cancelled by the organizer")
     if not remaining:
@@ -324,3 +289,94 @@ def latest_by_id(changes: Sequence[EventChange]) -> list[EventChange]:
         last.pop(change.id, None)
         last[change.id] = change
     return list(last.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# A page's plan
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """An event ready to be planned: hydrated, with its key and its series master (if any)."""
+
+    event: OutlookEvent
+    key: str
+    master: OutlookEvent | None = None
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Write the event's appointment. `previous`: its link from an earlier run, if any (a link under
+    another key means the meeting was re-keyed: a rescheduled series)."""
+
+    keyed: Keyed
+    people: tuple[PersonRef, ...]
+    reason: str
+    previous: Link | None = None
+
+
+@dataclass(frozen=True)
+class Withdraw:
+    """The organizer cancelled a captured meeting: its appointment is cancelled."""
+
+    link: Link
+
+
+@dataclass(frozen=True)
+class Skip:
+    event_id: str
+    key: str
+    reason: str
+
+
+Action = Capture | Withdraw | Skip
+
+
+@dataclass(frozen=True)
+class Inputs:
+    events: Sequence[Keyed]
+    links: Mapping[str, Link]  # by Graph id
+    matches: Mapping[str, Sequence[PersonRef]]  # CRM people by normalized address (`addresses`)
+    owner_address: str
+    policy: str
+    category: str
+
+
+def _verdict(keyed: Keyed, inputs: Inputs) -> Action | Verdict:
+    event, link = keyed.event, inputs.links.get(keyed.event.id)
+    if link is not None and link.event.from_crm:
+        return Skip(event.id, keyed.key, "created by the CRM push (no echo)")
+    if event.is_cancelled and link is not None and link.crm_key:
+        return Withdraw(link)
+    return prefilter(event, policy=inputs.policy, category=inputs.category)
+
+
+def addresses(inputs: Inputs) -> list[str]:
+    """The attendees to ask the CRM about: those of the events the prefilter lets by (`inputs.matches`
+    is not read)."""
+    wanted = {
+        a.normalized
+        for keyed in inputs.events
+        if isinstance(verdict := _verdict(keyed, inputs), Verdict) and verdict.capture
+        for a in attendees_other_than(keyed.event, inputs.owner_address)
+    }
+    return sorted(wanted)
+
+
+def plan(inputs: Inputs) -> list[Action]:
+    """What to do with each event, in order."""
+    actions: list[Action] = []
+    for keyed in inputs.events:
+        verdict = _verdict(keyed, inputs)
+        if not isinstance(verdict, Verdict):
+            actions.append(verdict)
+            continue
+        people: tuple[PersonRef, ...] = ()
+        if verdict.capture:
+            people = people_on(keyed.event, inputs.owner_address, inputs.matches)
+            verdict = select(inputs.policy, inputs.category, people)
+        if not verdict.capture:
+            actions.append(Skip(keyed.event.id, keyed.key, verdict.reason))
+            continue
+        actions.append(Capture(keyed, people, verdict.reason, inputs.links.get(keyed.event.id)))
+    return actions

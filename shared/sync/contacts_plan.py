@@ -6,7 +6,7 @@ No I/O here. The runner reads the owned folder's delta, the CRM's contact feed a
 - Mapped fields are compared as `project()`ed: Outlook's caps (three e-mail addresses, two business
   phones), trimmed text, a display name derived as Outlook derives it when empty, notes only when
   `ContactsNotes` is on. A contact's base is the projected fields both sides agreed on at the last
-  sync (kept in `Link.extra["base"]`); a side changed when its fingerprint differs from the one
+  sync (kept on the link, `ContactLink.base`); a side changed when its fingerprint differs from the one
   recorded after the last sync (for Outlook, also its changeKey), so our own writes never come back.
 - Both sides changed: each field changed on one side takes that side; a field changed on both to
   different values follows `ContactsConflictRule`, and the conflict is reported.
@@ -27,25 +27,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.graph.contacts import OutlookChange, OutlookItem, change_id
 from shared.model import (
+    ConflictRule,
     ContactFields,
     CrmContact,
     CrmContactRemoved,
     CrmRef,
+    Held,
+    Link,
+    OutlookChange,
     OutlookContactRemoved,
+    OutlookItem,
     PostalAddress,
+    UserConfig,
+    change_id,
     fingerprint,
 )
-from shared.state.port import Link
-from shared.users import UserConfig
 
 MAX_EMAILS = 3  # Outlook's cap on emailAddresses
-REMOVING = "removing"  # Link.extra flag: we are deleting this contact from Outlook (the CRM's is gone)
-# Link.extra: a one-sided write of a linked contact, noted before it is made: {"side": "crm" | "outlook"
-# (the side written), "crm": the CRM print, "local": the Outlook print, "changeKey": Outlook's (each as
-# they are once the write is done; the written side's changeKey is unknown), "base": the fields agreed}
-PENDING_WRITE = "pendingWrite"
 MAX_BUSINESS_PHONES = 2  # Outlook's cap on businessPhones
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ContactFields))
 API_NAMES = {
@@ -140,14 +139,6 @@ def overflow(fields: ContactFields) -> str:
 
 def to_dict(fields: ContactFields) -> dict[str, Any]:
     return dataclasses.asdict(fields)
-
-
-def from_dict(data: Mapping[str, Any]) -> ContactFields:
-    values = {k: v for k, v in data.items() if k in FIELD_NAMES}
-    values["emails"] = tuple(values.get("emails") or ())
-    values["business_phones"] = tuple(values.get("business_phones") or ())
-    values["business_address"] = PostalAddress(**dict(values.get("business_address") or {}))
-    return ContactFields(**values)
 
 
 def print_of(fields: ContactFields) -> str:
@@ -338,7 +329,7 @@ class _Planner:
         self.removed_by_us = {
             oid
             for oid, link in i.links.items()
-            if link.extra.get(REMOVING) and isinstance(outlook.get(oid), OutlookContactRemoved)
+            if link.contact.removing and isinstance(outlook.get(oid), OutlookContactRemoved)
         }
         linked_crm = {
             link.crm_key for oid, link in i.links.items() if link.crm_key and oid not in self.removed_by_us
@@ -397,12 +388,11 @@ class _Planner:
             return
         before = len(actions)
         self._pair(oid, link, o, c)
-        if link.extra.get(REMOVING) and len(actions) == before:  # back in the CRM before we removed it
-            base = link.extra.get("base")
+        if link.contact.removing and len(actions) == before:  # back in the CRM before we removed it
             actions.append(
                 SyncPair(
                     outlook_id=oid, crm_ref=CrmRef(link.crm_key), crm_key="",
-                    merged=from_dict(base) if isinstance(base, Mapping) else ContactFields(),
+                    merged=link.contact.base or ContactFields(),
                     to_outlook=None, to_crm=None, outlook_change_key=link.change_key,
                     outlook_print=link.local_fingerprint, crm_print=link.crm_fingerprint,
                     reason="kept: assigned again before it was removed from Outlook",
@@ -411,7 +401,7 @@ class _Planner:
 
     def _pair(self, oid: str, link: Link, o: OutlookItem | None, c: CrmContact | None) -> None:
         stored, link = link, self._confirmed(link, o, c)
-        base = from_dict(link.extra["base"]) if isinstance(link.extra.get("base"), Mapping) else None
+        base = link.contact.base
         o_fields = project(o.contact.fields, notes=self.notes) if o is not None else None
         c_fields = project(c.fields, notes=self.notes) if c is not None else None
         o_print = print_of(o_fields) if o_fields is not None else link.local_fingerprint
@@ -472,24 +462,26 @@ class _Planner:
         and which the written side now holds exactly: the link as if the write had been confirmed.
         Otherwise our copy would look like an edit made on that side, and win over the other side's
         user setting the field back meanwhile. A write the side does not hold is planned again."""
-        pending = link.extra.get(PENDING_WRITE)
-        if not isinstance(pending, Mapping) or not isinstance(pending.get("base"), Mapping):
+        pending = link.contact.pending_write
+        if pending is None:
             return link
-        change_key = str(pending.get("changeKey", ""))
-        if pending.get("side") == "crm":
-            if c is None or print_of(project(c.fields, notes=self.notes)) != pending.get("crm"):
+        change_key = pending.change_key
+        if pending.side == "crm":
+            if c is None or print_of(project(c.fields, notes=self.notes)) != pending.crm:
                 return link
-        elif pending.get("side") == "outlook":
-            if o is None or print_of(project(o.contact.fields, notes=self.notes)) != pending.get("local"):
+        elif pending.side == "outlook":
+            if o is None or print_of(project(o.contact.fields, notes=self.notes)) != pending.local:
                 return link
             change_key = o.contact.change_key
         else:
             return link
-        extra = {k: v for k, v in link.extra.items() if k != PENDING_WRITE}
         return dataclasses.replace(
-            link, change_key=change_key, crm_fingerprint=str(pending.get("crm", "")),
-            local_fingerprint=str(pending.get("local", "")), extra={**extra, "base": pending["base"]},
-        )  # fmt: skip
+            link,
+            change_key=change_key,
+            crm_fingerprint=pending.crm,
+            local_fingerprint=pending.local,
+            contact=dataclasses.replace(link.contact, pending_write=None, base=pending.base),
+        )
 
     def _emit(
         self,
@@ -614,7 +606,7 @@ class _Planner:
         c_fields = project(contact.fields, notes=self.notes)
         rule = self.rule
         if not (self.to_outlook and self.to_crm):
-            rule = "crm-wins" if self.to_outlook else "outlook-wins"
+            rule = ConflictRule.CRM_WINS if self.to_outlook else ConflictRule.OUTLOOK_WINS
         empty = ContactFields(business_address=PostalAddress())
         result = merge(empty, o_fields, c_fields, rule=rule, outlook_newer=_newer(item, contact))
         first, second = (o_fields, c_fields) if _outlook_wins(rule, item, contact) else (c_fields, o_fields)
@@ -677,22 +669,28 @@ class BrakeVerdict:
     reason: str
 
 
-def brake(
-    planned: int, threshold: int, held: Mapping[str, Any] | None, approved_at: datetime | None
-) -> BrakeVerdict:
+def brake(planned: int, threshold: int, held: Held | None, approved_at: datetime | None) -> BrakeVerdict:
     """A run that would delete or change more than `threshold` existing contacts applies nothing and
     waits for an admin. An approval given after the run was held lets through as many changes as were
     held, plus the threshold (so a few more edits meanwhile do not hold it again)."""
     if planned <= threshold:
         return BrakeVerdict(True, "")
-    if held and approved_at is not None:
-        since = held.get("since")
-        held_count = int(held.get("changes", 0))
-        if isinstance(since, str) and approved_at.isoformat() >= since and planned <= held_count + threshold:
-            return BrakeVerdict(True, f"approved: {planned} deletes/changes")
+    approved = held is not None and approved_at is not None and approved_at >= held.since
+    if approved and held is not None and planned <= held.changes + threshold:
+        return BrakeVerdict(True, f"approved: {planned} deletes/changes")
     return BrakeVerdict(
         False,
         f"this run would delete or change {planned} contacts (more than ContactsChangeThreshold "
         f"{threshold}); nothing was applied. Check the CRM and the Outlook folder, then approve with "
         "`crmsync approve <user>`",
     )
+
+
+def latest_by_id(changes: Sequence[OutlookChange]) -> list[OutlookChange]:
+    """Graph may repeat an item within a round; the last occurrence wins (a removal beats an earlier add)."""
+    last: dict[str, OutlookChange] = {}
+    for change in changes:
+        key = change_id(change)
+        last.pop(key, None)
+        last[key] = change
+    return list(last.values())

@@ -14,11 +14,13 @@ raise after writing the status, so the queue retries and, after `maxDequeueCount
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     ConcurrencyError,
@@ -30,41 +32,20 @@ from shared.errors import (
     SyncError,
     UserConfigError,
 )
-from shared.model import Job
-from shared.state.port import JobQueue, Lease, StateStore
-from shared.sync.mail import LEASE_SECONDS
-from shared.users import UserConfig, parse_user
+from shared.model import Job, JobOutcome, JobStatus, Lease, StreamId, StreamKind, UserConfig
+from shared.ports.state import JobQueue, StateStore
+from shared.sync.runner import LEASE_SECONDS, Runner
+from shared.sync.stream import Progress, Stream
+from shared.users import EVERYTHING, Granted, parse_user
 
 if TYPE_CHECKING:
     from shared.sync.sweep import Sweeper
 
 logger = logging.getLogger(__name__)
 
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"  # who takes a lease: this host and process
 MAX_BACKOFF = timedelta(hours=6)
 BASE_BACKOFF = timedelta(minutes=5)
-
-
-Progress = Callable[[str, Mapping[str, int]], None]
-
-
-class StreamRunner(Protocol):
-    async def run(
-        self,
-        config: UserConfig,
-        stream: str,
-        lease: Lease,
-        *,
-        fresh_round: bool,
-        progress: Progress | None = None,
-    ) -> tuple[Any, Lease]: ...
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    # done | busy | disabled | invalid | denied | not-found | throttled | review | superseded | unknown-stream
-    status: str
-    detail: str = ""
-    stats: Mapping[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -72,69 +53,77 @@ class Engine:
         self,
         state: StateStore,
         queue: JobQueue,
-        runners: Mapping[str, StreamRunner],
+        streams: Mapping[StreamKind, Stream],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sweeper: Sweeper | None = None,
+        granted: Granted = EVERYTHING,
     ) -> None:
         self._state = state
         self._queue = queue
-        self._runners = runners  # by stream kind: "mail", "contacts", "calendar"
+        self._streams = streams
+        self._runner = Runner(state, clock=clock)
         self._clock = clock
         self._sweeper = sweeper  # probes delta links in one $batch per user (shared/sync/sweep.py)
+        self._granted = granted  # the streams the deployment's Graph permissions cover
+
+    @property
+    def streams(self) -> Mapping[StreamKind, Stream]:
+        return self._streams
 
     async def load_user(self, upn: str) -> UserConfig | None:
         """The user's parsed config; None when there is no row. A bad row raises UserConfigError."""
         row = await self._state.get_user(upn)
-        return None if row is None else parse_user(row.upn, row.columns)
+        return None if row is None else parse_user(row.upn, row.columns, self._granted)
 
     async def run_job(self, job: Job, progress: Progress | None = None) -> JobOutcome:
         try:
             config = await self.load_user(job.user)
         except UserConfigError as error:
             await self._status(job.user, State="error", LastError=str(error), LastErrorUtc=self._clock())
-            return JobOutcome("invalid", str(error))
+            return JobOutcome(JobStatus.INVALID, str(error))
         if config is None or not config.enabled:
-            return JobOutcome("disabled", "the user is not enabled in SyncUsers")
-        kind = job.stream.partition(":")[0]
-        runner = self._runners.get(kind)
-        if runner is None or job.stream not in config.streams():
-            return JobOutcome("unknown-stream", f"{job.stream!r} is not a stream this user syncs")
+            return JobOutcome(JobStatus.DISABLED, "the user is not enabled in SyncUsers")
+        try:
+            stream_id = StreamId(job.stream)
+        except ValueError:
+            stream_id = None
+        stream = self._streams.get(stream_id.kind) if stream_id is not None else None
+        if stream is None or stream_id is None or stream_id not in config.streams():
+            return JobOutcome(JobStatus.UNKNOWN_STREAM, f"{job.stream!r} is not a stream this user syncs")
 
-        lease = await self._state.acquire(config.upn, job.stream, uuid.uuid4().hex, LEASE_SECONDS)
+        lease = await self._state.acquire(config.upn, stream_id, uuid.uuid4().hex, LEASE_SECONDS, HOLDER)
         if lease is None:
-            return JobOutcome(
-                "busy", "another job holds this user+stream; it will run again before letting go"
-            )
+            return JobOutcome(JobStatus.BUSY, busy(await self._state.get_lease(config.upn, stream_id)))
         fresh = job.fresh_round
         try:
             while True:
-                await self._state.clear_queued(config.upn, job.stream)
-                stats, lease = await runner.run(
-                    config, job.stream, lease, fresh_round=fresh, progress=progress
+                await self._state.clear_queued(config.upn, stream_id)
+                stats, lease = await self._runner.run(
+                    stream, config, stream_id, lease, fresh_round=fresh, progress=progress
                 )
                 fresh = False
                 if await self._state.release(lease):
                     break
         except ConcurrencyError:
-            return JobOutcome("superseded", "the lease was lost to another job; it carries on")
+            return JobOutcome(JobStatus.SUPERSEDED, "the lease was lost to another job; it carries on")
         except MassChangeRefused as error:
             await self._let_go(lease)
             await self._status(
                 config.upn, State="review", LastError=f"{job.stream}: {error}", ReviewPending=str(error)
             )
-            return JobOutcome("review", str(error))
+            return JobOutcome(JobStatus.REVIEW, str(error))
         except MailboxDenied as error:
             await self._let_go(lease)
             await self._status(
                 config.upn, State="error", LastError=f"{job.stream}: {error}", LastErrorUtc=self._clock()
             )
-            return JobOutcome("denied", str(error))
+            return JobOutcome(JobStatus.DENIED, str(error))
         except GraphNotFound as error:  # the mailbox or folder does not exist: retrying will not help
             await self._let_go(lease)
             detail = f"{job.stream}: the mailbox or folder was not found in Graph ({error})"
             await self._status(config.upn, State="error", LastError=detail, LastErrorUtc=self._clock())
-            return JobOutcome("not-found", detail)
+            return JobOutcome(JobStatus.NOT_FOUND, detail)
         except GraphThrottled as error:
             await self._let_go(lease)
             delay = max(1.0, error.retry_after or 30.0)
@@ -144,7 +133,7 @@ class Engine:
                 State="throttled",
                 LastError=f"{job.stream}: Graph throttled, retry in {delay:.0f} s",
             )
-            return JobOutcome("throttled", f"re-queued in {delay:.1f} s")
+            return JobOutcome(JobStatus.THROTTLED, f"re-queued in {delay:.1f} s")
         except Exception as error:  # transient (CRM down, storage) or a bug: the queue retries, then poisons
             if not await self._let_go_if_reachable(lease):
                 raise  # storage is down: no status can be written; the queue sees the run's own error
@@ -153,7 +142,7 @@ class Engine:
                 config.upn, State="error", LastError=f"{job.stream}: {text}", LastErrorUtc=self._clock()
             )
             raise
-        stats_dict = stats.as_dict() if hasattr(stats, "as_dict") else {}
+        stats_dict = stats.as_dict()
         counts = await self._counts(config.upn) if any(stats_dict.values()) else {}
         await self._status(
             config.upn,
@@ -164,15 +153,15 @@ class Engine:
             Warnings="; ".join(config.warnings),
             **counts,
         )
-        logger.info("job done stream=%s reason=%s %s", job.stream.partition(":")[0], job.reason,
-                    " ".join(f"{k}={v}" for k, v in stats_dict.items()))  # fmt: skip
-        return JobOutcome("done", stats=stats_dict)
+        counts_text = " ".join(f"{k}={v}" for k, v in stats_dict.items())
+        logger.info("job done stream=%s reason=%s %s", stream_id.kind, job.reason, counts_text)
+        return JobOutcome(JobStatus.DONE, stats=stats_dict)
 
     async def _counts(self, upn: str) -> dict[str, int]:
         """Item counts over all the user's streams (`Items<Name>` columns) and open issues."""
         totals: dict[str, int] = {}
         for cursor in (await self._state.list_cursors(upn)).values():
-            for name, value in dict(cursor.extra.get("totals", {})).items():
+            for name, value in cursor.totals.items():
                 column = "Items" + str(name).capitalize()
                 totals[column] = totals.get(column, 0) + int(value)
         totals["OpenIssues"] = len(await self._state.list_issues(upn))
@@ -215,7 +204,7 @@ class Engine:
         due: list[UserConfig] = []
         for row in await self._state.list_users():
             try:
-                config = parse_user(row.upn, row.columns)
+                config = parse_user(row.upn, row.columns, self._granted)
             except UserConfigError as error:
                 if row.columns.get("LastError") != str(error):
                     await self._state.update_status(row.upn, {"State": "error", "LastError": str(error)})
@@ -232,6 +221,18 @@ class Engine:
         if self._sweeper is not None:
             jobs = await self._sweeper.sweep(due)
         return jobs
+
+
+def busy(lease: Lease | None) -> str:
+    """What an admin needs to know about a lease that is taken: who holds it, since and until when."""
+    if lease is None:
+        return "another job held this user+stream a moment ago; it will run again before letting go"
+    since = f" since {lease.acquired:%Y-%m-%d %H:%M:%S} UTC" if lease.acquired else ""
+    return (
+        f"another job holds this user+stream ({lease.holder or 'holder not recorded'}{since}, until "
+        f"{lease.expires:%Y-%m-%d %H:%M:%S} UTC); it will run again before letting go. If that process is "
+        "gone (killed), `crmsync sync --take-over` frees the lease once it is stale"
+    )
 
 
 def backing_off(columns: Mapping[str, Any], now: datetime) -> bool:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
 from shared.errors import ConcurrencyError, CrmError, CrmRetryableError
-from shared.model import CrmRef, PersonRef, fingerprint
-from shared.state.port import KeyRecord, KeyStore
+from shared.model import CrmRef, KeyRecord, PersonRef, fingerprint
+from shared.ports.state import KeyStore
 
 
 class Keyed(Protocol):
@@ -33,7 +33,6 @@ class Keyed(Protocol):
 
 R = TypeVar("R", bound=Keyed)
 ATTEMPTS = 8
-IDENTITY = "identity"  # KeyRecord.extra: the identity of the item that first took the key
 COLLISION_MARK = "#"  # between a key and the identity of the other item written under it
 
 
@@ -76,7 +75,7 @@ def collision_key(key: str, identity: str) -> str:
 
 
 def _row_identity(kind: KeyedKind[R], row: KeyRecord) -> str:
-    return str(row.extra.get(IDENTITY) or "") or kind.legacy_identity(row)
+    return row.identity or kind.legacy_identity(row)
 
 
 def own_key(kind: KeyedKind[R], row: KeyRecord | None, key: str, identity: str) -> str:
@@ -105,7 +104,7 @@ def _legacy_of_another(kind: KeyedKind[R], row: KeyRecord, stored: R | None, rec
 
 
 def _with_identity(kind: KeyedKind[R], after: KeyRecord, merged: R) -> KeyRecord:
-    return replace(after, extra={**after.extra, IDENTITY: kind.identity(merged)})
+    return replace(after, identity=kind.identity(merged))
 
 
 async def write_keyed(
@@ -242,13 +241,8 @@ def merged_people(record: KeyRecord, mine: Sequence[PersonRef], looked_up: set[s
     """The people linked under a key once this mailbox's (`mine`) are added. A person another mailbox
     linked is kept unless this mailbox looked the same address up (`looked_up`, normalized) and the CRM
     no longer matches it (deleted or changed there): linking it again would be refused on every run."""
-    stored = record.extra.get("people", {})
     found = {p.id for p in mine}
-    people = {
-        pid: PersonRef(id=pid, **stored[pid])
-        for pid in record.people
-        if pid in stored and (pid in found or str(stored[pid].get("email") or "").lower() not in looked_up)
-    }
+    people = {p.id: p for p in record.people if p.id in found or p.email.lower() not in looked_up}
     for person in mine:
         people.setdefault(person.id, person)
     return tuple(people.values())

@@ -1,7 +1,9 @@
 """Pure decisions for mail: which messages become journals, and what a journal holds.
 
-No I/O here: the runner gathers the messages, the CRM people matched by address and the key records,
-and these functions decide. Every decision carries a reason an admin can read (`crmsync explain`).
+No I/O here. The stream gathers a page's messages and asks the CRM who the participants are
+(`addresses` says whom to ask about); `plan()` returns what to do with each message: `Capture` it as
+journal(s), or `Skip` it with a reason an admin can read (`crmsync explain`). The keyed merge of a
+journal with what other mailboxes wrote (`JOURNALS`) is applied by `shared/sync/keyed_write.py`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC
 
-from shared.model import Address, Direction, Journal, MailMessage, PersonRef, fingerprint
-from shared.state.port import KeyRecord
+from shared.model import (
+    Address,
+    Direction,
+    Journal,
+    KeyRecord,
+    MailMessage,
+    MessageChange,
+    PersonRef,
+    UserConfig,
+    fingerprint,
+)
 from shared.sync.body import body_text, cap
 from shared.sync.keyed_write import KeyedKind, identity_of, merged_people
-from shared.users import UserConfig
 
 
 @dataclass(frozen=True)
@@ -146,10 +156,12 @@ def merge(record: KeyRecord | None, journal: Journal, mailbox: str) -> tuple[Jou
         journal,
         seen_by=tuple(dict.fromkeys([*record.mailboxes, mailbox.lower()])),
         people=people,
-        owner=str(record.extra.get("owner", journal.owner)),
-        direction=Direction(record.extra.get("direction", journal.direction.value)),
+        owner=record.owner or journal.owner,
+        direction=Direction(record.direction) if record.direction else journal.direction,
     )
-    unchanged = mailbox.lower() in record.mailboxes and set(record.people) == {p.id for p in people}
+    unchanged = mailbox.lower() in record.mailboxes and {p.id for p in record.people} == {
+        p.id for p in people
+    }
     return merged, not unchanged
 
 
@@ -172,13 +184,11 @@ def key_record_after(record: KeyRecord | None, journal: Journal, crm_ref: str) -
         key=journal.key,
         crm_ref=crm_ref,
         mailboxes=tuple(m.lower() for m in journal.seen_by),
-        people=tuple(p.id for p in journal.people),
+        people=journal.people,
         fingerprint=content_fingerprint(journal),
-        extra={
-            "owner": journal.owner,
-            "direction": journal.direction.value,
-            "people": {p.id: {"kind": p.kind, "name": p.name, "email": p.email} for p in journal.people},
-        },
+        identity=record.identity if record else "",
+        owner=journal.owner,
+        direction=journal.direction.value,
         etag=record.etag if record else "",
     )
 
@@ -190,3 +200,86 @@ JOURNALS: KeyedKind[Journal] = KeyedKind(
     rekey=lambda journal, key: replace(journal, key=key),
     keep_content=keep_content,
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# A page's plan
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Write the message's journal (one per linked person where the CRM links one person per journal)."""
+
+    message: MailMessage
+    journals: tuple[Journal, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    message: MailMessage
+    reason: str
+
+
+Action = Capture | Skip
+
+
+@dataclass(frozen=True)
+class Inputs:
+    messages: Sequence[MailMessage]
+    config: UserConfig
+    org_domains: Sequence[str]
+    matches: Mapping[str, Sequence[PersonRef]]  # CRM people by normalized address (`addresses`)
+    body_limit: int
+    subject_limit: int | None
+    multi_person: bool = True  # the CRM links several people to one journal
+
+
+def addresses(messages: Iterable[MailMessage], config: UserConfig, org_domains: Iterable[str]) -> list[str]:
+    """The addresses to ask the CRM about: the participants of the messages the prefilter lets by."""
+    domains = tuple(org_domains)
+    wanted = {
+        a.normalized for m in messages if prefilter(m, config, domains).capture for a in others(m, config.upn)
+    }
+    return sorted(wanted)
+
+
+def plan(inputs: Inputs) -> list[Action]:
+    """What to do with each message, in order."""
+    config = inputs.config
+    actions: list[Action] = []
+    for message in inputs.messages:
+        verdict = prefilter(message, config, inputs.org_domains)
+        if verdict.capture:
+            people = people_on(message, config, inputs.matches)
+            verdict = select(message, config, people)
+        if not verdict.capture:
+            actions.append(Skip(message, verdict.reason))
+            continue
+        journal = build_journal(
+            message,
+            config,
+            people,
+            body_limit=inputs.body_limit,
+            subject_limit=inputs.subject_limit,
+            seen_by=(config.upn.lower(),),
+        )
+        units = (journal,) if inputs.multi_person else one_per_person(journal)
+        actions.append(Capture(message, units, verdict.reason))
+    return actions
+
+
+def one_per_person(journal: Journal) -> tuple[Journal, ...]:
+    """For CRMs whose journal has one home record: one journal per linked person."""
+    if not journal.people:
+        return (journal,)
+    return tuple(replace(journal, key=f"{journal.key}|{p.id}", people=(p,)) for p in journal.people)
+
+
+def latest_by_id(changes: Sequence[MessageChange]) -> list[MessageChange]:
+    """Graph may repeat an item within a round; the last occurrence wins (a removal beats an earlier add)."""
+    last: dict[str, MessageChange] = {}
+    for change in changes:
+        last.pop(change.id, None)
+        last[change.id] = change
+    return list(last.values())

@@ -7,22 +7,22 @@ stream (mail folders, the owned contact folder, the calendarView) with `odata.ma
 into `POST /$batch` requests of ≤ 20 sub-requests (a user's streams stay in one batch; several users
 share one), and enqueues jobs only for the streams that need one:
 
-- no saved link, or a saved nextLink (a round in progress), or open issues to retry → job;
-- contacts held by the mass-change brake, or without their folder id yet → job;
-- calendar: the window is due to move forward (a round a day old), or the hourly series check is due
-  for a user with recurring meetings → job;
+- no saved link, or a saved nextLink (a round in progress), or open issues the stream retries → job;
+- whatever the stream says needs a job anyway (`Stream.job_anyway`: contacts held by the mass-change
+  brake or without their folder id yet; the calendar's window due to move forward or its hourly series
+  check due for a user with recurring meetings) → job;
 - the probe answered with items or a nextLink (changes), or failed (429, 410, 5xx …) → job;
 - the CRM side has changes (below) → job;
 - the probe answered an empty page with a deltaLink (nothing new) → no job; the new deltaLink is saved
   under the stream's lease, conditionally on the cursor's ETag.
 
-The CRM side. Contacts (and the calendar's push, with `CalendarPushFromCrm`) also change in the CRM,
-which a Graph probe cannot see. For those streams the sweep peeks at the CRM's change feed from the
-cursor the stream saved (`contact_changes` / `appointment_changes`): one CRM request per user and
-stream per sweep when nothing changed. The peek only reads; the job reads the same changes again
-from the same cursor. A connector without a change feed (`contact_change_feed=False`: it can only
-return every contact) cannot be peeked cheaply, so its contacts streams get a job on every sweep, as
-before; likewise when the peek fails.
+The CRM side. Contacts (and the push of CRM appointments into Outlook) also change in the CRM, which
+a Graph probe cannot see. For those streams the sweep asks the stream (`Stream.crm_changed`), which
+peeks at the CRM's change feed from the cursor the stream saved: one CRM request per user and stream
+per sweep when nothing changed. The peek only reads; the job reads the same changes again from the
+same cursor. A connector without a change feed (`contact_change_feed=False`: it can only return every
+contact) cannot be peeked cheaply, so its contacts streams get a job on every sweep; likewise when the
+peek fails. A stream with no Graph side (the push) is asked only about its CRM side.
 
 Correctness. The probe only reads: a probe that finds changes never saves anything, so the job re-reads
 from the stored link and gets the same changes (a delta link can be read again; the stored one stays
@@ -40,27 +40,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from functools import partial
 
 from shared.errors import ConcurrencyError, GraphError, GraphThrottled, StateError
-from shared.graph.batch import MAX_BATCH, GraphBatch, SubRequest
-from shared.model import Job
+from shared.model import Cursor, Job, LinkKind, StreamKind, SubRequest, UserConfig
+from shared.ports.graph import MAX_BATCH, DeltaBatch
+from shared.ports.state import JobQueue, StateStore
 from shared.retry_after import parse_retry_after
-from shared.state.port import Cursor, JobQueue, StateStore
-from shared.sync.calendar import roll_over_due, series_check_due
-from shared.sync.contacts import RETRY_PREFIX as CONTACTS_RETRY
-from shared.sync.contacts import STREAM as CONTACTS
-from shared.users import UserConfig
-
-if TYPE_CHECKING:
-    from shared.crm.port import CrmPort
+from shared.sync.stream import Stream
 
 logger = logging.getLogger(__name__)
 
-PROBED_KINDS = ("mail", "contacts", "calendar")  # streams whose Graph side is probed
 PROBE_PREFER = "odata.maxpagesize=1"
 SWEEP_CONCURRENCY = 16  # users planned, and batches sent, at once
 PROBE_LEASE_SECONDS = 30.0
@@ -93,86 +86,59 @@ class DeltaProbe:
     def __init__(
         self,
         state: StateStore,
-        batch: GraphBatch,
-        crm: CrmPort | None = None,
+        batch: DeltaBatch,
+        streams: Mapping[StreamKind, Stream],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._state = state
         self._batch = batch
-        self._crm = crm
+        self._streams = streams
         self._clock = clock
 
     async def plan(self, config: UserConfig, stats: SweepStats) -> tuple[list[Due], list[_Probe]]:
         """The streams that need a job whatever Graph says, and the Graph probes for the others."""
-        streams = config.streams()
         user = config.upn
-        due: list[Due] = [(user, s, 0.0) for s in streams if s.partition(":")[0] not in PROBED_KINDS]
         cursors = await self._state.list_cursors(user)
-        # streams with items to retry (a contact that does not fit Outlook is an issue until it changes
-        # in the CRM, which the peek sees; only the contacts' `retry:` issues are retried by a job)
-        issues = {
-            i.stream
-            for i in await self._state.list_issues(user)
-            if i.stream != CONTACTS or i.item_key.startswith(CONTACTS_RETRY)
-        }
+        open_issues = await self._state.list_issues(user)
+        due: list[Due] = []
         probes: list[_Probe] = []
-        for stream in streams:
-            if stream.partition(":")[0] not in PROBED_KINDS:
+        for stream_id in config.streams():
+            stream = self._streams.get(stream_id.kind)
+            if stream is None:
+                due.append((user, stream_id, 0.0))
                 continue
-            cursor = cursors.get(stream)
-            url = self._batch.relative_url(cursor.link) if cursor and cursor.link else None
-            if cursor is None or url is None or await self._job_anyway(config, stream, cursor, issues, stats):
-                due.append((user, stream, 0.0))
-            else:
-                probes.append(_Probe(user, stream, cursor, url))
+            cursor = cursors.get(stream_id)
+            issues = any(i.stream == stream_id and stream.retries(i) for i in open_issues)
+            if stream.probed:
+                url = self._batch.relative_url(cursor.link) if cursor and cursor.link else None
+                if (
+                    cursor is None
+                    or url is None
+                    or await self._job_anyway(config, stream, cursor, issues, stats)
+                ):
+                    due.append((user, stream_id, 0.0))
+                else:
+                    probes.append(_Probe(user, stream_id, cursor, url))
+            elif cursor is None or await self._job_anyway(config, stream, cursor, issues, stats):
+                due.append((user, stream_id, 0.0))
         return due, probes
 
     async def _job_anyway(
-        self, config: UserConfig, stream: str, cursor: Cursor, issues: set[str], stats: SweepStats
+        self, config: UserConfig, stream: Stream, cursor: Cursor, issues: bool, stats: SweepStats
     ) -> bool:
         """Does the stream need a job whatever its Graph delta says?"""
-        kind, now = stream.partition(":")[0], self._clock()
-        if cursor.link_kind != "delta" or stream in issues:
-            return True  # a round in progress, or items to retry
-        if kind == "contacts" and (cursor.extra.get("held") or not cursor.extra.get("folderId")):
-            return True  # held by the brake (an approval applies in the job), or the folder is unknown
-        if kind == "calendar" and (roll_over_due(cursor, now) or series_check_due(cursor, now)):
-            return True  # the window moves forward, or the series check is due
-        return await self._crm_changed(config, kind, cursor, stats)
-
-    async def _crm_changed(self, config: UserConfig, kind: str, cursor: Cursor, stats: SweepStats) -> bool:
-        """Has the CRM side of this stream changed since the cursor (True when it cannot tell)?"""
-        crm_cursor = str(cursor.extra.get("crmCursor") or "")
-        if kind == "contacts":
-            if self._crm is None or not self._crm.capabilities.contact_change_feed or not crm_cursor:
-                return True
-            crm = self._crm
-
-            async def contacts_changed() -> bool:
-                feed = await crm.contact_changes(config.owner, crm_cursor)
-                return bool(feed.changes) or feed.snapshot
-
-            return await self._peek(kind, contacts_changed, stats)
-        if kind == "calendar" and config.calendar_push_from_crm:
-            if self._crm is None:
-                return True
-            if not self._crm.capabilities.appointment_change_feed:
-                return False  # the push is off for this CRM: the stream reads Graph only
-            if not crm_cursor:
-                return True
-            crm = self._crm
-
-            async def appointments_changed() -> bool:
-                changes, _ = await crm.appointment_changes(config.owner, crm_cursor)
-                return bool(changes)
-
-            return await self._peek(kind, appointments_changed, stats)
-        return False
+        if issues or (stream.probed and cursor.link_kind != LinkKind.DELTA):
+            return True  # items to retry, or a round in progress
+        if stream.job_anyway(config, cursor, self._clock()):
+            return True
+        if not stream.crm_side:
+            return False
+        return await self._peek(stream.kind, partial(stream.crm_changed, config, cursor), stats)
 
     @staticmethod
     async def _peek(kind: str, changed: Callable[[], Awaitable[bool]], stats: SweepStats) -> bool:
-        """One read of a CRM change feed; any failure means the stream gets a job (which tells)."""
+        """The stream's look at the CRM side; any failure means the stream gets a job (which tells)."""
         stats.crm_peeks += 1
         try:
             return await changed()
@@ -223,7 +189,7 @@ class DeltaProbe:
         try:
             try:
                 await self._state.save_cursor(
-                    user, probe.stream, replace(probe.cursor, link=link, link_kind="delta")
+                    user, probe.stream, replace(probe.cursor, link=link, link_kind=LinkKind.DELTA)
                 )
                 stats.advanced += 1
             except ConcurrencyError:

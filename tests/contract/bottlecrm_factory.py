@@ -20,7 +20,7 @@ import pytest
 
 from emulators.bottlecrm import BottleCrm
 from shared.crm.bottlecrm import CUSTOM_FIELDS, BottleCrmConnector, journal_key
-from shared.crm.port import CrmPort
+from shared.ports.crm import CrmPort
 from tests.bottlecrm_server import bottlecrm_session
 
 # Everything the suite creates; CASCADE takes the link tables with it. Users and fields stay.

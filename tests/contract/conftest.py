@@ -18,9 +18,9 @@ import pytest
 
 from emulators.crm.launcher import ReferenceCrm, reference_crm
 from shared.crm.memory import InMemoryCrm
-from shared.crm.port import Capabilities, CrmPort
 from shared.crm.reference import ReferenceCrmConnector, parse_retry_after
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
+from shared.ports.crm import Capabilities, CrmPort
 from tests.contract.bottlecrm_factory import bottlecrm_harness, bottlecrm_server  # noqa: F401 (fixture)
 from tests.contract.dataverse_factory import dataverse_harness, dataverse_server  # noqa: F401 (fixture)
 from tests.contract.graph_harness import contract_graph  # noqa: F401 (fixture)

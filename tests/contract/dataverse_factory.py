@@ -18,7 +18,7 @@ import pytest
 
 from emulators.dataverse.launcher import DataverseStandIn, dataverse_stand_in
 from shared.crm.dataverse import DataverseConnector
-from shared.crm.port import CrmPort
+from shared.ports.crm import CrmPort
 
 # Port operation → (method, path fragment, body fragment) of the requests the connector sends for it.
 _ROUTES = {

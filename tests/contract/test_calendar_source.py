@@ -1,4 +1,4 @@
-"""The `CalendarSource` contract (shared/sync/ports.py): calendarView delta, events by id, a series'
+"""The `CalendarSource` contract (shared/ports/graph.py): calendarView delta, events by id, a series'
 instances and the push's writes, as the calendar stream relies on them.
 
 Runs against the real adapter (`GraphCalendar`, msgraph-sdk → the Graph emulator over HTTP) and the
@@ -16,17 +16,18 @@ import pytest
 
 from emulators.graph.launcher import GraphEmulator
 from shared.errors import DeltaExpired, GraphThrottled
-from shared.graph.calendar import EventPage, GraphCalendar
-from shared.model import CrmAppointmentChange, CrmRef
-from shared.sync.calendar_plan import (
+from shared.graph.calendar import GraphCalendar
+from shared.model import (
     PUSH_TRANSACTION_PREFIX,
+    CrmAppointmentChange,
+    CrmRef,
     EventChange,
     EventRemoved,
     OutlookEvent,
-    appointment_key,
-    hydrate,
+    Page,
 )
-from shared.sync.ports import CalendarSource
+from shared.ports.graph import CalendarSource
+from shared.sync.calendar_plan import appointment_key, hydrate
 from tests.contract.graph_harness import EmulatedGraph, harness_of, quick_sleep
 from tests.model.calendarbook import InMemoryCalendar
 
@@ -132,8 +133,8 @@ async def cal(request: pytest.FixtureRequest) -> AsyncIterator[CalendarHarness]:
 
 async def round_of(
     source: CalendarSource, link: str = "", upn: str = ANN, window: tuple[datetime, datetime] = WINDOW
-) -> tuple[list[EventPage], str]:
-    pages: list[EventPage] = []
+) -> tuple[list[Page], str]:
+    pages: list[Page] = []
     while True:
         page = await source.read_page(upn, link, None if link else window)
         pages.append(page)
@@ -144,7 +145,7 @@ async def round_of(
         assert len(pages) < 50
 
 
-def by_id(pages: list[EventPage]) -> dict[str, EventChange]:
+def by_id(pages: list[Page]) -> dict[str, EventChange]:
     found: dict[str, EventChange] = {}
     for change in (c for p in pages for c in p.changes):
         found.pop(change.id, None)

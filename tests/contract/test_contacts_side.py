@@ -1,4 +1,4 @@
-"""The `ContactsSide` contract (shared/sync/ports.py): the owned Outlook contact folder as the contacts
+"""The `ContactsSide` contract (shared/ports/graph.py): the owned Outlook contact folder as the contacts
 stream relies on it.
 
 Runs against the real adapter (`GraphContacts`, msgraph-sdk → the Graph emulator over HTTP) and the
@@ -14,10 +14,10 @@ from typing import Any, Protocol
 import pytest
 
 from emulators.graph.launcher import GraphEmulator
-from shared.errors import DeltaExpired, GraphError, GraphNotFound, GraphThrottled
-from shared.graph.contacts import ContactPage, GraphContacts, OutlookChange, OutlookChanged, OutlookItem
-from shared.model import ContactFields, OutlookContactRemoved
-from shared.sync.ports import ContactsSide
+from shared.errors import DeltaExpired, GraphError, GraphNotFound, GraphThrottled, OutlookChanged
+from shared.graph.contacts import GraphContacts
+from shared.model import ContactFields, OutlookChange, OutlookContactRemoved, OutlookItem, Page
+from shared.ports.graph import ContactsSide
 from tests.contract.graph_harness import EmulatedGraph, harness_of, quick_sleep
 from tests.model.contactbook import InMemoryContacts
 
@@ -111,8 +111,8 @@ async def outlook(request: pytest.FixtureRequest) -> AsyncIterator[ContactsHarne
         yield harness
 
 
-async def round_of(side: ContactsSide, folder: str, link: str = "") -> tuple[list[ContactPage], str]:
-    pages: list[ContactPage] = []
+async def round_of(side: ContactsSide, folder: str, link: str = "") -> tuple[list[Page], str]:
+    pages: list[Page] = []
     while True:
         page = await side.read_page(ANN, folder, link)
         pages.append(page)
@@ -123,7 +123,7 @@ async def round_of(side: ContactsSide, folder: str, link: str = "") -> tuple[lis
         assert len(pages) < 50
 
 
-def by_id(pages: list[ContactPage]) -> dict[str, OutlookChange]:
+def by_id(pages: list[Page]) -> dict[str, OutlookChange]:
     """The last change per id (Graph may repeat an item within a round)."""
     found: dict[str, OutlookChange] = {}
     for change in (c for p in pages for c in p.changes):

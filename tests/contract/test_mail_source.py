@@ -1,4 +1,4 @@
-"""The `MailSource` contract (shared/sync/ports.py): message delta as the engine relies on it.
+"""The `MailSource` contract (shared/ports/graph.py): message delta as the engine relies on it.
 
 Runs against the real adapter (`GraphMailReader`, msgraph-sdk → the Graph emulator over HTTP) and the
 in-memory fake the model-based test uses (`tests/model/mailbox.py`). The fake may be used only because
@@ -16,9 +16,9 @@ import pytest
 
 from emulators.graph.launcher import GraphEmulator
 from shared.errors import DeltaExpired, GraphThrottled, MailboxDenied
-from shared.graph.mail import GraphMailReader, MailPage
-from shared.model import MailMessage, MessageChange, MessageRemoved
-from shared.sync.ports import MailSource
+from shared.graph.mail import GraphMailReader
+from shared.model import MailMessage, MessageChange, MessageRemoved, Page
+from shared.ports.graph import MailSource
 from tests.contract.graph_harness import EmulatedGraph, harness_of, quick_sleep
 from tests.model.mailbox import InMemoryMailboxes
 
@@ -132,9 +132,9 @@ async def mail(request: pytest.FixtureRequest) -> AsyncIterator[MailHarness]:
 
 async def round_of(
     source: MailSource, folder: str, link: str = "", since: datetime | None = None
-) -> tuple[list[MailPage], str]:
+) -> tuple[list[Page], str]:
     """Every page of one round, and the round's deltaLink."""
-    pages: list[MailPage] = []
+    pages: list[Page] = []
     while True:
         page = await source.read_page(ANN, folder, link, since)
         pages.append(page)
@@ -145,11 +145,11 @@ async def round_of(
         assert len(pages) < 50
 
 
-def changes(pages: list[MailPage]) -> list[MessageChange]:
+def changes(pages: list[Page]) -> list[MessageChange]:
     return [c for p in pages for c in p.changes]
 
 
-def by_id(pages: list[MailPage]) -> dict[str, MessageChange]:
+def by_id(pages: list[Page]) -> dict[str, MessageChange]:
     """The last change per id (Graph may repeat an item within a round)."""
     return {c.id: c for c in changes(pages)}
 

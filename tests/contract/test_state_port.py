@@ -9,6 +9,7 @@ import asyncio
 import base64
 import dataclasses
 import inspect
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -21,7 +22,26 @@ from hypothesis import strategies as st
 from emulators.azurite import AzuriteStack, azurite
 from emulators.process import free_port
 from shared.errors import ConcurrencyError, StateError
-from shared.model import Job
+from shared.model import (
+    Backfill,
+    ContactFields,
+    ContactLink,
+    Cursor,
+    Decision,
+    EventLink,
+    Held,
+    Issue,
+    Job,
+    KeyRecord,
+    Link,
+    MailProgress,
+    PendingWrite,
+    PersonRef,
+    PostalAddress,
+    PushLink,
+    SubscriptionRecord,
+)
+from shared.ports.state import StateStore
 from shared.state.entities import EntityTables
 from shared.state.keys import (
     MAX_KEY_UNITS,
@@ -33,7 +53,6 @@ from shared.state.keys import (
     prefix_range,
 )
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore, MemoryTables
-from shared.state.port import Cursor, Decision, Issue, KeyRecord, Link, StateStore, SubscriptionRecord
 from shared.state.queue import JOBS_QUEUE, POISON_QUEUE, StorageJobQueue
 from shared.state.store import TABLES, EntityStateStore
 from shared.state.tables import AzureTables, TableStateStore
@@ -95,7 +114,7 @@ def test_both_stores_implement_every_port_method_with_its_signature(implementati
     port_methods = {
         name: member
         for cls in StateStore.__mro__
-        if cls.__module__ == "shared.state.port"
+        if cls.__module__ == "shared.ports.state"
         for name, member in vars(cls).items()
         if inspect.isfunction(member) and not name.startswith("_")
     }
@@ -252,7 +271,13 @@ async def test_cursor_round_trips_with_utc_times(store: StateStore) -> None:
             round_started=datetime(2030, 1, 1, 10, 0, tzinfo=plus2),
             window_start=datetime(2029, 12, 1, tzinfo=UTC),
             window_end=datetime(2030, 3, 1, tzinfo=UTC),
-            extra={"feed": "c-17", "n": [1, 2]},
+            crm_cursor="c-17",
+            totals={"journaled": 3},
+            mail=MailProgress(
+                backfill=Backfill(datetime(2029, 12, 1, tzinfo=UTC), link="next-1"),
+                round_filtered=True,
+                round_items=7,
+            ),
         ),
     )
     assert saved.etag
@@ -260,7 +285,8 @@ async def test_cursor_round_trips_with_utc_times(store: StateStore) -> None:
     assert read == saved
     assert read.round_started == datetime(2030, 1, 1, 8, 0, tzinfo=UTC)
     assert read.round_started is not None and read.round_started.utcoffset() == timedelta(0)
-    assert dict(read.extra) == {"feed": "c-17", "n": [1, 2]}
+    assert (read.crm_cursor, read.totals, read.mail.round_items) == ("c-17", {"journaled": 3}, 7)
+    assert read.mail.backfill == Backfill(datetime(2029, 12, 1, tzinfo=UTC), link="next-1")
     assert await store.list_cursors(user) == {stream: read}
 
 
@@ -502,6 +528,29 @@ async def test_lease_and_queued_marker_do_not_disturb_each_other(store: StateSto
     assert await store.mark_queued(user, "mail:inbox", 60) is True
 
 
+async def test_a_lease_says_who_holds_it_and_an_admin_can_break_it(
+    store: StateStore, clock: ManualClock
+) -> None:
+    user = unique()
+    assert await store.get_lease(user, "contacts") is None
+    lease = await store.acquire(user, "contacts", "job-1", 300, "host-a:4242")
+    assert lease is not None
+    clock.advance(30)
+    lease = await store.renew(lease, 300)
+    held = await store.get_lease(user, "contacts")
+    assert held is not None and (held.owner, held.holder) == ("job-1", "host-a:4242")
+    assert held.acquired == clock.now - timedelta(seconds=30) and held.renewed == clock.now
+    assert held.expires == clock.now + timedelta(seconds=300)
+    await store.renew(lease, 300)  # the holder shows it is alive: the admin's reading is stale
+    with pytest.raises(ConcurrencyError):
+        await store.break_lease(held)
+    await store.break_lease(await store.get_lease(user, "contacts") or held)
+    assert await store.get_lease(user, "contacts") is None
+    with pytest.raises(ConcurrencyError):  # the old holder lost it for good
+        await store.renew(lease, 300)
+    assert await store.acquire(user, "contacts", "job-2", 300, "host-b:1") is not None
+
+
 async def test_an_empty_owner_is_refused(store: StateStore) -> None:
     with pytest.raises(ValueError):
         await store.acquire(unique(), "contacts", "", 30)
@@ -511,8 +560,8 @@ async def test_an_empty_owner_is_refused(store: StateStore) -> None:
 # Links
 
 
-def _link(user: str, stream: str, item_id: str, crm_key: str = "c", **extra: object) -> Link:
-    return Link(user, stream, item_id, crm_key=crm_key, change_key="ck", extra=dict(extra))
+def _link(user: str, stream: str, item_id: str, crm_key: str = "c", note: str = "") -> Link:
+    return Link(user, stream, item_id, crm_key=crm_key, change_key="ck", event=EventLink(series=note))
 
 
 async def test_links_round_trip_and_list_by_stream(store: StateStore) -> None:
@@ -532,10 +581,10 @@ async def test_links_round_trip_and_list_by_stream(store: StateStore) -> None:
 async def test_put_links_upserts_and_delete_removes(store: StateStore) -> None:
     user = unique()
     await store.put_links([Link(user, "contacts", "x", crm_key="1", local_fingerprint="f1")])
-    await store.put_links([Link(user, "contacts", "x", crm_key="2", extra={"k": [1]})])
+    await store.put_links([Link(user, "contacts", "x", crm_key="2", contact=ContactLink(crm_version="v1"))])
     link = await store.get_link(user, "contacts", "x")
     assert link is not None
-    assert (link.crm_key, link.local_fingerprint, dict(link.extra)) == ("2", "", {"k": [1]})
+    assert (link.crm_key, link.local_fingerprint, link.contact.crm_version) == ("2", "", "v1")
     await store.delete_link(user, "contacts", "x")
     await store.delete_link(user, "contacts", "x")
     assert await store.get_link(user, "contacts", "x") is None
@@ -558,7 +607,7 @@ async def test_put_links_splits_transactions_that_would_be_too_large(store: Stat
     bulky = "ü" * 12_000  # 24 KB of UTF-8 per row: 100 rows would not fit one 4 MiB transaction
     await store.put_links([_link(user, "contacts", f"c{i:03}", note=bulky) for i in range(180)])
     listed = await store.list_links(user, "contacts")
-    assert len(listed) == 180 and all(link.extra == {"note": bulky} for link in listed)
+    assert len(listed) == 180 and all(link.event.series == bulky for link in listed)
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
@@ -594,14 +643,16 @@ async def test_hostile_ids_work_everywhere(store: StateStore, hostile: str) -> N
 
 async def test_keys_are_created_once_then_updated_conditionally(store: StateStore) -> None:
     key = unique("<msg") + "@host>"
-    created = await store.put_key(KeyRecord(key, crm_ref="J-1", mailboxes=("a@x",), people=("p1",)))
+    created = await store.put_key(
+        KeyRecord(key, crm_ref="J-1", mailboxes=("a@x",), people=(PersonRef("p1"),))
+    )
     assert created.etag and await store.get_key(key) == created
     with pytest.raises(ConcurrencyError):
         await store.put_key(KeyRecord(key, crm_ref="J-2"))
     updated = await store.put_key(
-        KeyRecord(key, crm_ref="J-1", mailboxes=("a@x", "b@x"), extra={"v": 2}, etag=created.etag)
+        KeyRecord(key, crm_ref="J-1", mailboxes=("a@x", "b@x"), owner="u-2", etag=created.etag)
     )
-    assert updated.mailboxes == ("a@x", "b@x") and dict(updated.extra) == {"v": 2}
+    assert updated.mailboxes == ("a@x", "b@x") and updated.owner == "u-2"
     with pytest.raises(ConcurrencyError):
         await store.put_key(KeyRecord(key, crm_ref="stale", etag=created.etag))
     assert await store.get_key(key) == updated
@@ -634,7 +685,10 @@ def _keys_in_one_partition(count: int) -> list[str]:
 
 async def test_many_keys_are_written_and_read_back_together(store: StateStore) -> None:
     keys = [unique("<many") + f"-{n}@host>" for n in range(130)] + [unique("k") + h for h in HOSTILE]
-    records = [KeyRecord(k, crm_ref=f"J-{n}", mailboxes=("a@x",), people=("p1",)) for n, k in enumerate(keys)]
+    records = [
+        KeyRecord(k, crm_ref=f"J-{n}", mailboxes=("a@x",), people=(PersonRef("p1"),))
+        for n, k in enumerate(keys)
+    ]
 
     written = await store.put_keys(records)
 
@@ -876,3 +930,201 @@ async def test_storage_queue_carries_base64_job_json(state_azurite: AzuriteStack
 
 def test_queue_names_match_the_functions_host() -> None:
     assert (JOBS_QUEUE, POISON_QUEUE) == ("sync-jobs", "sync-jobs-poison")
+
+
+# -------------------------------------------------------------------------------------------------
+# Rows written before state was typed
+
+
+async def test_rows_written_before_typed_state_read_as_they_are(backend: Backend) -> None:
+    """The Extra columns as the version before typed state wrote them (its store put `extra` dicts
+    there as JSON): every stream's keys read into the typed parts, and a save writes the same keys
+    (but those holding an empty value)."""
+    store, user = backend.store, unique()
+    old_cursors = {
+        "mail:inbox": {
+            "totals": {"journaled": 12, "skipped": 3, "failed": 0},
+            "lastPageUtc": "2026-11-30T10:00:00+00:00",
+            "backfill": {
+                "link": "https://graph/list?$skiptoken=9",
+                "since": "2026-11-01T00:00:00+00:00",
+                "until": "2026-11-20T08:00:00+00:00",
+            },
+            "roundFiltered": True,
+            "roundItems": 5000,
+            "roundOldest": "2026-11-20T08:00:00+00:00",
+        },
+        "calendar": {
+            "round": "r-7",
+            "reconciledRound": "r-6",
+            "seriesCheckedUtc": "2026-11-30T09:00:00+00:00",
+            "seriesLinked": 2,
+            "crmCursor": "a-41",
+            "totals": {"captured": 4},
+        },
+        "contacts": {
+            "folderId": "AAMkF",
+            "folderName": "CRM Contacts",
+            "crmCursor": "c-9",
+            "held": {"since": "2026-11-30T11:00:00+00:00", "changes": 14},
+        },
+    }
+    for stream, extra in old_cursors.items():
+        entity = {
+            "PartitionKey": encode_key(user),
+            "RowKey": encode_key(stream),
+            "User": user,
+            "Stream": stream,
+            "Link": "https://graph/delta?$deltatoken=x",
+            "LinkKind": "delta",
+            "Extra": json.dumps(extra),
+        }
+        await backend.raw.insert(backend.table("SyncCursors"), entity)
+    mail = await store.get_cursor(user, "mail:inbox")
+    assert mail.link_kind == "delta" and mail.totals == {"journaled": 12, "skipped": 3, "failed": 0}
+    assert mail.last_page == datetime(2026, 11, 30, 10, tzinfo=UTC)
+    assert mail.mail == MailProgress(
+        backfill=Backfill(
+            datetime(2026, 11, 1, tzinfo=UTC),
+            datetime(2026, 11, 20, 8, tzinfo=UTC),
+            "https://graph/list?$skiptoken=9",
+        ),
+        round_filtered=True,
+        round_items=5000,
+        round_oldest=datetime(2026, 11, 20, 8, tzinfo=UTC),
+    )
+    calendar = await store.get_cursor(user, "calendar")
+    assert (
+        calendar.calendar.round_id,
+        calendar.calendar.reconciled_round,
+        calendar.calendar.series_linked,
+    ) == (
+        "r-7",
+        "r-6",
+        2,
+    )
+    assert calendar.crm_cursor == "a-41" and calendar.calendar.series_checked == datetime(
+        2026, 11, 30, 9, tzinfo=UTC
+    )
+    contacts = await store.get_cursor(user, "contacts")
+    assert (contacts.contacts.folder_id, contacts.contacts.folder_name, contacts.crm_cursor) == (
+        "AAMkF",
+        "CRM Contacts",
+        "c-9",
+    )
+    assert contacts.contacts.held == Held(datetime(2026, 11, 30, 11, tzinfo=UTC), 14)
+    for stream, extra in old_cursors.items():  # saved again: the same keys and values
+        saved = await store.save_cursor(user, stream, await store.get_cursor(user, stream))
+        row = await backend.raw.get(backend.table("SyncCursors"), encode_key(user), encode_key(stream))
+        assert row is not None and json.loads(row.entity["Extra"]) == extra, stream
+        assert saved == await store.get_cursor(user, stream)
+
+    base = {
+        "given_name": "Ada",
+        "surname": "Lee",
+        "display_name": "",
+        "emails": ["ada@x.example"],
+        "business_phones": [],
+        "mobile_phone": "",
+        "company": "",
+        "job_title": "",
+        "department": "",
+        "business_address": {"street": "", "city": "Oslo", "state": "", "postal_code": "", "country": ""},
+        "notes": "",
+    }
+    old_links = {
+        ("calendar", "ev-1"): {
+            "series": "m-1",
+            "start": "2026-12-01T09:00:00+00:00",
+            "end": "2026-12-01T10:00:00+00:00",
+            "round": "r-7",
+            "pendingKey": "UID|2026",
+        },
+        ("calendar", "ev-2"): {"origin": "crm", "crmId": "A-3"},
+        ("calendar", "m-1"): {"kind": "seriesMaster", "round": "r-7"},
+        ("calendar:push", "A-3"): {"eventId": "ev-2"},
+        ("calendar:push", "A-4"): {"eventId": "", "pending": True},
+        ("contacts", "ct-1"): {
+            "base": base,
+            "crmVersion": "7",
+            "removing": True,
+            "pendingWrite": {"side": "crm", "crm": "p1", "local": "p2", "changeKey": "ck", "base": base},
+        },
+    }
+    for (stream, item), extra in old_links.items():
+        entity = {
+            "PartitionKey": encode_key(user),
+            "RowKey": join_key(stream, item),
+            "User": user,
+            "Stream": stream,
+            "ItemId": item,
+            "CrmKey": "k",
+            "ChangeKey": "",
+            "LocalFingerprint": "",
+            "CrmFingerprint": "",
+            "Extra": json.dumps(extra),
+        }
+        await backend.raw.insert(backend.table("SyncLinks"), entity)
+    event = await store.get_link(user, "calendar", "ev-1")
+    assert event is not None and event.event == EventLink(
+        series="m-1",
+        start=datetime(2026, 12, 1, 9, tzinfo=UTC),
+        end=datetime(2026, 12, 1, 10, tzinfo=UTC),
+        round_id="r-7",
+        pending_key="UID|2026",
+    )
+    pushed = await store.get_link(user, "calendar", "ev-2")
+    assert pushed is not None and pushed.event.from_crm and pushed.event.crm_id == "A-3"
+    master = await store.get_link(user, "calendar", "m-1")
+    assert master is not None and master.event.master
+    push = await store.get_link(user, "calendar:push", "A-4")
+    assert push is not None and push.push == PushLink(pending=True)
+    contact = await store.get_link(user, "contacts", "ct-1")
+    fields = ContactFields(
+        given_name="Ada",
+        surname="Lee",
+        emails=("ada@x.example",),
+        business_address=PostalAddress(city="Oslo"),
+    )
+    assert contact is not None and contact.contact == ContactLink(
+        base=fields,
+        crm_version="7",
+        pending_write=PendingWrite("crm", "p1", "p2", "ck", fields),
+        removing=True,
+    )
+    for stream, item in old_links:
+        link = await store.get_link(user, stream, item)
+        assert link is not None
+        await store.put_links([link])
+        row = await backend.raw.get(backend.table("SyncLinks"), encode_key(user), join_key(stream, item))
+        wanted = {k: v for k, v in old_links[(stream, item)].items() if v != ""}
+        assert row is not None and json.loads(row.entity["Extra"]) == wanted, (stream, item)
+
+    key = unique("<old") + "@x>"
+    extra = {
+        "owner": "u-ann",
+        "direction": "inbound",
+        "organizer": "zoe@x.example",
+        "cancelled": True,
+        "people": {"p1": {"kind": "contact", "name": "Bob", "email": "bob@x.example"}},
+    }
+    entity = {
+        "PartitionKey": key_partition(key),
+        "RowKey": encode_key(key),
+        "Key": key,
+        "CrmRef": "J-1",
+        "Mailboxes": json.dumps(["ann@x"]),
+        "People": json.dumps(["p1"]),
+        "Fingerprint": "f",
+        "Extra": json.dumps(extra),
+    }
+    await backend.raw.insert(backend.table("SyncKeys"), entity)
+    record = await store.get_key(key)
+    assert record is not None and record.people == (PersonRef("p1", "contact", "Bob", "bob@x.example"),)
+    assert (record.owner, record.direction, record.organizer, record.cancelled, record.identity) == (
+        "u-ann",
+        "inbound",
+        "zoe@x.example",
+        True,
+        "",
+    )

@@ -133,7 +133,7 @@ async def test_a_contact_added_in_the_owned_folder_reaches_the_crm_through_the_w
         return (await state.get_cursor(cara, "contacts")).link_kind == "delta"
 
     await eventually(first_sync_done, "the first contacts sync finished")
-    folder = (await state.get_cursor(cara, "contacts")).extra["folderId"]
+    folder = (await state.get_cursor(cara, "contacts")).contacts.folder_id
     await app.host.fire_async("subscription_upkeep")  # subscribes to the owned folder
     assert [r.resource for r in await state.list_subscriptions(cara)] == [
         f"users/{cara}/contactFolders/{folder}/contacts"

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from functions import notifications as webhook
 from shared import notifications, wiring
 from shared.crm.memory import InMemoryCrm
-from shared.model import Job
+from shared.errors import BadNotification
+from shared.model import Job, SubscriptionRecord
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
-from shared.state.port import SubscriptionRecord
 from shared.sync.engine import Engine
 from tests.model.mailbox import InMemoryMailboxes
 
@@ -112,7 +112,7 @@ def test_any_body_is_a_clear_answer_and_queues_only_genuine_streams(body: bytes)
         state, queue = await fresh_state()
         try:
             result = await notifications.handle_changes(body, state, state, queue)
-        except notifications.BadNotification as error:
+        except BadNotification as error:
             assert str(error)  # a reason the function answers with
             assert queue.messages == []
             return

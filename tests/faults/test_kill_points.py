@@ -142,7 +142,7 @@ async def contacts_end(
             address(contact, [a["address"] for a in (contact or {}).get("emailAddresses", [])]),
             address(person, (person or {}).get("emails", [])),
             contact is not None and link.change_key == contact["changeKey"],
-            person is not None and link.extra.get("crmVersion") == str(person["seq"]),
+            person is not None and link.contact.crm_version == str(person["seq"]),
         ))  # fmt: skip
     dropped = [address(people.get(d.item_id), people.get(d.item_id, {}).get("emails", []))
                for d in await state.list_links(user, "contacts-dropped")]  # fmt: skip
@@ -153,8 +153,8 @@ async def contacts_end(
         "crm": sorted((sorted(e.lower() for e in p["emails"]), *(p.get(f) or "" for f in fields))
                       for p in people.values()),
         "links": sorted(links), "dropped": sorted(dropped),
-        "cursor": (cursor.link_kind, bool(cursor.link), bool(cursor.extra.get("crmCursor")),
-                   next(iter(folder.values()), {}).get("parentFolderId") == cursor.extra.get("folderId")),
+        "cursor": (cursor.link_kind, bool(cursor.link), bool(cursor.crm_cursor),
+                   next(iter(folder.values()), {}).get("parentFolderId") == cursor.contacts.folder_id),
     }, user)  # fmt: skip
 
 
@@ -264,22 +264,22 @@ async def calendar_end(
     events = {e["id"]: e for e in [*masters, *calendar_view(outlook, user)]}
     label |= {e["iCalUId"]: f"series {e['subject']}" for e in masters if e.get("type") == "seriesMaster"}
     links = [
-        (link.extra.get("kind", ""), label.get(link.crm_key or link.extra.get("crmId", ""), "MISSING"),
-         link.extra.get("start", ""), link.extra.get("end", ""), bool(link.extra.get("series")),
-         link.extra.get("origin", ""),
+        (link.event.master, label.get(link.crm_key or link.event.crm_id, "MISSING"),
+         str(link.event.start or ""), str(link.event.end or ""), bool(link.event.series),
+         link.event.from_crm,
          link.item_id in events and link.change_key == events[link.item_id]["changeKey"])
         for link in await state.list_links(user, "calendar")
     ]  # fmt: skip
     pushed = [
-        (label.get(link.item_id, "MISSING"), link.crm_fingerprint, bool(link.extra.get("cancelled")),
-         link.extra.get("eventId") in events)
+        (label.get(link.item_id, "MISSING"), link.crm_fingerprint, link.push.cancelled,
+         link.push.event_id in events)
         for link in await state.list_links(user, "calendar:push")
     ]  # fmt: skip
     keys = []
     for a in appointments:
         record = await state.get_key(a["key"]) if a["key"] else None
         if record is not None:
-            keys.append((label[a["key"]], record.mailboxes, bool(record.extra.get("cancelled")),
+            keys.append((label[a["key"]], record.mailboxes, record.cancelled,
                          record.crm_ref == a["id"]))  # fmt: skip
     crm_by_label: dict[str, list[dict[str, Any]]] = {}  # a list: a duplicate must show
     for a in appointments:
@@ -287,13 +287,14 @@ async def calendar_end(
         kept["people"] = sorted(p.get("email", "") for p in a.get("people", []))
         crm_by_label.setdefault(label[a["id"]], []).append(kept)
     cursor = await state.get_cursor(user, "calendar")
+    push = await state.get_cursor(user, "push")
     return untag({
         "crm": crm_by_label,
         "outlook": sorted((e["subject"], e["start"]["dateTime"], bool(e.get("isCancelled")),
                            len(e.get("attendees", []))) for e in calendar_view(outlook, user)),
         "links": sorted(links), "pushed": sorted(pushed), "keys": sorted(keys),
-        "cursor": (cursor.link_kind, bool(cursor.link), bool(cursor.extra.get("crmCursor")),
-                   cursor.extra.get("reconciledRound") == cursor.extra.get("round")),
+        "cursor": (cursor.link_kind, bool(cursor.link), bool(push.crm_cursor),
+                   cursor.calendar.reconciled_round == cursor.calendar.round_id),
     }, user)  # fmt: skip
 
 
@@ -319,7 +320,7 @@ async def test_a_calendar_worker_killed_at_each_checkpoint_ends_as_a_clean_run(
                 for user in users:
                     calendar_edit(outlook, graph, crm_server, user, visits[user])
             # the second sync runs two hours later: the series check (at most hourly) is due
-            matrix.phase([Job("", "calendar")], kills, offset=7200.0 * phase)
+            matrix.phase([Job("", "calendar"), Job("", "push")], kills, offset=7200.0 * phase)
             ends = [await calendar_end(outlook, crm_server, matrix.state, user) for user in users]
             wrong = [f"sync {phase + 1} killed at {point}:\n{differences(end, ends[0])}"
                      for point, end in zip(kills, ends[1:], strict=True) if end != ends[0]]  # fmt: skip

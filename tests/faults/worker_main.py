@@ -39,13 +39,14 @@ from shared.graph.calendar import GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.graph.mail import GraphMailReader
-from shared.model import Job
+from shared.model import Job, JobOutcome
 from shared.state.memory import InMemoryJobQueue
 from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
-from shared.sync.engine import Engine, JobOutcome
+from shared.sync.engine import Engine
 from shared.sync.mail import MailStream
+from shared.sync.push import PushStream
 from shared.wiring import build_crm
 
 
@@ -124,10 +125,11 @@ async def main() -> int:
     calendar = kill.wrap(GraphCalendar(client, caller, page_size=page_size), "graph")
     streams = {
         "mail": MailStream(state, crm_w, mail, org_domains=settings.org_domains, clock=clock),
-        "contacts": ContactsStream(state, crm_w, contacts, clock=clock),
+        "contacts": ContactsStream(state, crm_w, contacts),
         "calendar": CalendarStream(
             state, crm_w, calendar, body_limit=settings.journal_body_max_chars, clock=clock
         ),
+        "push": PushStream(state, crm_w, calendar),
     }
     engine = Engine(state, InMemoryJobQueue(), streams, clock=clock)
     outcomes: list[JobOutcome] = []

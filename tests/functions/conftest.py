@@ -197,6 +197,7 @@ async def app(graph: GraphEmulator, webhook: Webhook, graph_client: GraphService
         state,
         GraphSubscriptions(graph_client, caller),
         queue,
+        engine.streams,
         webhook_base_url=webhook.base_url,
         webhook_key=webhook.key,
         clock=clock,

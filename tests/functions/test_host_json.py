@@ -37,7 +37,7 @@ def test_messages_are_base64_like_the_jobs_the_app_enqueues() -> None:
 
 
 def test_the_function_timeout_outlasts_a_lease_and_is_bounded() -> None:
-    from shared.sync.mail import LEASE_SECONDS
+    from shared.sync.runner import LEASE_SECONDS
 
     timeout = timespan_seconds(HOST["functionTimeout"], "functionTimeout")
     assert LEASE_SECONDS < timeout <= 30 * 60

@@ -12,9 +12,8 @@ import azure.functions as func
 import pytest
 
 from functions import notifications
-from shared.model import Job
+from shared.model import Job, SubscriptionRecord
 from shared.notifications import COALESCE_SECONDS, MAX_BODY_BYTES
-from shared.state.port import SubscriptionRecord
 from tests.functions.conftest import App, http_request
 
 ANN, DAN = "ann@contoso.com", "dan@contoso.com"

@@ -20,7 +20,7 @@ from playwright.async_api import BrowserContext, Page, async_playwright
 
 from emulators.azurite import AzuriteStack, azurite
 from emulators.funchost.launcher import RunningHost, function_host
-from shared.state.port import Cursor, Issue
+from shared.model import Cursor, Issue
 from shared.state.queue import StorageJobQueue
 from shared.state.tables import TableStateStore
 
@@ -81,10 +81,8 @@ async def seed(connection_string: str) -> None:
                 Cursor(
                     link=f"https://graph.microsoft.com/v1.0/delta?$deltatoken={DELTA_SECRET}",
                     link_kind="delta",
-                    extra={
-                        "totals": {"journaled": totals[0], "skipped": totals[1], "failed": 0},
-                        "lastPageUtc": (now - timedelta(minutes=3)).isoformat(),
-                    },
+                    totals={"journaled": totals[0], "skipped": totals[1], "failed": 0},
+                    last_page=now - timedelta(minutes=3),
                     etag=cursor.etag,
                 ),
             )

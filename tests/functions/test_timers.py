@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import azure.functions as func
 from azure.functions.timer import TimerRequest
 
 from functions import timers
@@ -118,3 +119,13 @@ async def test_the_upkeep_records_a_mailbox_graph_refuses_and_carries_on(app: Ap
     assert [r.user for r in await app.state.list_subscriptions()] == [ANN]
     dan = await app.state.get_user(DAN)
     assert dan is not None and dan.columns["LastError"].startswith("subscription for mail:inbox:")
+
+
+def test_no_timer_runs_on_startup() -> None:
+    """On Flex Consumption a startup run happens on every scale-out and wake-up; the schedules cover a
+    new deployment (subscriptions within 30 minutes, the sweep's syncs within 5)."""
+    app = func.FunctionApp()
+    app.register_functions(timers.bp)
+    found = {f.get_function_name(): f.get_trigger().get_dict_repr() for f in app.get_functions()}
+    assert set(found) == {"sync_sweep", "subscription_upkeep"}
+    assert {name: trigger["runOnStartup"] for name, trigger in found.items()} == dict.fromkeys(found, False)

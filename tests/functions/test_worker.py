@@ -11,8 +11,7 @@ import pytest
 
 from functions import worker
 from shared.errors import CrmRetryableError
-from shared.model import Job
-from shared.state.port import SubscriptionRecord
+from shared.model import Job, SubscriptionRecord
 from shared.telemetry import user_tag
 from tests.functions.conftest import App, queue_message
 

@@ -9,6 +9,7 @@ Two independent real parsers (the Bicep compiler itself is .NET and cannot be in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,15 +53,29 @@ def only(items: dict[str, dict[str, Any]]) -> dict[str, Any]:
 EXTENSION_LINE = re.compile(r"^extension [A-Za-z][A-Za-z0-9]*$")
 
 
-def tree_sitter_errors(source: bytes) -> list[tuple[int, str]]:
-    """(line, text) of every ERROR or MISSING node tree-sitter-bicep reports."""
+def _tree_sitter_nodes(source: bytes, wanted: Callable[[tree_sitter.Node], bool]) -> list[tuple[int, str]]:
+    """(line, text) of every node of the tree-sitter-bicep parse that `wanted` picks, in file order."""
     parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
-    errors: list[tuple[int, str]] = []
+    found: list[tuple[int, str]] = []
     pending = [parser.parse(source).root_node]
     while pending:
         node = pending.pop()
-        if node.type == "ERROR" or node.is_missing:
+        if wanted(node):
             text = source[node.start_byte : node.end_byte].decode("utf-8", "replace")
-            errors.append((node.start_point.row + 1, text))
+            found.append((node.start_point.row + 1, text))
         pending.extend(node.children)
-    return sorted(errors)
+    return sorted(found)
+
+
+def tree_sitter_errors(source: bytes) -> list[tuple[int, str]]:
+    """(line, text) of every ERROR or MISSING node tree-sitter-bicep reports."""
+    return _tree_sitter_nodes(source, lambda node: node.type == "ERROR" or node.is_missing)
+
+
+def string_literals(source: bytes) -> list[tuple[int, str]]:
+    """(line, text) of every string literal, in decorators and interpolated strings too (the type
+    keyword `string` is a node of the same name, without the quote)."""
+    return _tree_sitter_nodes(
+        source,
+        lambda node: node.type in {"string", "multiline_string"} and source[node.start_byte] == ord("'"),
+    )

@@ -87,6 +87,9 @@ SAMPLES = {
     "WEBHOOK_BASE_URL": "https://func-crmsync.azurewebsites.net/api",
     "AzureWebJobsStorage__tableServiceUri": "https://st.table.core.windows.net/",
     "AzureWebJobsStorage__queueServiceUri": "https://st.queue.core.windows.net/",
+    "CONTACTS_SYNC": "false",
+    "CALENDAR_SYNC": "true",
+    "CALENDAR_WRITE_BACK": "false",
 }
 
 

@@ -18,6 +18,7 @@ from tests.infra.bicep_source import (
     only,
     parse,
     resources_of_type,
+    string_literals,
     tree_sitter_errors,
     unquote,
 )
@@ -157,7 +158,8 @@ def test_function_app_uses_the_managed_identity_everywhere_and_stays_warm() -> N
     props = site["properties"]
     assert props["httpsOnly"] is True
     assert props["keyVaultReferenceIdentity"] == "identityId"
-    assert props["siteConfig"]["ftpsState"] == "Disabled"
+    # Flex Consumption rejects siteConfig.ftpsState (ARM error 51021): FTP is off through the policy below
+    assert "ftpsState" not in props["siteConfig"]
     config = props["functionAppConfig"]
     assert config["deployment"]["storage"]["authentication"]["type"] == "UserAssignedIdentity"
     always_ready = config["scaleAndConcurrency"]["alwaysReady"]
@@ -204,3 +206,107 @@ def test_every_role_assignment_lives_in_rbac_bicep_with_a_comment_naming_the_rol
         assert declaration, f"{name} has no comment above it"
         comment = declaration.group(1)
         assert re.search(r"// (Storage|Monitoring|Key Vault) [A-Za-z ]+:", comment), f"{name}: {comment!r}"
+
+
+# The no-hardcoded-env-urls rule's default host list (bicepconfig.json raises the rule to error and
+# keeps the list). The rule reads every string, @description decorators included, so one such host
+# name anywhere fails `bicep build` and with it `azd provision`.
+CLOUD_SPECIFIC_HOSTS = (
+    "gallery.azure.com",
+    "management.core.windows.net",
+    "management.azure.com",
+    "database.windows.net",
+    "core.windows.net",
+    "login.microsoftonline.com",
+    "graph.windows.net",
+    "trafficmanager.net",
+    "datalake.azure.net",
+    "azuredatalakestore.net",
+    "azuredatalakeanalytics.net",
+    "vault.azure.net",
+    "api.loganalytics.io",
+    "asazure.windows.net",
+    "region.asazure.windows.net",
+    "batch.core.windows.net",
+)
+
+
+def _cloud_hosts_in_strings(source: bytes) -> list[tuple[int, str]]:
+    return [
+        (line, text)
+        for line, text in string_literals(source)
+        if any(h in text.lower() for h in CLOUD_SPECIFIC_HOSTS)
+    ]
+
+
+@pytest.mark.parametrize("path", bicep_files(), ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_no_string_names_a_cloud_specific_host(path: Path) -> None:
+    assert _cloud_hosts_in_strings(path.read_bytes()) == []
+
+
+def test_the_host_check_sees_decorators_outputs_and_interpolations() -> None:
+    source = (
+        b"@description('The vault URI (https://<name>.vault.azure.net/).')\n"
+        b"output uri string = 'x'\n"
+        b"var a = 'https://${name}.blob.core.windows.net/'\n"
+        b"var b = 'https://graph.microsoft.com/v1.0'\n"
+    )
+    assert [line for line, _ in _cloud_hosts_in_strings(source)] == [1, 3]
+    assert len(string_literals(source)) == 4
+
+
+def test_the_maximum_instance_count_accepts_what_flex_consumption_accepts() -> None:
+    decorators = parse(INFRA / "main.bicep")["parameters"]["maximumInstanceCount"]["decorators"]
+    assert {"type": "min_value", "argument": 1} in decorators  # the platform's lowest is 1 now, not 40
+    assert {"type": "max_value", "argument": 1000} in decorators
+
+
+def test_outputs_of_a_conditional_module_are_read_with_the_non_null_assertion() -> None:
+    text = (INFRA / "main.bicep").read_text()
+    conditional = re.findall(r"^module (\w+) '[^']+' = if ", text, re.M)
+    assert conditional == ["graphApp"]
+    for name in conditional:
+        assert f"{name}!.outputs." in text
+        assert not re.search(rf"\b{name}\.outputs\.", text), f"{name}.outputs without !"
+
+
+def test_the_permission_list_names_files_that_exist() -> None:
+    comment = json.loads((INFRA / "graph-permissions.json").read_text())["$comment"]
+    named = re.findall(r"(?:infra|scripts|tests)/[\w./-]+[\w-]", comment)
+    assert "infra/app/graph-app.bicep" in named
+    for name in named:
+        assert (ROOT / name).exists(), name
+
+
+def test_the_key_vault_name_takes_a_salt_only_when_one_is_set() -> None:
+    main = parse(INFRA / "main.bicep")
+    salt = main["parameters"]["keyVaultNameSalt"]
+    assert salt["default"] == ""
+    token = main["variables"]["keyVaultToken"]["value"]["operator"]["operands"]
+    assert token["condition"] == {
+        "function": {"type": "empty", "parameters": {"item_to_test": "keyVaultNameSalt"}}
+    }
+    assert token["true_value"] == "resourceToken", "no salt: the vault keeps its name"
+    assert "keyVaultToken" in str(main["variables"]["keyVaultName"]["value"])
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["keyVaultNameSalt"] == {"value": "${KEY_VAULT_NAME_SALT}"}
+    assert "KEY_VAULT_NAME_SALT" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_the_graph_app_unique_name_cannot_be_guessed_before_it_exists() -> None:
+    """A uniqueName made only of the subscription and environment could be registered first by any
+    tenant member, and the deployment would then adopt that app. It must end in a secret suffix."""
+    path = INFRA / "app" / "graph-app.bicep"
+    suffix = parse(path)["parameters"]["uniqueNameSuffix"]
+    assert {"type": "secure"} in suffix["decorators"]
+    assert {"type": "min_length", "argument": 16} in suffix["decorators"]
+    assert suffix["default"] is None  # required: no default
+    app = only(resources_of_type(path, "Microsoft.Graph/applications"))
+    assert app["uniqueName"] == "${uniqueNamePrefix}-${uniqueNameSuffix}"
+    main = parse(INFRA / "main.bicep")
+    assert {"type": "secure"} in main["parameters"]["graphAppNameSuffix"]["decorators"]
+    assert (
+        main["modules"]["graphApp"]["config"]["config"]["params"]["uniqueNameSuffix"] == "graphAppNameSuffix"
+    )
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["graphAppNameSuffix"] == {"value": "${GRAPH_APP_NAME_SUFFIX}"}

@@ -16,8 +16,7 @@ from emulators.crm.launcher import ReferenceCrm
 from emulators.graph.launcher import GraphEmulator
 from shared import wiring
 from shared.config import Settings
-from shared.model import Job
-from shared.sync.engine import JobOutcome
+from shared.model import Job, JobOutcome
 
 TENANT_DOMAIN = "contoso.com"
 

@@ -20,6 +20,7 @@ from shared.state.memory import InMemoryJobQueue
 from shared.state.tables import TableStateStore
 from shared.sync.calendar import CalendarStream
 from shared.sync.engine import Engine
+from shared.sync.push import PushStream
 from tests.integration.crash import CrashAt, SimulatedCrash
 from tests.integration.stack import settings_for, unique_prefix
 
@@ -89,7 +90,15 @@ def _seed(graph: GraphEmulator, crm: ReferenceCrm) -> None:
 
 def _engine(state: Any, crm: Any, source: Any, clock: Clock) -> Engine:
     stream = CalendarStream(state, crm, source, series_check_every=timedelta(0), clock=clock)
-    return Engine(state, InMemoryJobQueue(), {"calendar": stream}, clock=clock)
+    push = PushStream(state, crm, source)
+    return Engine(state, InMemoryJobQueue(), {"calendar": stream, "push": push}, clock=clock)
+
+
+async def _sync(engine: Engine) -> None:
+    """The calendar's job, then the push's (what the sweep queues for a user with the push on)."""
+    for stream in ("calendar", "push"):
+        outcome = await engine.run_job(Job(ANN, stream))
+        assert outcome.status == "done", outcome
 
 
 def _outcome(graph: GraphEmulator, crm: ReferenceCrm) -> dict[str, Any]:
@@ -127,13 +136,10 @@ async def _run(
             parts: dict[str, Any] = {"state": state, "crm": crm, "graph": source}
             parts[target] = CrashAt(parts[target], method, nth, after=after)
             with pytest.raises(SimulatedCrash):
-                await _engine(parts["state"], parts["crm"], parts["graph"], clock).run_job(
-                    Job(ANN, "calendar")
-                )
+                await _sync(_engine(parts["state"], parts["crm"], parts["graph"], clock))
             clock.now += timedelta(minutes=10)  # the dead worker's lease expires
         for _ in range(2):  # the second run sees the pushed event come back through delta
-            outcome = await _engine(state, crm, source, clock).run_job(Job(ANN, "calendar"))
-            assert outcome.status == "done", outcome
+            await _sync(_engine(state, crm, source, clock))
         cursor = await state.get_cursor(ANN, "calendar")
         assert cursor.link_kind == "delta"
         return _outcome(graph, crm_server)

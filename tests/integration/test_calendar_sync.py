@@ -17,6 +17,7 @@ from shared.model import Job
 from shared.state.memory import InMemoryJobQueue
 from shared.sync.calendar import CalendarStream
 from shared.sync.engine import Engine
+from shared.sync.push import PushStream
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -47,12 +48,16 @@ class Calendar:
     stats: list[dict[str, int]]
 
     async def sync(self, upn: str, *, fresh: bool = False) -> dict[str, int]:
+        """The calendar's job (its counters are returned), then the push's where the user has it on."""
         self.stats.clear()
         outcome = await self.engine.run_job(
             Job(upn, "calendar", "manual", fresh_round=fresh),
             progress=lambda _stream, stats: self.stats.append(dict(stats)),
         )
         assert outcome.status == "done", outcome
+        config = await self.engine.load_user(upn)
+        if config is not None and "push" in config.streams():
+            assert (await self.engine.run_job(Job(upn, "push", "manual"))).status == "done"
         return self.stats[-1] if self.stats else {}
 
     def create(self, upn: str, **event: Any) -> dict[str, Any]:
@@ -105,7 +110,8 @@ async def cal(stack: Stack) -> AsyncIterator[Calendar]:
     stream = CalendarStream(
         stack.services.state, stack.services.crm, source, series_check_every=timedelta(0), clock=clock
     )
-    engine = Engine(stack.services.state, InMemoryJobQueue(), {"calendar": stream}, clock=clock)
+    push = PushStream(stack.services.state, stack.services.crm, source)
+    engine = Engine(stack.services.state, InMemoryJobQueue(), {"calendar": stream, "push": push}, clock=clock)
     for upn in (ANN, BEN):
         await stack.add_user(upn, Mail=False, Calendar=True)
     stack.crm.add_person(BOB, name="Bob Buyer", owner=ANN)

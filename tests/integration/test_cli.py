@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +15,7 @@ from emulators.azurite import AzuriteStack
 from emulators.crm.launcher import ReferenceCrm
 from emulators.graph.launcher import GraphEmulator
 from shared.cli import main
+from shared.state.tables import TableStateStore
 from tests.integration.stack import local_env
 
 pytestmark = pytest.mark.integration
@@ -98,3 +103,48 @@ def test_a_bad_row_gets_a_readable_error_and_other_users_go_on(
     status = run(crmsync, "status").output
     assert "DaysBack must be a whole number" in status and "ann@contoso.com: ok" in status
     assert [j["key"] for j in crm_server.journals()] == ["<ok-1@fabrikam.example>"]
+
+
+def test_a_sync_killed_mid_run_is_taken_over_only_once_its_process_is_gone(
+    crmsync: CliRunner, graph: GraphEmulator, azurite_stack: AzuriteStack
+) -> None:
+    """An admin's `crmsync sync` was killed: its lease holds the mailbox for up to 5 minutes. The next
+    sync says who holds it and until when; `--take-over` frees it when that process is gone, and
+    refuses while it is alive."""
+    user = "kay@contoso.com"
+    graph.control.add_user(user)
+    assert "added" in run(crmsync, "users", "add", user, "MailFolders=inbox").output
+    graph.control.deliver(user, {"from": {"address": "bob@fabrikam.example"}, "to": [{"address": user}]})
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+
+    async def hold(holder: str) -> None:
+        store = TableStateStore.from_connection_string(azurite_stack.connection_string)
+        try:
+            assert await store.acquire(user, "mail:inbox", "the-killed-run", 300, holder) is not None
+        finally:
+            await store.aclose()
+
+    asyncio.run(hold(f"{host}:{gone.pid}"))
+    busy = crmsync.invoke(main, ["sync", user])
+    assert busy.exit_code == 1 and "busy" in busy.output
+    assert f"{host}:{gone.pid}" in busy.output and "--take-over" in busy.output
+    taken = crmsync.invoke(main, ["sync", user, "--take-over"])
+    assert taken.exit_code == 0, taken.output
+    assert "taken over from" in taken.output and "mail:inbox: done" in taken.output
+
+    asyncio.run(hold(f"{host}:{os.getpid()}"))  # a holder that is alive: this very process
+    refused = crmsync.invoke(main, ["sync", user, "--take-over"])
+    assert refused.exit_code == 1 and "is alive" in refused.output and "busy" in refused.output
+
+    async def let_go() -> None:
+        store = TableStateStore.from_connection_string(azurite_stack.connection_string)
+        try:
+            lease = await store.get_lease(user, "mail:inbox")
+            assert lease is not None and lease.holder == f"{host}:{os.getpid()}"
+            await store.break_lease(lease)
+        finally:
+            await store.aclose()
+
+    asyncio.run(let_go())

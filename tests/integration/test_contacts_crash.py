@@ -146,7 +146,7 @@ async def _scenario(
     outlook = GraphContacts(build_graph_client(settings), GraphCaller())
 
     def engine(parts: dict[str, Any]) -> Engine:
-        stream = ContactsStream(parts["state"], parts["crm"], parts["graph"], clock=clock)
+        stream = ContactsStream(parts["state"], parts["crm"], parts["graph"])
         return Engine(parts["state"], InMemoryJobQueue(), {"contacts": stream}, clock=clock)
 
     clean = {"state": state, "crm": crm, "graph": outlook}

@@ -9,10 +9,10 @@ import pytest
 
 from shared import admin
 from shared.crm.memory import InMemoryCrm
-from shared.crm.port import Capabilities
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.model import Job
+from shared.ports.crm import Capabilities
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
@@ -391,7 +391,7 @@ async def test_a_deleted_owned_folder_is_recreated_and_filled_again(stack: Stack
     assert set(by_email(outlook_contacts(stack))) == {f"p{n}@fabrikam.example" for n in range(3)}
     assert sorted(p["id"] for p in stack.crm.contacts(ANN)) == sorted(people)
     cursor = await stack.services.state.get_cursor(ANN, "contacts")
-    assert cursor.extra["folderId"] == folder_id(stack)  # what the subscription timer subscribes to
+    assert cursor.contacts.folder_id == folder_id(stack)  # what the subscription timer subscribes to
 
 
 async def test_a_crm_without_a_change_feed_is_diffed_against_the_links(stack: Stack) -> None:

@@ -14,8 +14,8 @@ import pytest
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.mail import GraphMailReader
 from shared.model import Job
+from shared.ports.state import StateStore
 from shared.state.memory import InMemoryJobQueue
-from shared.state.port import StateStore
 from shared.state.tables import TableStateStore
 from shared.sync.engine import Engine
 from shared.sync.mail import MailStream
@@ -85,7 +85,7 @@ async def test_messages_sharing_the_boundary_timestamp_are_all_journaled(capped:
     assert outcome.status == "done", outcome
     assert sorted(j["subject"] for j in stack.journals().values()) == sorted(f"M{n}" for n in range(100))
     cursor = await stack.services.state.get_cursor(ANN, "mail:inbox")
-    assert cursor.link_kind == "delta" and "backfill" not in cursor.extra
+    assert cursor.link_kind == "delta" and cursor.mail.backfill is None
     assert route(stack, LIST_ROUTE) - listed == math.ceil((40 + 30) / 20)  # the boundary's second, then older
 
 
@@ -166,7 +166,7 @@ async def test_a_crash_mid_listing_resumes_the_listing(capped: Stack) -> None:
         with pytest.raises(SimulatedCrash):
             await engine_for(stack, 20, crashing, state=state).run_job(Job(ANN, "mail:inbox"))
         cursor = await state.get_cursor(ANN, "mail:inbox")
-        assert cursor.extra["backfill"]["link"] and cursor.extra["backfill"]["until"]
+        assert cursor.mail.backfill is not None and cursor.mail.backfill.link and cursor.mail.backfill.until
         assert len(stack.journals()) == CAP + 2 * 20 - 1  # the first listed is the round's oldest
         clock.now += timedelta(minutes=10)  # the dead worker's lease expires
         delta_before, list_before = route(stack, DELTA_ROUTE), route(stack, LIST_ROUTE)
@@ -178,6 +178,6 @@ async def test_a_crash_mid_listing_resumes_the_listing(capped: Stack) -> None:
         # then the stored deltaLink is read once
         assert route(stack, LIST_ROUTE) - list_before == math.ceil((130 - CAP + 1) / 20) - 1
         assert route(stack, DELTA_ROUTE) - delta_before == 1
-        assert "backfill" not in (await state.get_cursor(ANN, "mail:inbox")).extra
+        assert (await state.get_cursor(ANN, "mail:inbox")).mail.backfill is None
     finally:
         await state.aclose()

@@ -49,7 +49,7 @@ async def test_a_page_that_fails_while_read_ahead_keeps_the_checkpoint_of_the_pa
         await engine_for(stack, 20, failing).run_job(Job(ANN, "mail:inbox"))
     assert failing.reads == 2
     cursor = await stack.services.state.get_cursor(ANN, "mail:inbox")
-    assert cursor.link_kind == "next" and cursor.extra["totals"]["journaled"] == 20
+    assert cursor.link_kind == "next" and cursor.totals["journaled"] == 20
     assert len(stack.journals()) == 20
     decisions = [await stack.services.state.get_decision(ANN, key) for key in stack.journals()]
     assert all(d is not None and d.outcome == "synced" for d in decisions)

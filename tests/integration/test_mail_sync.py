@@ -227,7 +227,7 @@ async def test_a_first_round_capped_by_graph_reads_the_rest_of_the_window_by_lis
         assert outcome.status == "done", outcome
         assert len(stack.journals()) == 130
         cursor = await services.state.get_cursor(ANN, "mail:inbox")
-        assert cursor.link_kind == "delta" and "backfill" not in cursor.extra
+        assert cursor.link_kind == "delta" and cursor.mail.backfill is None
         stack.deliver(ANN, subject="After", internetMessageId="<after@fabrikam.example>")
         assert (await engine.run_job(Job(ANN, "mail:inbox"))).status == "done"
         assert len(stack.journals()) == 131

@@ -154,14 +154,14 @@ async def test_a_failed_crm_peek_gives_contacts_a_job(stack: Stack) -> None:
     assert await stack.services.engine.sweep() == [Job(ANN, "contacts", "sweep")]
 
 
-async def test_a_crm_appointment_to_push_gets_calendar_a_job(stack: Stack) -> None:
+async def test_a_crm_appointment_to_push_gets_the_push_a_job(stack: Stack) -> None:
     await three_stream_users(stack, (ANN,))
     await stack.services.state.put_config(ANN, {**ALL_THREE, "Enabled": True, "CalendarPushFromCrm": True})
     await settle(stack)  # the first push run reads the appointment feed and keeps its cursor
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
     stack.crm.create_appointment(owner=ANN, subject="Site visit", start=start, end=start + timedelta(hours=1))
-    assert await stack.services.engine.sweep() == [Job(ANN, "calendar", "sweep")]
-    assert (await stack.services.engine.run_job(Job(ANN, "calendar", "sweep"))).status == "done"
+    assert await stack.services.engine.sweep() == [Job(ANN, "push", "sweep")]
+    assert (await stack.services.engine.run_job(Job(ANN, "push", "sweep"))).status == "done"
     events = stack.outlook("GET", f"/users/{ANN}/events?$top=100")["value"]
     assert "Site visit" in {e["subject"] for e in events}
 
@@ -179,8 +179,10 @@ async def test_calendar_gets_a_job_when_its_window_is_due_to_move_forward(stack:
     services = stack.services
     clock = Clock()
     client = build_graph_client(services.settings)
-    sweeper = Sweeper(InMemoryJobQueue(), DeltaProbe(services.state, GraphBatch(client, GraphCaller()),
-                                                     services.crm, clock=clock))  # fmt: skip
+    probe = DeltaProbe(
+        services.state, GraphBatch(client, GraphCaller()), services.engine.streams, clock=clock
+    )
+    sweeper = Sweeper(InMemoryJobQueue(), probe)
     config = await services.engine.load_user(ANN)
     assert config is not None
     clock.now += timedelta(hours=2)  # the hourly series check: no recurring meetings, so no job

@@ -22,8 +22,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared import wiring
-from shared.model import Job
-from shared.sync.engine import JobOutcome
+from shared.model import Job, JobOutcome
 from tests.integration.stack import Stack, settings_for, unique_prefix
 
 pytestmark = pytest.mark.integration

@@ -27,10 +27,17 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from shared.errors import GraphNotFound
-from shared.graph.calendar import EventPage
 from shared.graph.client import GraphCaller
-from shared.model import Address, Attendee, CrmAppointmentChange
-from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX, EventChange, EventRemoved, OutlookEvent
+from shared.model import (
+    PUSH_TRANSACTION_PREFIX,
+    Address,
+    Attendee,
+    CrmAppointmentChange,
+    EventChange,
+    EventRemoved,
+    OutlookEvent,
+    Page,
+)
 from tests.model.faults import FakeGraph, api_error, decode, encode
 
 T = TypeVar("T")
@@ -200,7 +207,7 @@ class InMemoryCalendar(FakeGraph):
 
     # -- the port ----------------------------------------------------------------------------------
 
-    async def read_page(self, user: str, link: str, window: tuple[datetime, datetime] | None) -> EventPage:
+    async def read_page(self, user: str, link: str, window: tuple[datetime, datetime] | None) -> Page:
         return await self._call(user, lambda: self._serve_page(user.lower(), link, window))
 
     async def get_event(self, user: str, event_id: str) -> OutlookEvent | None:
@@ -377,7 +384,7 @@ class InMemoryCalendar(FakeGraph):
             self._skeletal(i) if i.kind == "occurrence" else self._full(i) for i in found
         ]
 
-    def _serve_page(self, user: str, link: str, window: tuple[datetime, datetime] | None) -> EventPage:
+    def _serve_page(self, user: str, link: str, window: tuple[datetime, datetime] | None) -> Page:
         self.faults.gate(user, "read_page")
         if user not in self._events:
             raise api_error(404, "ErrorInvalidUser")
@@ -425,6 +432,6 @@ class InMemoryCalendar(FakeGraph):
             elif not initial:
                 value.append(EventRemoved(event_id))
         if not finished:
-            return EventPage(value, next_link=encode({**token, "p": pos}))
+            return Page(value, next_link=encode({**token, "p": pos}))
         delta = {**token, "b": token["h"], "p": token["h"], "h": -1, "o": token["h"]}
-        return EventPage(value, delta_link=encode(delta))
+        return Page(value, delta_link=encode(delta))

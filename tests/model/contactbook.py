@@ -24,10 +24,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from shared.errors import GraphError, GraphNotFound
+from shared.errors import GraphError, GraphNotFound, OutlookChanged
 from shared.graph.client import GraphCaller
-from shared.graph.contacts import ContactPage, OutlookChange, OutlookChanged, OutlookItem
-from shared.model import ContactFields, OutlookContact, OutlookContactRemoved
+from shared.model import (
+    ContactFields,
+    OutlookChange,
+    OutlookContact,
+    OutlookContactRemoved,
+    OutlookItem,
+    Page,
+)
 from tests.model.faults import FakeGraph, api_error, decode, encode
 
 PAGE_SIZE = 100
@@ -143,7 +149,7 @@ class InMemoryContacts(FakeGraph):
 
         return await self._call(user, find_or_create)
 
-    async def read_page(self, user: str, folder_id: str, link: str) -> ContactPage:
+    async def read_page(self, user: str, folder_id: str, link: str) -> Page:
         return await self._call(user, lambda: self._serve_page(user.lower(), folder_id, link))
 
     async def get(self, user: str, folder_id: str, contact_id: str) -> OutlookItem | None:
@@ -251,7 +257,7 @@ class InMemoryContacts(FakeGraph):
             OutlookContact(contact.id, contact.change_key, contact.fields), contact.modified, contact.crm_tag
         )
 
-    def _serve_page(self, user: str, folder_id: str, link: str) -> ContactPage:
+    def _serve_page(self, user: str, folder_id: str, link: str) -> Page:
         self.faults.gate(user, "read_page")
         high_now = next(self._seq)
         if not link:
@@ -289,6 +295,6 @@ class InMemoryContacts(FakeGraph):
                 continue
             value.append(self._item(contact))
         if not finished:
-            return ContactPage(value, next_link=encode({**token, "p": pos}))
+            return Page(value, next_link=encode({**token, "p": pos}))
         delta = {"s": token["s"], "b": token["h"], "p": token["h"], "h": -1, "o": token["h"]}
-        return ContactPage(value, delta_link=encode(delta))
+        return Page(value, delta_link=encode(delta))

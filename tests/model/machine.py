@@ -30,11 +30,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from shared import notifications
 from shared.errors import SyncError
-from shared.model import Job
+from shared.model import Job, JobOutcome, SubscriptionRecord
 from shared.state.memory import QueuedMessage
-from shared.state.port import SubscriptionRecord
-from shared.sync.engine import Engine, JobOutcome
-from shared.sync.mail import LEASE_SECONDS, MailStream
+from shared.sync.engine import Engine
+from shared.sync.mail import MailStream
+from shared.sync.runner import LEASE_SECONDS
 from tests.integration.crash import SimulatedCrash
 from tests.model.tripwire import Tripwire
 from tests.model.world import (

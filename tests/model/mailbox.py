@@ -27,8 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.graph.client import GraphCaller
-from shared.graph.mail import MailPage
-from shared.model import Address, MailMessage, MessageChange, MessageRemoved
+from shared.model import Address, MailMessage, MessageChange, MessageRemoved, Page
 from tests.model.faults import FakeGraph, api_error, decode, encode
 
 FOLDERS = ("inbox", "archive", "sentitems", "deleteditems")
@@ -171,7 +170,7 @@ class InMemoryMailboxes(FakeGraph):
 
     # -- the port ----------------------------------------------------------------------------------
 
-    async def read_page(self, user: str, folder: str, link: str, since: datetime | None) -> MailPage:
+    async def read_page(self, user: str, folder: str, link: str, since: datetime | None) -> Page:
         return await self._caller.call(user, lambda: self._serve_page(user.lower(), folder, link, since))
 
     async def get_message(self, user: str, message_id: str) -> MailMessage | None:
@@ -191,12 +190,12 @@ class InMemoryMailboxes(FakeGraph):
 
     async def list_page(
         self, user: str, folder: str, link: str, since: datetime, until: datetime | None = None
-    ) -> MailPage:
+    ) -> Page:
         """A plain listing of the folder's messages received since `since` and at or before `until`
         (its whole second, as Graph's second-precision times), oldest first, paged."""
         last = until.replace(microsecond=999999) if until is not None else None
 
-        async def get() -> MailPage:
+        async def get() -> Page:
             self.faults.gate(user.lower(), "list_page")
             offset = int(decode(link)["list"]) if link else 0
             found = sorted(
@@ -212,7 +211,7 @@ class InMemoryMailboxes(FakeGraph):
             page = window[offset : offset + self.page_size]
             more = offset + self.page_size < len(window)
             self.requests += 1
-            return MailPage(list(page), next_link=encode({"list": offset + self.page_size}) if more else "")
+            return Page(list(page), next_link=encode({"list": offset + self.page_size}) if more else "")
 
         return await self._caller.call(user, get)
 
@@ -227,7 +226,7 @@ class InMemoryMailboxes(FakeGraph):
 
     # -- inside ------------------------------------------------------------------------------------
 
-    async def _serve_page(self, user: str, folder_name: str, link: str, since: datetime | None) -> MailPage:
+    async def _serve_page(self, user: str, folder_name: str, link: str, since: datetime | None) -> Page:
         self.faults.gate(user, "read_page")
         if user not in self._users:
             raise api_error(404, "ErrorInvalidUser")
@@ -279,9 +278,9 @@ class InMemoryMailboxes(FakeGraph):
             value.append(message.value)
         self.requests += 1
         if not finished:
-            return MailPage(value, next_link=encode({**token, "p": pos}))
+            return Page(value, next_link=encode({**token, "p": pos}))
         delta = {"s": token["s"], "b": token["h"], "p": token["h"], "h": -1, "o": token["h"]}
-        return MailPage(value, delta_link=encode(delta))
+        return Page(value, delta_link=encode(delta))
 
     def _arrive(self, user: str, message: _Message, folder: str) -> None:
         message.folder = folder

@@ -57,13 +57,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from shared import notifications
 from shared.errors import SyncError
-from shared.model import ContactFields, Job
+from shared.model import ContactFields, Job, JobOutcome, SubscriptionRecord
 from shared.state.memory import QueuedMessage
-from shared.state.port import SubscriptionRecord
 from shared.sync.calendar import CalendarStream
 from shared.sync.contacts import ContactsStream
-from shared.sync.engine import Engine, JobOutcome
-from shared.sync.mail import LEASE_SECONDS
+from shared.sync.engine import Engine
+from shared.sync.push import PushStream
+from shared.sync.runner import LEASE_SECONDS
 from tests.integration.crash import SimulatedCrash
 from tests.model.tripwire import Tripwire
 from tests.model.world import (
@@ -79,7 +79,8 @@ from tests.model.world import (
 )
 
 T = TypeVar("T")
-STREAMS = ("contacts", "calendar")
+STREAMS = ("contacts", "calendar")  # the streams with a Graph side
+PUSHED = ("push",)  # CRM appointments pushed into the calendar: Ann only (CalendarPushFromCrm)
 OWNER = {ANN: ANN, DAN: "crm-dan"}
 MAX_DEQUEUE = 5
 VISIBILITY_SECONDS = 30.0
@@ -654,11 +655,12 @@ class PimSyncModel(RuleBasedStateMachine):
         if wire is not None:
             state, crm = wire.wrap(state, "state"), wire.wrap(crm, "crm")
             contacts, calendar = wire.wrap(contacts, "graph"), wire.wrap(calendar, "graph")
-        runners = {
-            "contacts": ContactsStream(state, crm, contacts, clock=clock),
+        streams = {
+            "contacts": ContactsStream(state, crm, contacts),
             "calendar": CalendarStream(state, crm, calendar, clock=clock),
+            "push": PushStream(state, crm, calendar),
         }
-        return Engine(state, world.queue, runners, clock=clock)
+        return Engine(state, world.queue, streams, clock=clock)
 
     async def _job(self, job: Job, wire: Tripwire | None) -> JobOutcome | None:
         try:
@@ -732,7 +734,7 @@ class PimSyncModel(RuleBasedStateMachine):
         else:
             self.dequeues.pop(message.text, None)
 
-    @rule(user=st.sampled_from(USERS), stream=st.sampled_from(STREAMS),
+    @rule(user=st.sampled_from(USERS), stream=st.sampled_from(STREAMS + PUSHED),
           fresh=st.sampled_from([False, False, False, True]), crash=CRASH)  # fmt: skip
     def worker_runs(self, user: str, stream: str, fresh: bool, crash: Crash) -> None:
         wire = tripwire(crash)
@@ -742,7 +744,7 @@ class PimSyncModel(RuleBasedStateMachine):
             pass
         self._after_crash(wire)
 
-    @rule(user=st.sampled_from(USERS), stream=st.sampled_from(STREAMS))
+    @rule(user=st.sampled_from(USERS), stream=st.sampled_from(STREAMS + PUSHED))
     def two_workers_one_job(self, user: str, stream: str) -> None:
         job = Job(user, stream, "notification")
 
@@ -834,7 +836,7 @@ class PimSyncModel(RuleBasedStateMachine):
             self.run(self._job(Job.from_json(visible[0].text), None))
         for _ in range(2):  # a second pass: what one stream wrote (a push) the other reads back
             for user in USERS:
-                for stream in STREAMS:
+                for stream in STREAMS + (PUSHED if user == ANN else ()):
                     outcome = self.run(self._job(Job(user, stream, "sweep"), None))
                     assert outcome is not None and outcome.status == "done", (user, stream, outcome)
         self.contacts_are_never_lost_or_duplicated()

@@ -17,10 +17,9 @@ from shared.graph.calendar import GraphCalendar
 from shared.graph.client import GraphCaller, build_graph_client
 from shared.graph.contacts import GraphContacts
 from shared.graph.mail import GraphMailReader
-from shared.model import ContactFields
+from shared.model import PUSH_TRANSACTION_PREFIX, ContactFields
 from shared.state.memory import InMemoryJobQueue
 from shared.state.tables import TableStateStore
-from shared.sync.calendar_plan import PUSH_TRANSACTION_PREFIX
 from tests.integration.stack import settings_for, unique_prefix
 from tests.model.world import (
     CONTACTS_FOLDER,

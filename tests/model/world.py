@@ -11,8 +11,8 @@ from typing import Any, Protocol
 from shared.crm.memory import InMemoryCrm
 from shared.errors import CrmRejectedError, CrmRetryableError
 from shared.model import ContactFields
+from shared.ports.state import StateStore
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
-from shared.state.port import StateStore
 from tests.model.calendarbook import InMemoryCalendar
 from tests.model.contactbook import InMemoryContacts
 from tests.model.mailbox import InMemoryMailboxes

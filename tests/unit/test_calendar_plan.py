@@ -7,10 +7,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from shared.model import Address, Appointment, Attendee, PersonRef
-from shared.state.port import KeyRecord
+from shared.model import Address, Appointment, Attendee, EventRemoved, KeyRecord, OutlookEvent, PersonRef
 from shared.sync import calendar_plan as plan
-from shared.sync.calendar_plan import EventRemoved, OutlookEvent
 
 ANN = "ann@contoso.com"
 BOB = Address("bob@fabrikam.example", "Bob")
@@ -139,7 +137,7 @@ def test_merge_across_calendars() -> None:
         ["p1", "p2"],
     )
     assert plan.merge(record, _appointment(subject="Changed"), ANN)[1]  # an edit is written
-    cancelled = replace(record, extra={**record.extra, "cancelled": True})
+    cancelled = replace(record, cancelled=True)
     assert plan.merge(cancelled, _appointment(), ANN)[1]  # a restored meeting is live again
 
 
@@ -155,7 +153,7 @@ def test_merge_across_calendars() -> None:
 def test_withdraw(
     mailboxes: tuple[str, ...], organizer: str, gone_from: str, cancel: bool, remaining: tuple[str, ...]
 ) -> None:
-    record = KeyRecord(key="K", mailboxes=mailboxes, extra={"organizer": organizer})
+    record = KeyRecord(key="K", mailboxes=mailboxes, organizer=organizer)
     outcome = plan.withdraw(record, gone_from)
     assert (outcome.cancel, outcome.remaining) == (cancel, remaining)
 
@@ -181,10 +179,7 @@ def test_merge_drops_a_linked_person_the_crm_no_longer_matches() -> None:
     assert needed and [p.id for p in kept.people] == ["p1"]
     gone, needed = plan.merge(record, _appointment(people=()), "ben@contoso.com")  # Bob's address: no match
     assert needed and gone.people == ()
-    other = replace(
-        record,
-        extra={**record.extra, "people": {"p1": {"kind": "contact", "name": "", "email": "x@y.example"}}},
-    )
+    other = replace(record, people=(PersonRef("p1", email="x@y.example"),))
     elsewhere, _ = plan.merge(other, _appointment(people=()), "ben@contoso.com")
     assert [p.id for p in elsewhere.people] == [
         "p1"

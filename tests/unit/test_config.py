@@ -4,6 +4,7 @@ import pytest
 
 from shared.config import SETTING_NAMES, DataverseAuthMode, GraphAuthMode, Settings
 from shared.errors import ConfigError
+from shared.users import Granted
 
 LOCAL = {
     "GRAPH_BASE_URL": "http://127.0.0.1:8765/v1.0",
@@ -70,6 +71,18 @@ def test_setting_names_are_unique() -> None:
     from shared.config import SETTINGS
 
     assert len(SETTING_NAMES) == len(SETTINGS)
+
+
+def test_the_deployment_flags_say_which_streams_graph_permits() -> None:
+    assert Settings.from_env(LOCAL).granted == Granted(), "unset (a local run): every permission"
+    flags = {"CONTACTS_SYNC": "false", "CALENDAR_SYNC": "False", "CALENDAR_WRITE_BACK": "false"}
+    assert Settings.from_env(LOCAL | flags).granted == Granted(False, False, False)
+    # write-back holds Calendars.ReadWrite, which reads the calendar too
+    write_back = flags | {"CALENDAR_WRITE_BACK": "true"}
+    assert Settings.from_env(LOCAL | write_back).granted == Granted(False, True, True)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(LOCAL | {"CONTACTS_SYNC": "yes please"})
+    assert "CONTACTS_SYNC must be true or false" in str(caught.value)
 
 
 DATAVERSE = {

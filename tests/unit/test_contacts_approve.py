@@ -6,9 +6,8 @@ import pytest
 
 from shared import admin
 from shared.errors import UserConfigError
-from shared.model import Job
+from shared.model import ContactsProgress, Cursor, Held, Job
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
-from shared.state.port import Cursor
 
 ANN = "ann@contoso.com"
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -20,8 +19,8 @@ async def test_approve_stamps_the_row_and_queues_the_contacts_job_only_when_a_ru
     assert "nothing" in await admin.approve(state, queue, ANN, now=NOW)
     assert queue.receive() == []
 
-    held = {"held": {"since": NOW.isoformat(), "changes": 14}}
-    await state.save_cursor(ANN, "contacts", Cursor(extra=held))
+    held = ContactsProgress(held=Held(NOW, 14))
+    await state.save_cursor(ANN, "contacts", Cursor(contacts=held))
     assert "approved 14" in await admin.approve(state, queue, ANN, now=NOW)
     row = await state.get_user(ANN)
     assert row is not None and row.columns["ContactsApprovedUtc"] == NOW.isoformat()

@@ -6,16 +6,18 @@ from typing import Any
 
 import pytest
 
-from shared.graph.contacts import OutlookItem
 from shared.model import (
     ContactFields,
+    ContactLink,
     CrmContact,
     CrmContactRemoved,
     CrmRef,
+    Held,
+    Link,
     OutlookContact,
     OutlookContactRemoved,
+    OutlookItem,
 )
-from shared.state.port import Link
 from shared.sync import contacts_plan as cp
 from shared.users import parse_user
 
@@ -51,7 +53,7 @@ def link(oid: str = "o1", cid: str = "p1", base: ContactFields = BOB, key: str =
         change_key=key,
         local_fingerprint=print_,
         crm_fingerprint=print_,
-        extra={"base": cp.to_dict(projected)},
+        contact=ContactLink(base=projected),
     )
 
 
@@ -310,13 +312,13 @@ BRAKE_CASES = [
     # (planned, threshold, held, approved) → applies
     (10, 10, None, None, True),
     (11, 10, None, None, False),
-    (15, 10, {"since": WHEN.isoformat(), "changes": 15}, WHEN + timedelta(minutes=1), True),
-    (25, 10, {"since": WHEN.isoformat(), "changes": 15}, WHEN + timedelta(minutes=1), True),
-    (26, 10, {"since": WHEN.isoformat(), "changes": 15}, WHEN + timedelta(minutes=1), False),
+    (15, 10, Held(WHEN, 15), WHEN + timedelta(minutes=1), True),
+    (25, 10, Held(WHEN, 15), WHEN + timedelta(minutes=1), True),
+    (26, 10, Held(WHEN, 15), WHEN + timedelta(minutes=1), False),
     (
         15,
         10,
-        {"since": WHEN.isoformat(), "changes": 15},
+        Held(WHEN, 15),
         WHEN - timedelta(minutes=1),
         False,
     ),  # approved earlier
@@ -326,7 +328,7 @@ BRAKE_CASES = [
 
 @pytest.mark.parametrize(("planned", "threshold", "held", "approved", "applies"), BRAKE_CASES)
 def test_brake(
-    planned: int, threshold: int, held: dict[str, Any] | None, approved: datetime | None, applies: bool
+    planned: int, threshold: int, held: Held | None, approved: datetime | None, applies: bool
 ) -> None:
     assert cp.brake(planned, threshold, held, approved).apply is applies
 

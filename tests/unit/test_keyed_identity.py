@@ -7,12 +7,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from shared.crm.memory import InMemoryCrm
-from shared.model import Address, Attachment, Journal, MailMessage, PersonRef
+from shared.model import Address, Attachment, Journal, KeyRecord, MailMessage, OutlookEvent, PersonRef
 from shared.state.memory import InMemoryStateStore
-from shared.state.port import KeyRecord
 from shared.sync import calendar_plan, mail_plan
-from shared.sync.calendar_plan import OutlookEvent
-from shared.sync.keyed_write import IDENTITY, Written, collision_key, write_keyed, write_keyed_many
+from shared.sync.keyed_write import Written, collision_key, write_keyed, write_keyed_many
 from shared.users import parse_user
 
 ANN = parse_user("ann@contoso.com", {"Enabled": True, "CrmOwner": "u-ann"})
@@ -140,8 +138,8 @@ async def test_a_row_written_before_identities_were_recorded_is_checked_against_
     world = World()
     await world.write(journal("ann"), "ann@contoso.com")
     row = await world.state.get_key(KEY)
-    assert row is not None and row.extra[IDENTITY] == mail_plan.identity(journal("ann"))
-    await world.state.put_key(replace(row, extra={k: v for k, v in row.extra.items() if k != IDENTITY}))
+    assert row is not None and row.identity == mail_plan.identity(journal("ann"))
+    await world.state.put_key(replace(row, identity=""))
     forged = journal("bob", (), sender=Address("mallory@evil.example"), subject="Invoice")
     outcome = await world.write(forged, "bob@contoso.com")
     assert outcome.collided and outcome.key != KEY
@@ -149,7 +147,7 @@ async def test_a_row_written_before_identities_were_recorded_is_checked_against_
     # and a true copy of the old row's message merges, recording the identity from then on
     assert await world.write(journal("bob"), "bob@contoso.com") == Written(True, KEY)
     row = await world.state.get_key(KEY)
-    assert row is not None and row.extra[IDENTITY] == mail_plan.identity(journal("ann"))
+    assert row is not None and row.identity == mail_plan.identity(journal("ann"))
 
 
 def event(organizer: str, subject: str = "Kick-off") -> OutlookEvent:
@@ -187,6 +185,6 @@ async def test_an_invitation_that_reuses_another_organizer_s_ical_uid_is_an_appo
 
 
 def test_a_row_from_before_identities_names_its_organizer() -> None:
-    row = KeyRecord(key="K", extra={"organizer": "zoe@fabrikam.example"})
+    row = KeyRecord(key="K", organizer="zoe@fabrikam.example")
     assert calendar_plan.own_key(row, "K", calendar_plan.identity(Address("Zoe@Fabrikam.example"))) == "K"
     assert calendar_plan.own_key(row, "K", calendar_plan.identity(Address("eve@x.example"))).startswith("K#")

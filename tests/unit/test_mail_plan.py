@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 from shared.model import Address, Attachment, Direction, MailMessage, MessageRemoved, PersonRef
 from shared.sync import mail_plan
-from shared.sync.mail import latest_by_id
 from shared.users import parse_user
 
 ANN = parse_user("ann@contoso.com", {"Enabled": True})
@@ -158,5 +157,5 @@ def test_merge_drops_a_linked_person_the_crm_no_longer_matches() -> None:
 def test_latest_by_id_lets_a_removal_beat_an_earlier_add() -> None:
     first, removed = message(), MessageRemoved("AAMk-1")
     other = message(id="AAMk-2")
-    assert latest_by_id([first, other, removed]) == [other, removed]
-    assert latest_by_id([removed, first]) == [first]
+    assert mail_plan.latest_by_id([first, other, removed]) == [other, removed]
+    assert mail_plan.latest_by_id([removed, first]) == [first]

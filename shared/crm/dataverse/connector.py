@@ -34,7 +34,6 @@ from shared.crm.dataverse.journals import Journals
 from shared.crm.dataverse.tracking import read_changes
 from shared.crm.dataverse.users import Users
 from shared.crm.dataverse.webapi import Conflict, TokenSource, WebApi, error_of
-from shared.crm.port import Capabilities, Health
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 from shared.model import (
     Appointment,
@@ -46,6 +45,7 @@ from shared.model import (
     Journal,
     PersonRef,
 )
+from shared.ports.crm import Capabilities, Health
 
 PEOPLE_CHUNK = 50  # addresses per contact query (each in a $batch: three `In` lists of 50)
 PERSON_SELECT = (

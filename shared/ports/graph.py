@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from shared.model import ContactFields, CrmAppointmentChange, MailMessage
+from shared.model import (
+    ContactFields,
+    CrmAppointmentChange,
+    EventChange,
+    MailMessage,
+    MessageChange,
+    OutlookChange,
+    OutlookEvent,
+    OutlookItem,
+    Page,
+    SubRequest,
+    SubResponse,
+)
 
-if TYPE_CHECKING:  # keeps msgraph out of the function app's import (cold start)
-    from shared.graph.calendar import EventPage
-    from shared.graph.contacts import ContactPage, OutlookItem
-    from shared.graph.mail import MailPage
-    from shared.sync.calendar_plan import OutlookEvent
+MAX_BATCH = 20  # Graph's limit of requests per $batch
 
 
 class MailSource(Protocol):
-    async def read_page(self, user: str, folder: str, link: str, since: datetime | None) -> MailPage:
+    async def read_page(
+        self, user: str, folder: str, link: str, since: datetime | None
+    ) -> Page[MessageChange]:
         """One message-delta page of a folder: from a saved link, or (link == "") a new round of the
         messages received since `since`."""
         ...
@@ -26,7 +37,7 @@ class MailSource(Protocol):
 
     async def list_page(
         self, user: str, folder: str, link: str, since: datetime, until: datetime | None = None
-    ) -> MailPage:
+    ) -> Page[MessageChange]:
         """One page of a plain listing of the folder's messages received since `since` and, when given,
         at or before `until` (no 5,000 cap)."""
         ...
@@ -41,7 +52,7 @@ class ContactsSide(Protocol):
 
     async def owned_folder(self, user: str, name: str) -> str: ...
 
-    async def read_page(self, user: str, folder_id: str, link: str) -> ContactPage: ...
+    async def read_page(self, user: str, folder_id: str, link: str) -> Page[OutlookChange]: ...
 
     async def get(self, user: str, folder_id: str, contact_id: str) -> OutlookItem | None: ...
 
@@ -66,7 +77,9 @@ class ContactsSide(Protocol):
 class CalendarSource(Protocol):
     """The calendar through Graph (implemented by `shared/graph/calendar.py`)."""
 
-    async def read_page(self, user: str, link: str, window: tuple[datetime, datetime] | None) -> EventPage:
+    async def read_page(
+        self, user: str, link: str, window: tuple[datetime, datetime] | None
+    ) -> Page[EventChange]:
         """One calendarView delta page: from a saved link, or (link == "") a new round over `window`."""
         ...
 
@@ -89,3 +102,16 @@ class CalendarSource(Protocol):
         ...
 
     async def delete_event(self, user: str, event_id: str) -> None: ...
+
+
+class DeltaBatch(Protocol):
+    """Saved delta links read together in one `POST /$batch` (implemented by `shared/graph/batch.py`)."""
+
+    def relative_url(self, link: str) -> str | None:
+        """The link relative to the API root, or None when it points elsewhere (it cannot be batched)."""
+        ...
+
+    async def send(self, mailbox: str, requests: Sequence[SubRequest]) -> dict[str, SubResponse]:
+        """One `$batch` of at most `MAX_BATCH` requests for one mailbox; answers by request id. Raises the
+        translated error when the batch as a whole fails (throttled, denied, malformed)."""
+        ...

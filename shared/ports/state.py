@@ -1,4 +1,4 @@
-"""The state ports: what the engine and the functions keep in Azure Table Storage and Queue Storage.
+"""The state ports: what the engine, the sweep and the functions keep in Table and Queue Storage.
 
 The tables, their keys and columns, and which record each row holds: docs/state.md §2 (the one
 description of the schema). Keys are encoded by `shared/state/keys.py` (docs/state.md §3), so any UPN,
@@ -12,118 +12,20 @@ Table/Queue Storage one (`shared/state/tables.py`), run against Azurite.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from shared.errors import ConcurrencyError
-from shared.model import Job
-
-# ---------------------------------------------------------------------------------------------
-# Records
-
-
-@dataclass(frozen=True)
-class UserRow:
-    """A raw SyncUsers row: every column as stored (admin config and service status), plus its ETag.
-    Parsing and validation of the config columns happen in `shared/users.py`, not here."""
-
-    upn: str
-    columns: Mapping[str, Any]
-    etag: str = ""
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a stream's delta reading stands."""
-
-    link: str = ""  # the last saved nextLink or deltaLink ("" = start a new initial round)
-    link_kind: str = ""  # "next" | "delta" | ""
-    round_started: datetime | None = None  # when the current initial round began
-    window_start: datetime | None = None  # calendar: the window frozen into this round's token
-    window_end: datetime | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # stream-specific (e.g. CRM feed cursor)
-    etag: str = ""  # set by the store on read/save; "" means "no row yet"
-
-
-@dataclass(frozen=True)
-class Lease:
-    user: str
-    stream: str
-    owner: str  # a random id of the job holding it
-    expires: datetime
-    etag: str = ""
-
-
-@dataclass(frozen=True)
-class Link:
-    """What one Graph item became in the CRM, and what we last knew of both sides."""
-
-    user: str
-    stream: str
-    item_id: str  # Graph id (immutable)
-    crm_key: str = ""  # the CRM-side key (journal / appointment key, or contact ref id)
-    change_key: str = ""  # Graph changeKey we last wrote or read
-    local_fingerprint: str = ""  # fingerprint of the Outlook side's mapped fields
-    crm_fingerprint: str = ""  # fingerprint of the CRM side's mapped fields
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    etag: str = ""
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """A global key (internetMessageId / appointment key) and what it became, across mailboxes."""
-
-    key: str
-    crm_ref: str = ""
-    mailboxes: tuple[str, ...] = ()
-    people: tuple[str, ...] = ()  # CRM person ids linked so far
-    fingerprint: str = ""  # fingerprint of the last record written to the CRM
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    etag: str = ""
-
-
-@dataclass(frozen=True)
-class SubscriptionRecord:
-    user: str
-    resource: str  # e.g. "users/{id}/mailFolders('inbox')/messages"
-    stream: str  # the stream a notification on it wakes
-    subscription_id: str
-    client_state: str  # random per subscription, compared in constant time
-    expires: datetime
-    etag: str = ""
-
-
-@dataclass(frozen=True)
-class Issue:
-    """An item that could not be written, with its reason; retried by later runs."""
-
-    user: str
-    item_key: str
-    stream: str
-    reason: str
-    attempts: int = 1
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    item_id: str = ""  # Graph id, so the item can be fetched again on retry
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Why an item did or did not become a CRM record (`crmsync explain`)."""
-
-    user: str
-    item_key: str  # internetMessageId (or Graph id when there is none)
-    stream: str
-    outcome: str  # "synced" | "skipped" | "failed" | "removed"
-    reason: str
-    at: datetime
-    crm_key: str = ""
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------
-# Ports
+from shared.model import (
+    Cursor,
+    Decision,
+    Issue,
+    Job,
+    KeyRecord,
+    Lease,
+    Link,
+    SubscriptionRecord,
+    UserRow,
+)
 
 
 class UserStore(Protocol):
@@ -158,9 +60,21 @@ class CursorStore(Protocol):
 
 
 class LeaseStore(Protocol):
-    async def acquire(self, user: str, stream: str, owner: str, ttl_seconds: float) -> Lease | None:
-        """Take the lease if it is free or expired. If another live holder has it, set its pending
-        flag (so the holder runs again before letting go) and return None."""
+    async def acquire(
+        self, user: str, stream: str, owner: str, ttl_seconds: float, holder: str = ""
+    ) -> Lease | None:
+        """Take the lease if it is free or expired, recording who takes it (`holder`: host and process).
+        If another live holder has it, set its pending flag (so the holder runs again before letting
+        go) and return None."""
+        ...
+
+    async def get_lease(self, user: str, stream: str) -> Lease | None:
+        """The lease as it stands, when a job holds it (expired or not); None when it is free."""
+        ...
+
+    async def break_lease(self, lease: Lease) -> None:
+        """Free a lease whose holder is gone (an admin's take-over), conditionally on `lease.etag`:
+        raises ConcurrencyError when it changed since it was read (renewed, released, taken)."""
         ...
 
     async def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
