@@ -21,6 +21,7 @@ import httpx
 
 from bench.stack import DOMAIN, empty_users, local_stack
 from emulators.funchost.launcher import function_host
+from emulators.localapp import webhook_key_settings
 from emulators.process import free_port
 from shared import wiring
 from shared.model import Job
@@ -51,14 +52,12 @@ def run(samples: int, users: int, idle: float, timeout: float = 30.0) -> dict[st
     with local_stack(seed) as stack:
         asyncio.run(_prepare(stack.settings(), upns))
         port = free_port()  # chosen just before the host binds it: other processes take free ports too
-        host_key = secrets.token_urlsafe(32)
         env = stack.env(
             SYNC_SCHEDULE=NEVER,
             SUBSCRIPTION_SCHEDULE=NEVER,
             WEBHOOK_BASE_URL=f"http://127.0.0.1:{port}/api",
-            WEBHOOK_KEY=host_key,
-            FUNCTIONS_HOST_KEY=host_key,
             FUNCTIONS_WORKER_RUNTIME="python",
+            **webhook_key_settings(secrets.token_urlsafe(32)),
         )
         with function_host("function_app:app", env, port) as host:
             host.fire("subscription_upkeep")

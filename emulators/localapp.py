@@ -21,12 +21,16 @@ from emulators.azurite import AzuriteStack, azurite
 from emulators.bottlecrm import BottleCrm, bottlecrm
 from emulators.crm.launcher import ReferenceCrm, reference_crm
 from emulators.dataverse.launcher import DataverseStandIn, dataverse_stand_in
+from emulators.funchost.config import FUNCTION_KEY_PREFIX
 from emulators.funchost.launcher import RunningHost, function_host
 from emulators.graph.launcher import GraphEmulator, graph_emulator
 from emulators.process import free_port
 
 TENANT_DOMAIN = "contoso.com"
 NEVER = "0 0 0 1 1 *"  # timers fire on demand in tests and the demo (once a year otherwise)
+
+
+WEBHOOK_FUNCTIONS = ("graph_notifications", "graph_lifecycle")  # the functions Graph calls
 
 
 @dataclass
@@ -36,6 +40,22 @@ class LocalApp:
     crm: ReferenceCrm | BottleCrm | DataverseStandIn
     host: RunningHost
     settings: dict[str, str]
+
+    @property
+    def webhook_key(self) -> str:
+        """The key Graph holds: a function key of the two webhook functions, nothing else."""
+        return self.settings["WEBHOOK_KEY"]
+
+    @property
+    def admin_key(self) -> str:
+        """The admin API's key (`/api/manage/*`); never the webhook key."""
+        return self.settings["ADMIN_KEY"]
+
+
+def webhook_key_settings(key: str) -> dict[str, str]:
+    """`WEBHOOK_KEY` and the same value as the function key of each webhook function, as
+    `scripts/ensure-webhook-key.sh` sets it in Azure: it opens those two functions only."""
+    return {"WEBHOOK_KEY": key, **{f"{FUNCTION_KEY_PREFIX}{name}": key for name in WEBHOOK_FUNCTIONS}}
 
 
 def crm_settings(crm: ReferenceCrm | BottleCrm | DataverseStandIn) -> dict[str, str]:
@@ -63,6 +83,7 @@ def app_settings(
     key: str,
     **extra: str,
 ) -> dict[str, str]:
+    """`key`: the webhook key. The admin key is a fresh random one."""
     return {
         "GRAPH_BASE_URL": graph.base_url,
         "GRAPH_AUTH_MODE": "static-token",
@@ -73,9 +94,9 @@ def app_settings(
         "SYNC_SCHEDULE": NEVER,
         "SUBSCRIPTION_SCHEDULE": NEVER,
         "WEBHOOK_BASE_URL": f"http://127.0.0.1:{port}/api",
-        "WEBHOOK_KEY": key,
+        **webhook_key_settings(key),
+        "ADMIN_KEY": secrets.token_urlsafe(32),
         "JOURNAL_BODY_MAX_CHARS": "20000",
-        "FUNCTIONS_HOST_KEY": key,
         # poll the queue often: the notification path is measured in seconds
         "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.200",
         **extra,

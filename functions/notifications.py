@@ -44,8 +44,8 @@ async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
         )
     except BadNotification as error:
         return _bad(error)
-    logger.info("notifications accepted=%d ignored=%d enqueued=%d coalesced=%d",
-                result.accepted, result.ignored, result.enqueued, result.coalesced)  # fmt: skip
+    logger.info("notifications accepted=%d ignored=%d unread=%d enqueued=%d coalesced=%d", result.accepted,
+                result.ignored, result.unread, result.enqueued, result.coalesced)  # fmt: skip
     return func.HttpResponse(status_code=202)
 
 
@@ -60,6 +60,10 @@ async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
     except BadNotification as error:
         return _bad(error)
     logger.info(
-        "lifecycle accepted=%d ignored=%d enqueued=%d", result.accepted, result.ignored, result.enqueued
+        "lifecycle accepted=%d ignored=%d unread=%d enqueued=%d",
+        result.accepted,
+        result.ignored,
+        result.unread,
+        result.enqueued,
     )
     return func.HttpResponse(status_code=202)

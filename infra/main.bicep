@@ -111,6 +111,9 @@ param calendarWriteBack bool = false
 @maxLength(16)
 param keyVaultNameSalt string = ''
 
+@description('Optional. Client id of the Entra app registration admins sign in to for the admin API and status page (app role CrmSync.Admin; docs/deploy.md). Empty: the admin API stays closed in Azure (crmsync still works).')
+param adminSignInClientId string = ''
+
 @description('Optional. Always-ready instances for the HTTP functions, so the Graph notification endpoint answers without a cold start.')
 @minValue(1)
 param alwaysReadyHttpInstances int = 1
@@ -138,6 +141,7 @@ var keyVaultName = '${abbrs.keyVaultVaults}${take(keyVaultToken, 21)}'
 // Bicep: the CRM credential by the admin (docs/deploy.md), the webhook key by the azd hook.
 var crmSecretName = 'crm-api-token'
 var webhookSecretName = 'webhook-key'
+var logHashSecretName = 'log-hash-key' // written once by the admin (docs/deploy.md, step 3)
 
 // The Graph client id comes from this deployment (manageGraphApp) or from the admin. It may be
 // empty on the very first provision: the app registration's federated credential needs the managed
@@ -261,6 +265,8 @@ module functionApp 'app/function-app.bicep' = {
     keyVaultName: keyVault.outputs.name
     crmSecretName: crmSecretName
     webhookSecretName: webhookSecretName
+    logHashSecretName: logHashSecretName
+    adminSignInClientId: adminSignInClientId
     graphClientId: effectiveGraphClientId
     crmBaseUrl: crmBaseUrl
     crmConnector: crmConnector
@@ -336,6 +342,7 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
 output AZURE_CRM_SECRET_NAME string = crmSecretName
 output AZURE_WEBHOOK_SECRET_NAME string = webhookSecretName
+output AZURE_LOG_HASH_SECRET_NAME string = logHashSecretName
 output AZURE_MANAGED_IDENTITY_NAME string = identity.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId

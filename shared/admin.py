@@ -16,6 +16,7 @@ from shared.graph.probe import Check, MailboxProbe
 from shared.model import Cursor, Job, LinkKind, StreamId, StreamKind
 from shared.ports.crm import CrmPort
 from shared.ports.state import JobQueue, StateStore
+from shared.printable import printable
 from shared.users import is_enabled, parse_user
 
 
@@ -38,6 +39,9 @@ class UserStatus:
     open_issues: int
     streams: list[StreamStatus] = field(default_factory=list)
     config_error: str = ""
+    # Stored values that could not be read (e.g. a cursor total that is not a number): left out of the
+    # counts and named here, so one bad row never hides the others.
+    unreadable: list[str] = field(default_factory=list)
 
     def lag_seconds(self, now: datetime) -> float | None:
         return (now - self.last_sync_utc).total_seconds() if self.last_sync_utc else None
@@ -46,7 +50,7 @@ class UserStatus:
         summed: dict[str, int] = {}
         for stream in self.streams:
             for name, value in stream.totals.items():
-                summed[name] = summed.get(name, 0) + int(value)
+                summed[name] = summed.get(name, 0) + value
         return summed
 
 
@@ -79,16 +83,14 @@ async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserS
         except UserConfigError as error:
             config_error = str(error)
         cursors = await state.list_cursors(row.upn)
-        stream_status = [
-            StreamStatus(
-                stream=name,
-                phase=_phase(c),
-                last_page_utc=c.last_page,
-                totals=dict(c.totals),
+        stream_status: list[StreamStatus] = []
+        unreadable: list[str] = []
+        for name in dict.fromkeys([*streams, *cursors]):
+            c = cursors.get(name) or Cursor()
+            unreadable += [f"{name}: {note}" for note in c.unreadable]
+            stream_status.append(
+                StreamStatus(stream=name, phase=_phase(c), last_page_utc=c.last_page, totals=dict(c.totals))
             )
-            for name in dict.fromkeys([*streams, *cursors])
-            for c in [cursors.get(name) or Cursor()]
-        ]
         columns = row.columns
         statuses.append(
             UserStatus(
@@ -101,6 +103,7 @@ async def user_statuses(state: StateStore, upn: str | None = None) -> list[UserS
                 open_issues=len(await state.list_issues(row.upn)),
                 streams=stream_status,
                 config_error=config_error,
+                unreadable=unreadable,
             )
         )
     return statuses
@@ -129,7 +132,10 @@ async def explain(state: StateStore, upn: str, message: str) -> str:
             f"No decision is recorded for {message!r} in {upn}'s mailbox: the message was not seen by a "
             "sync (outside the chosen folders or the DaysBack window, or not yet synced)."
         )
-    text = f"{decision.outcome} at {decision.at:%Y-%m-%d %H:%M:%S} UTC ({decision.stream}): {decision.reason}"
+    text = (
+        f"{decision.outcome} at {decision.at:%Y-%m-%d %H:%M:%S} UTC ({decision.stream}): "
+        f"{printable(decision.reason)}"
+    )
     if decision.outcome == "synced":
         record = await state.get_key(decision.crm_key or message)
         if record is not None:
@@ -137,7 +143,7 @@ async def explain(state: StateStore, upn: str, message: str) -> str:
             text += f"; linked people: {len(record.people)}"
     issues = [i for i in await state.list_issues(upn) if i.item_key == message.strip()]
     for issue in issues:
-        text += f"\nopen issue: {issue.reason} (attempts: {issue.attempts})"
+        text += f"\nopen issue: {printable(issue.reason)} (attempts: {issue.attempts})"
     return text
 
 

@@ -1,7 +1,9 @@
 """`crmsync`: the admin command line. Same operations, same code paths as the Function App.
 
 Settings come from the environment, or from a `local.settings.json`-shaped file given with
-`--settings` (its `Values`; the environment wins).
+`--settings` (its `Values`; the environment wins). Everything printed goes through `_say`, which makes
+each line `printable()`: a stored error text or a CRM's reason never reaches the terminal with its
+control characters (escape sequences that recolour, clear or retitle it).
 """
 
 from __future__ import annotations
@@ -22,9 +24,16 @@ from shared import admin, leases, wiring
 from shared.config import Settings
 from shared.errors import SyncError
 from shared.model import Job
+from shared.printable import printable
 from shared.users import COLUMNS, is_enabled, parse_user
 
 T = TypeVar("T")
+
+
+def _say(text: str, *, nl: bool = True) -> None:
+    """Echo a line (or lines) of ours and the values in it; a leading carriage return is ours too."""
+    carriage = "\r" if text.startswith("\r") else ""
+    click.echo(carriage + "\n".join(printable(line) for line in text[len(carriage) :].split("\n")), nl=nl)
 
 
 def _load_settings(path: str | None) -> None:
@@ -66,7 +75,7 @@ def users_list() -> None:
     rows = _run(lambda s: s.state.list_users())
     for row in rows:
         enabled = "enabled " if is_enabled(row.columns) else "disabled"
-        click.echo(f"{row.upn:40} {enabled} {row.columns.get('State', '')}")
+        _say(f"{row.upn:40} {enabled} {row.columns.get('State', '')}")
 
 
 def _parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -88,7 +97,7 @@ def users_add(upn: str, pairs: tuple[str, ...], enable: bool) -> None:
     columns: dict[str, Any] = {**_parse_pairs(pairs), "Enabled": enable}
     parse_user(upn, columns)  # refuse a row that would be invalid
     _run(lambda s: s.state.put_config(upn, columns))
-    click.echo(f"added {upn} ({'enabled' if enable else 'disabled'})")
+    _say(f"added {upn} ({'enabled' if enable else 'disabled'})")
 
 
 @users.command("set")
@@ -106,26 +115,26 @@ def users_set(upn: str, pairs: tuple[str, ...]) -> None:
         await s.state.put_config(upn, columns)
 
     _run(work)
-    click.echo(f"updated {upn}")
+    _say(f"updated {upn}")
 
 
 @users.command("enable")
 @click.argument("upn")
 def users_enable(upn: str) -> None:
     _run(lambda s: s.state.put_config(upn, {"Enabled": True}))
-    click.echo(f"enabled {upn}")
+    _say(f"enabled {upn}")
 
 
 @users.command("disable")
 @click.argument("upn")
 def users_disable(upn: str) -> None:
     _run(lambda s: s.state.put_config(upn, {"Enabled": False}))
-    click.echo(f"disabled {upn}")
+    _say(f"disabled {upn}")
 
 
 def _sync(upn: str, fresh: bool, take_over: bool = False) -> None:
     def show(stream: str, stats: Mapping[str, int]) -> None:
-        click.echo(
+        _say(
             f"\r{stream}: {stats.get('pages', 0)} pages · {stats.get('journaled', 0)} journaled · "
             f"{stats.get('skipped', 0)} skipped · {stats.get('failed', 0)} failed",
             nl=False,
@@ -144,7 +153,7 @@ def _sync(upn: str, fresh: bool, take_over: bool = False) -> None:
             outcome = await s.engine.run_job(
                 Job(config.upn, stream, "manual", fresh_round=fresh), progress=show
             )
-            click.echo(f"\r{stream}: {outcome.status} {outcome.detail} {dict(outcome.stats)}".rstrip())
+            _say(f"\r{stream}: {outcome.status} {outcome.detail} {dict(outcome.stats)}".rstrip())
             failures += outcome.status not in {"done"}
         return failures
 
@@ -184,14 +193,16 @@ def status(upn: str | None) -> None:
     now = datetime.now(UTC)
     for s in _run(lambda services: admin.user_statuses(services.state, upn)):
         lag = s.lag_seconds(now)
-        click.echo(f"{s.upn}: {s.state} · last sync {'never' if lag is None else f'{lag:.0f} s ago'} · "
+        _say(f"{s.upn}: {s.state} · last sync {'never' if lag is None else f'{lag:.0f} s ago'} · "
                    f"{s.totals()} · open issues {s.open_issues}")  # fmt: skip
         for stream in s.streams:
-            click.echo(f"  {stream.stream}: {stream.phase} {dict(stream.totals)}")
-        if s.last_error:
-            click.echo(f"  last error: {s.last_error}")
+            _say(f"  {stream.stream}: {stream.phase} {dict(stream.totals)}")
+        if s.last_error:  # stored free text: one line, whatever line breaks it holds
+            _say(f"  last error: {printable(s.last_error)}")
         if s.warnings:
-            click.echo(f"  warnings: {s.warnings}")
+            _say(f"  warnings: {printable(s.warnings)}")
+        for note in s.unreadable:
+            _say(f"  unreadable: {note}")
 
 
 @main.command()
@@ -200,7 +211,7 @@ def check(upn: str | None) -> None:
     """Storage, CRM and (with UPN) the mailbox with the permissions each stream needs."""
     checks = _run(lambda s: admin.check(s.state, s.crm, s.probe, upn))
     for c in checks:
-        click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        _say(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
     sys.exit(0 if all(c.ok for c in checks) else 1)
 
 
@@ -208,7 +219,7 @@ def check(upn: str | None) -> None:
 @click.argument("upn")
 def approve(upn: str) -> None:
     """Approve UPN's contact changes held by the mass-change brake (State=review); they apply next run."""
-    click.echo(_run(lambda s: admin.approve(s.state, s.queue, upn)))
+    _say(_run(lambda s: admin.approve(s.state, s.queue, upn)))
 
 
 @main.command()
@@ -216,4 +227,4 @@ def approve(upn: str) -> None:
 @click.argument("message")
 def explain(upn: str, message: str) -> None:
     """Why MESSAGE (its internetMessageId) did or did not become a journal."""
-    click.echo(_run(lambda s: admin.explain(s.state, upn, message)))
+    _say(_run(lambda s: admin.explain(s.state, upn, message)))

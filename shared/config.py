@@ -10,6 +10,8 @@ locally (Azurite), or identity-based service URIs in Azure (`AzureWebJobsStorage
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +25,6 @@ REAL_GRAPH = "https://graph.microsoft.com/v1.0"
 
 
 CONNECTORS = ("reference", "bottlecrm", "dataverse")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class DataverseAuthMode(StrEnum):
@@ -89,6 +90,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SUBSCRIPTION_SCHEDULE", "NCRONTAB of the subscription upkeep", default="0 */30 * * * *"),
     Setting("WEBHOOK_BASE_URL", "public base URL of this app's HTTP functions (https://…/api)"),
     Setting("WEBHOOK_KEY", "function key Graph passes back on notification URLs", secret=True),
+    Setting(
+        "ADMIN_KEY",
+        "the admin API's key where App Service authentication is off (local runs); never the webhook key",
+        secret=True,
+    ),
+    Setting(
+        "WEBSITE_AUTH_ENABLED",
+        "set by App Service itself when its authentication is on: the admin API then trusts the signed-in "
+        "user's roles; never set it yourself",
+    ),
+    Setting("LOG_HASH_KEY", "per-deployment secret keying the user tags in logs (HMAC)", secret=True),
     Setting("JOURNAL_BODY_MAX_CHARS", "longest journal body before the cut marker", default="20000"),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "Application Insights (telemetry on when set)"),
     # The deployment flags: which Graph permissions the deployment asks for (infra/graph-permissions.json).
@@ -103,6 +115,31 @@ SETTINGS: tuple[Setting, ...] = (
         default="true",
     ),
 )
+
+MIN_ADMIN_KEY_CHARS = 32
+UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint_problems(name: str, url: str, local_use: str) -> list[str]:
+    """Every endpoint the app sends a credential to: https, or http on a loopback host only."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        return [f"{name} must be an absolute https URL, got {url!r}"]
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        return [f"{name} may use http only on a loopback host ({local_use}); use https"]
+    return []
+
 
 SETTING_NAMES: frozenset[str] = frozenset(s.name for s in SETTINGS)
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -135,6 +172,9 @@ class Settings:
     subscription_schedule: str
     webhook_base_url: str
     webhook_key: str
+    admin_key: str
+    easy_auth: bool  # App Service authentication is on (WEBSITE_AUTH_ENABLED), so its headers are its own
+    log_hash_key: str
     journal_body_max_chars: int
     appinsights_connection_string: str
     granted: Granted
@@ -153,12 +193,8 @@ class Settings:
                 problems.append(f"{s.name} is required ({s.description})")
 
         base = get("GRAPH_BASE_URL").rstrip("/")
-        parts = urlsplit(base)
-        loopback = parts.hostname in LOOPBACK
-        if parts.scheme not in {"https", "http"} or not parts.hostname:
-            problems.append(f"GRAPH_BASE_URL must be an absolute URL, got {base!r}")
-        elif parts.scheme == "http" and not loopback:
-            problems.append("GRAPH_BASE_URL may use http only on a loopback host (the Graph emulator)")
+        loopback = _is_loopback(urlsplit(base).hostname)
+        problems += _endpoint_problems("GRAPH_BASE_URL", base, "the Graph emulator")
 
         mode_text = get("GRAPH_AUTH_MODE")
         try:
@@ -205,9 +241,21 @@ class Settings:
         if max_chars < 200:
             problems.append(f"JOURNAL_BODY_MAX_CHARS must be a whole number >= 200, got {max_chars_text!r}")
 
+        crm_base = get("CRM_BASE_URL").rstrip("/")
+        if crm_base:
+            problems += _endpoint_problems("CRM_BASE_URL", crm_base, "a local CRM")
         webhook = get("WEBHOOK_BASE_URL").rstrip("/")
-        if webhook and urlsplit(webhook).scheme not in {"https", "http"}:
-            problems.append(f"WEBHOOK_BASE_URL must be an absolute URL, got {webhook!r}")
+        if webhook:
+            problems += _endpoint_problems("WEBHOOK_BASE_URL", webhook, "the local Functions host")
+
+        admin_key, webhook_key = get("ADMIN_KEY"), get("WEBHOOK_KEY")
+        if admin_key and len(admin_key) < MIN_ADMIN_KEY_CHARS:
+            problems.append(f"ADMIN_KEY must be at least {MIN_ADMIN_KEY_CHARS} characters")
+        if admin_key and hmac.compare_digest(admin_key.encode("utf-8"), webhook_key.encode("utf-8")):
+            problems.append("ADMIN_KEY must not be the webhook key: Graph holds WEBHOOK_KEY")
+        log_hash_key = get("LOG_HASH_KEY")
+        if log_hash_key.startswith(UNRESOLVED_REFERENCE):
+            log_hash_key = ""  # App Service hands over the reference itself when it cannot resolve it
 
         flags: dict[str, bool] = {}
         for name in ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK"):
@@ -232,7 +280,7 @@ class Settings:
             queue_service_uri=queue_uri,
             storage_client_id=get("AzureWebJobsStorage__clientId"),
             crm_connector=connector,
-            crm_base_url=get("CRM_BASE_URL").rstrip("/"),
+            crm_base_url=crm_base,
             crm_api_token=get("CRM_API_TOKEN"),
             crm_auth_scheme=scheme,
             dataverse_url=get("DATAVERSE_URL").rstrip("/"),
@@ -243,7 +291,10 @@ class Settings:
             sync_schedule=get("SYNC_SCHEDULE"),
             subscription_schedule=get("SUBSCRIPTION_SCHEDULE"),
             webhook_base_url=webhook,
-            webhook_key=get("WEBHOOK_KEY"),
+            webhook_key=webhook_key,
+            admin_key=admin_key,
+            easy_auth=get("WEBSITE_AUTH_ENABLED").lower() == "true",
+            log_hash_key=log_hash_key,
             journal_body_max_chars=max_chars,
             appinsights_connection_string=get("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             granted=Granted(
@@ -280,6 +331,6 @@ def _dataverse_problems(get: Callable[[str], str], used: bool, problems: list[st
         DataverseAuthMode.STATIC_TOKEN: ["DATAVERSE_STATIC_TOKEN"],
     }[mode]
     problems += [f"{n} is required when DATAVERSE_AUTH_MODE={mode.value}" for n in needs if not get(n)]
-    if mode is DataverseAuthMode.STATIC_TOKEN and parts.hostname not in LOOPBACK:
+    if mode is DataverseAuthMode.STATIC_TOKEN and not _is_loopback(parts.hostname):
         problems.append("DATAVERSE_AUTH_MODE=static-token is allowed only with a loopback DATAVERSE_URL")
     return mode

@@ -17,13 +17,24 @@ SyncError
   MassChangeRefused        a run would delete/change more than the threshold; user marked for review
   BadNotification          a webhook body is not a notification collection: answer 400
     TooLarge               over the size cap: answer 413
+
+Every message is made `printable()` (one line, no control or format characters, at most
+`ERROR_CHARS`) when the error is made: adapters put a CRM's or Graph's own words into these messages,
+and from here they reach `LastError`, `SyncIssues.Reason`, the status page and the terminal.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from shared.printable import ERROR_CHARS, printable
+
 
 class SyncError(Exception):
     """Base of every error this project raises on purpose."""
+
+    def __init__(self, message: Any = "", *args: Any) -> None:
+        super().__init__(printable(str(message), ERROR_CHARS), *args)
 
 
 class ConfigError(SyncError):

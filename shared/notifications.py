@@ -5,9 +5,14 @@ only says which user+stream to read by delta. So the handler:
 
 - parses the body strictly (size cap, JSON object with a `value` list of objects) → `BadNotification`
   (the function answers 400 and nothing changes);
-- for each entry, looks the subscription up (one point read) and compares its clientState in
-  constant time; unknown subscriptions and wrong clientState are ignored (Graph's guidance: answer 202
-  anyway and reveal nothing), and counted;
+- for each entry, looks the subscription up (one point read per distinct id) and compares its
+  clientState in constant time; unknown subscriptions and wrong clientState are ignored (Graph's
+  guidance: answer 202 anyway and reveal nothing), and counted;
+- bounds the storage reads one request can cause: at most `MAX_DISTINCT_SUBSCRIPTIONS` distinct ids
+  are looked up, and none more once `MAX_REFUSED_SUBSCRIPTIONS` distinct ids were unknown or carried a
+  wrong clientState (a genuine Graph POST names only live subscriptions, at most a stale one or two
+  after a recreation). Entries not looked up are ignored, counted as `unread`; the sweep (every 5
+  minutes) reads every stream whatever a notification says, so a doorbell lost here costs latency only;
 - coalesces: one job per user+stream per burst, through the lease table's queued marker; a job is
   enqueued only when none is already waiting for that user+stream.
 """
@@ -29,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
 MAX_ENTRIES = 1_000
+MAX_DISTINCT_SUBSCRIPTIONS = 300  # storage reads one request may cause (each ~1-4 ms)
+MAX_REFUSED_SUBSCRIPTIONS = 5  # distinct unknown or forged ids before the rest is not read
 COALESCE_SECONDS = 120.0
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 
@@ -44,6 +51,7 @@ class Entry:
 class Verified:
     accepted: list[tuple[SubscriptionRecord, Entry]] = field(default_factory=list)
     ignored: int = 0
+    unread: int = 0  # ignored without a look-up: past the caps on distinct and refused ids
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class NotificationResult:
     ignored: int
     enqueued: int
     coalesced: int
+    unread: int = 0
 
 
 def parse(body: bytes) -> list[Entry]:
@@ -61,6 +70,10 @@ def parse(body: bytes) -> list[Entry]:
         document = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BadNotification(f"not UTF-8 JSON: {type(error).__name__}") from None
+    except RecursionError:
+        raise BadNotification("JSON nested too deeply") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise BadNotification("a JSON number too long to read") from None
     if not isinstance(document, dict) or not isinstance(document.get("value"), list):
         raise BadNotification("expected a JSON object with a 'value' list")
     items: list[Any] = document["value"]
@@ -84,13 +97,20 @@ def parse(body: bytes) -> list[Entry]:
 async def verify(entries: list[Entry], subscriptions: SubscriptionStore) -> Verified:
     verified = Verified()
     records: dict[str, SubscriptionRecord | None] = {}
+    refused: set[str] = set()  # distinct ids that were unknown or carried a wrong clientState
     for entry in entries:
-        if entry.subscription_id not in records:
-            records[entry.subscription_id] = await subscriptions.get_subscription(entry.subscription_id)
-        record = records[entry.subscription_id]
+        sid = entry.subscription_id
+        if sid not in records:
+            if len(records) >= MAX_DISTINCT_SUBSCRIPTIONS or len(refused) >= MAX_REFUSED_SUBSCRIPTIONS:
+                verified.ignored += 1
+                verified.unread += 1
+                continue
+            records[sid] = await subscriptions.get_subscription(sid)
+        record = records[sid]
         if record is None or not hmac.compare_digest(
             record.client_state.encode("utf-8"), entry.client_state.encode("utf-8")
         ):
+            refused.add(sid)
             verified.ignored += 1
             continue
         verified.accepted.append((record, entry))
@@ -117,7 +137,7 @@ async def handle_changes(
     verified = await verify(parse(body), subscriptions)
     targets = {(record.user, record.stream): "notification" for record, entry in verified.accepted}
     enqueued, coalesced = await enqueue_coalesced(targets, leases, queue)
-    return NotificationResult(len(verified.accepted), verified.ignored, enqueued, coalesced)
+    return NotificationResult(len(verified.accepted), verified.ignored, enqueued, coalesced, verified.unread)
 
 
 async def handle_lifecycle(
@@ -135,4 +155,4 @@ async def handle_lifecycle(
     ignored = (
         verified.ignored + len(verified.accepted) - len(known)
     )  # forged, unknown, or not a lifecycle event
-    return NotificationResult(len(verified.accepted), ignored, len(targets), 0)
+    return NotificationResult(len(verified.accepted), ignored, len(targets), 0, verified.unread)

@@ -3,7 +3,9 @@
 Users who need attention come first (error, review, throttled), then the rest by name; a summary
 line counts users per state. Every value that comes from storage (user names, error texts, stream
 names) is HTML-escaped, and the page has no script, so an error message can never run in an admin's
-browser. Cursors' delta links carry tokens and are never shown.
+browser. Cursors' delta links carry tokens and are never shown. A long text (an error of thousands of
+characters) shows its first `SHOWN_CHARS` characters, the whole of it a click away (`<details>`), so
+one row never swamps the table; stored values that could not be read are named in the row, flagged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from shared.admin import UserStatus
 
 ATTENTION = ("error", "review", "throttled")  # states shown first, in this order
 REFRESH_SECONDS = 60
+SHOWN_CHARS = 300  # of a long error or warning text; the rest behind "show all"
 
 _STYLE = """
 :root{--line:#e2e2e2;--muted:#666;--ok:#137333;--err:#b3261e;--warn:#8a5300}
@@ -45,6 +48,9 @@ tr.throttled td,tr.review td{background:#fffcf5}
 .phase.up{color:var(--ok)}
 .hot{color:var(--err);font-weight:600}
 small,.muted{color:var(--muted)}
+details summary{cursor:pointer}
+details .full{max-height:20rem;overflow:auto;margin-top:.3rem;white-space:pre-wrap}
+.flag{color:var(--warn);font-weight:600}
 """
 
 
@@ -83,6 +89,22 @@ def _streams(status: UserStatus) -> str:
     return "".join(lines)
 
 
+def _text(text: str) -> str:
+    """Escaped; a text longer than `SHOWN_CHARS` shows its start, the whole of it on demand."""
+    if len(text) <= SHOWN_CHARS:
+        return escape(text)
+    return (
+        f"<details><summary>{escape(text[:SHOWN_CHARS])}… <small>show all {len(text):,} characters"
+        f"</small></summary><div class='full'>{escape(text)}</div></details>"
+    )
+
+
+def _problems(status: UserStatus) -> str:
+    text = _text(status.last_error or status.warnings)
+    flags = "".join(f"<div class='flag'>unreadable: {_text(note)}</div>" for note in status.unreadable)
+    return text + flags
+
+
 def _count(value: int, hot: bool = False) -> str:
     return f"<span class='hot'>{value}</span>" if hot and value else str(value)
 
@@ -102,7 +124,7 @@ def _row(status: UserStatus, now: datetime) -> str:
         ("skipped", " class='num'", str(totals.get("skipped", 0))),
         ("failed", " class='num'", _count(totals.get("failed", 0), hot=True)),
         ("issues", " class='num'", _count(status.open_issues, hot=True)),
-        ("error", "", escape(status.last_error or status.warnings)),
+        ("error", "", _problems(status)),
     ]
     tds = "".join(f"<td data-col='{name}'{attrs}>{html}</td>" for name, attrs, html in cells)
     cls, user = escape(state), escape(status.upn)

@@ -117,9 +117,10 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     from shared.sync.push import PushStream
     from shared.sync.stream import Stream
     from shared.sync.sweep import DeltaProbe, Sweeper
-    from shared.telemetry import configure
+    from shared.telemetry import configure, use_log_hash_key
 
     configure(settings.appinsights_connection_string, settings.managed_identity_client_id)
+    use_log_hash_key(settings.log_hash_key)
     if settings.storage_connection_string:
         state = TableStateStore.from_connection_string(
             settings.storage_connection_string, table_prefix=table_prefix

@@ -20,7 +20,7 @@ from emulators.crm.gate import Controls, Fault, Gate
 from emulators.crm.people import People
 from emulators.crm.validate import ApiError
 
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 MAX_BULK = 100  # journals per POST /journals/bulk
 
 
@@ -150,7 +150,8 @@ def api_routes(crm: Crm, controls: Controls | None = None) -> list[Route]:
     async def contact(request: Request) -> Response:
         row_id = request.path_params["id"]
         if request.method == "PATCH":
-            return _ref(crm.people.patch(row_id, await _body(request)))
+            if_owner = request.query_params.get("owner")
+            return _ref(crm.people.patch(row_id, await _body(request), if_owner=if_owner))
         if request.method == "DELETE":
             crm.people.delete(row_id)
             return Response(status_code=204)

@@ -28,6 +28,9 @@ def _ref(row_id: str, seq: int, created: bool = False) -> dict[str, Any]:
     return {"id": row_id, "version": str(seq), "created": created}
 
 
+ASSIGNED_ELSEWHERE = "the contact is assigned to another owner: not changed"
+
+
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
@@ -76,9 +79,11 @@ class People:
     def put_by_key(self, key: str, body: dict[str, Any]) -> dict[str, Any]:
         doc = validate.person({**body, "kind": body.get("kind") or "contact"})
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT id, deleted FROM people WHERE key = ?", (key,)).fetchone()
+            row = conn.execute("SELECT id, deleted, owner FROM people WHERE key = ?", (key,)).fetchone()
             if row and row["deleted"]:
                 raise ApiError(409, "contactDeleted", "the contact with this key was deleted in the CRM")
+            if row and row["owner"] != doc["owner"]:
+                raise ApiError(409, "assignedElsewhere", ASSIGNED_ELSEWHERE)
             row_id = row["id"] if row else new_id("p")
             return _ref(row_id, self._write(conn, row_id, key, doc), created=row is None)
 
@@ -88,9 +93,12 @@ class People:
             raise ApiError(404, "notFound", "no such contact")
         return row
 
-    def patch(self, row_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def patch(self, row_id: str, body: dict[str, Any], if_owner: str | None = None) -> dict[str, Any]:
+        """`if_owner`: apply only while the contact is assigned to this owner (409 otherwise)."""
         with self.db.transaction() as conn:
             row = self._live(conn, row_id)
+            if if_owner is not None and row["owner"] != if_owner:
+                raise ApiError(409, "assignedElsewhere", ASSIGNED_ELSEWHERE)
             current = {**json.loads(row["doc"]), "kind": row["kind"], "owner": row["owner"]}
             doc = validate.person({**current, **{k: v for k, v in body.items() if k != "kind"}})
             key = body["key"] if body.get("key") else row["key"]

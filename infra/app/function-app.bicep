@@ -44,6 +44,12 @@ param crmSecretName string
 @description('Required. Secret name of the webhook function key.')
 param webhookSecretName string
 
+@description('Required. Secret name of the key that keys the user tags in logs (LOG_HASH_KEY).')
+param logHashSecretName string
+
+@description('Optional. Client id of the Entra app registration admins sign in to (app role CrmSync.Admin; docs/deploy.md). Empty: App Service authentication stays off and the admin API answers 401.')
+param adminSignInClientId string = ''
+
 @description('Required. Client id of the Graph app registration (may be empty before it exists).')
 param graphClientId string
 
@@ -123,7 +129,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
   properties: {
     //checkov:skip=CKV_AZURE_17:Microsoft Graph delivers change notifications without a client certificate, so the webhook endpoint cannot require one; each notification carries the function key and the subscription's clientState secret instead.
-    //checkov:skip=CKV_AZURE_222:Graph posts change notifications from the internet, so the app keeps public network access; HTTP functions require a function key.
+    //checkov:skip=CKV_AZURE_222:Graph posts change notifications from the internet, so the app keeps public network access; the webhook functions require their function key, the admin API an Entra sign-in with an app role.
     //checkov:skip=CKV_AZURE_212:siteConfig.numberOfWorkers belongs to dedicated App Service plans; on Flex Consumption the platform scales instances and functionAppConfig.scaleAndConcurrency.alwaysReady keeps the HTTP group warm.
     //checkov:skip=CKV_AZURE_78:siteConfig.ftpsState is rejected on Flex Consumption (ARM error 51021, in Microsoft's list of settings Flex does not support); FTP stays off through the ftp basicPublishingCredentialsPolicies below (allow false), and azd deploys with Entra credentials.
     //checkov:skip=CKV_AZURE_213:No App Service health check on this Flex Consumption app: the platform manages instances per trigger group; health is watched in Application Insights and the SyncUsers status columns.
@@ -175,7 +181,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
-  //checkov:skip=CKV_AZURE_13:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is the 'appsettings' name/value list, which has no such property (the HTTP functions use function keys; Easy Auth would also reject Graph's notifications).
+  //checkov:skip=CKV_AZURE_13:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is the 'appsettings' name/value list, which has no such property (App Service authentication is the authsettingsV2 resource below).
   //checkov:skip=CKV_AZURE_63:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is the 'appsettings' name/value list, which has no such property.
   //checkov:skip=CKV_AZURE_65:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is the 'appsettings' name/value list, which has no such property.
   //checkov:skip=CKV_AZURE_66:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is the 'appsettings' name/value list, which has no such property.
@@ -218,6 +224,61 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Graph change notifications reach https://<host>/api/... with this function key
     WEBHOOK_BASE_URL: 'https://${site.properties.defaultHostName}/api'
     WEBHOOK_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookSecretName})'
+    // Logs name users by an HMAC of the UPN keyed with this secret
+    LOG_HASH_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${logHashSecretName})'
+  }
+}
+
+// Admin sign-in: App Service authentication with Entra ID in front of everything but the two paths
+// Graph calls (they carry the webhook function key; Graph cannot sign in). App Service then sets
+// WEBSITE_AUTH_ENABLED and the X-MS-CLIENT-PRINCIPAL header, and the app lets into /api/manage/*
+// only a principal with the app role CrmSync.Admin (shared/admin_access.py).
+resource adminSignIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(adminSignInClientId)) {
+  parent: site
+  name: 'authsettingsV2'
+  //checkov:skip=CKV_AZURE_13:false positive: this resource is App Service authentication itself (authsettingsV2, platform.enabled); checkov looks for the classic siteAuthEnabled property on every Microsoft.Web/sites/config resource.
+  //checkov:skip=CKV_AZURE_63:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is 'authsettingsV2', which has no such property.
+  //checkov:skip=CKV_AZURE_65:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is 'authsettingsV2', which has no such property.
+  //checkov:skip=CKV_AZURE_66:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is 'authsettingsV2', which has no such property.
+  //checkov:skip=CKV_AZURE_80:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is 'authsettingsV2', which has no such property (and this is a Python app, not .NET).
+  //checkov:skip=CKV_AZURE_88:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is 'authsettingsV2', which has no such property (and Flex Consumption does not use Azure Files).
+  //checkov:skip=CKV_AZURE_222:false positive: checkov applies its site-config (web) checks to every Microsoft.Web/sites/config resource, and this one is 'authsettingsV2'; public access is set, and explained, on the site.
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      excludedPaths: [
+        '/api/notifications'
+        '/api/lifecycle'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: adminSignInClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            adminSignInClientId
+            'api://${adminSignInClientId}'
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
   }
 }
 

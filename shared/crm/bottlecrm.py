@@ -10,10 +10,13 @@ How our records map onto BottleCRM, and why:
   case-insensitive matches only. Leads are not matched.
 - **Contacts** carry our key in the filterable custom field `outlook_key`; the fields BottleCRM has no
   column for (further e-mails and phones, mobile, display name, country as text, blank names) are kept
-  as JSON in the custom field `outlook_fields`, so a contact reads back as it was written. BottleCRM
-  allows one contact per e-mail address in an organisation: creating a second one is refused by the
-  API, so the connector adopts the existing contact instead (it never overwrites another key). An
-  upsert adds the owner to `assigned_to` and keeps other assignees.
+  as JSON in the custom field `outlook_fields`, so a contact reads back as it was written. A write
+  never changes `assigned_to` and never touches a contact the owner is not assigned to: an update of
+  a contact reassigned to someone else, and a new contact whose address another user's contact holds
+  (BottleCRM allows one contact per e-mail address in an organisation, so the create is refused), are
+  refused with a `CrmRejectedError` naming the contact, which the contacts stream records as an
+  issue. Only a contact already assigned to the owner is adopted in that case (it never overwrites
+  another key). A contact assigned to several users is never deleted: `delete_contact` refuses.
 - **Journals** are e-mail interactions. An interaction has exactly one home record, so the connector
   declares `multi_person_journal=False`: the engine writes one journal per person, keyed
   `<internetMessageId>|<contact id>`, homed on that contact (or lead). A journal nobody matched is homed
@@ -356,14 +359,17 @@ class BottleCrmConnector:
             try:
                 data = await self._call("POST", "/api/contacts/", body=create, resend=False)
             except CrmRejectedError as exc:
-                # BottleCRM allows one contact per address in an organisation: adopt that one.
+                # BottleCRM allows one contact per address in an organisation: the one holding it is
+                # adopted only if it is already this owner's (`_update_contact` refuses otherwise).
                 if "already exists" not in str(exc) or not payload["email"]:
                     raise
-                existing = await self._contacts_with_email(str(payload["email"]).lower())
-                if not existing:
+                address = str(payload["email"]).lower()
+                holders = await self._contacts_with_email(address)
+                holder = next((r for r in holders if str(r.get("email") or "").lower() == address), None)
+                if holder is None:
                     raise
-                await self._update_contact(existing[0], contact, payload, profile)
-                return CrmRef(str(existing[0]["id"]))
+                await self._update_contact(holder, contact, payload, profile, adopting=True)
+                return CrmRef(str(holder["id"]))
             return CrmRef(str(data["id"]))
 
         return await self._steps(step)
@@ -391,14 +397,29 @@ class BottleCrmConnector:
         return None if data is None else dict(data["contact_obj"])
 
     async def _update_contact(
-        self, row: Mapping[str, Any], contact: CrmContact, payload: dict[str, Any], profile: str
+        self,
+        row: Mapping[str, Any],
+        contact: CrmContact,
+        payload: dict[str, Any],
+        profile: str,
+        *,
+        adopting: bool = False,
     ) -> None:
-        assignees = {str(a["id"]) for a in row.get("assigned_to", [])}
+        """Write the fields of a contact assigned to the owner; `assigned_to` is left as it is."""
+        if profile not in _assignees(row):
+            raise CrmRejectedError(
+                f"BottleCRM contact {row['id']} holds this e-mail address but is assigned to another "
+                "user: it is not linked or changed (BottleCRM keeps one contact per address; assign it "
+                "to this user in BottleCRM to link it)"
+                if adopting
+                else f"BottleCRM contact {row['id']} is assigned to another user now: not changed",
+                status=409,
+            )
         fields = dict(payload["custom_fields"])
         stored_key = (row.get("custom_fields") or {}).get("outlook_key")
         if contact.key and not stored_key:
             fields["outlook_key"] = contact.key
-        patch = {**payload, "custom_fields": fields, "assigned_to": sorted(assignees | {profile})}
+        patch = {**payload, "custom_fields": fields}
         await self._call("PATCH", f"/api/contacts/{row['id']}/", body=patch, resend=False)
 
     async def get_contact(self, ref: CrmRef) -> CrmContact | None:
@@ -410,8 +431,14 @@ class BottleCrmConnector:
         return emails[0] if emails else ""
 
     async def delete_contact(self, ref: CrmRef) -> None:
-        if _is_uuid(ref.id):
-            await self._call("DELETE", f"/api/contacts/{ref.id}/", missing_ok=True)
+        row = await self._contact(ref.id)
+        if row is None:
+            return
+        if len(_assignees(row)) > 1:
+            raise CrmRejectedError(
+                f"BottleCRM contact {ref.id} is assigned to other users too: not deleted", status=409
+            )
+        await self._call("DELETE", f"/api/contacts/{ref.id}/", missing_ok=True)
 
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:
         profile = await self._profile_id(owner)
@@ -720,6 +747,11 @@ def _crm_contact(row: Mapping[str, Any], owner: str) -> CrmContact:
         key=str(custom.get("outlook_key") or ""),
         updated_at=_instant(row.get("updated_at")),
     )
+
+
+def _assignees(row: Mapping[str, Any]) -> set[str]:
+    """The profile ids a contact is assigned to (serialized profiles, or bare ids)."""
+    return {str(a["id"]) if isinstance(a, Mapping) else str(a) for a in row.get("assigned_to") or []}
 
 
 def _person(row: Mapping[str, Any], kind: str = "contact") -> PersonRef:

@@ -255,6 +255,10 @@ class InMemoryCrm:
                 found = _Person(person_id, "contact", contact.owner, contact.fields, contact.key, 0, _now())
                 self._people[person_id] = found
             person = found
+            if person.owner != contact.owner:  # a write of ours never reassigns a contact
+                raise CrmRejectedError(
+                    "CRM rejected (409): the contact is assigned to another owner: not changed", status=409
+                )
             if contact.key and contact.key != person.key:
                 holder = self._by_contact_key(contact.key, include_deleted=True)
                 if holder is not None and holder.id != person.id:

@@ -44,7 +44,10 @@ BULK_JOURNALS = 100  # journals per POST /journals/bulk (the API's limit)
 
 
 def _key(key: str) -> str:
-    return quote(key, safe="")
+    """A key (or id) as one path segment. `quote` leaves dots alone, and a segment that is "." or ".."
+    is removed by the HTTP client (RFC 3986 dot segments): `PUT /journals/..` would be `PUT /`. So dots
+    are escaped too; the server decodes `%2E` back to the key's own dot."""
+    return quote(key, safe="").replace(".", "%2E")
 
 
 def _reason(response: httpx.Response) -> str:
@@ -304,8 +307,10 @@ class ReferenceCrmConnector:
         if contact.ref is not None:
             if contact.key:
                 body["key"] = contact.key
-            path = f"/contacts/{_key(contact.ref.id)}"
-            data = await self._json("PATCH", "/contacts/{id}", path, json=body)
+            path = f"/contacts/{_key(contact.ref.id)}"  # only while it is still this owner's (API 1.2)
+            data = await self._json(
+                "PATCH", "/contacts/{id}", path, json=body, params={"owner": contact.owner}
+            )
         elif contact.key:
             path = f"/contacts/by-key/{_key(contact.key)}"
             data = await self._json("PUT", "/contacts/by-key/{key}", path, json=body)

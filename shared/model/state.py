@@ -95,6 +95,7 @@ class Cursor:
     mail: MailProgress = field(default_factory=MailProgress)
     calendar: CalendarProgress = field(default_factory=CalendarProgress)
     contacts: ContactsProgress = field(default_factory=ContactsProgress)
+    unreadable: tuple[str, ...] = ()  # what the store could not read in the row (left out, said here)
     etag: str = ""  # set by the store on read/save; "" means "no row yet"
 
 

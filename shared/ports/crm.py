@@ -111,13 +111,18 @@ class CrmPort(Protocol):
         ...
 
     async def upsert_contact(self, contact: CrmContact) -> CrmRef:
-        """Update the contact `contact.ref` if given, else the one holding `contact.key`, else create it."""
+        """Update the contact `contact.ref` if given, else the one holding `contact.key`, else create it.
+        Never takes over another owner's contact: a contact assigned elsewhere is refused
+        (`CrmRejectedError`, its reason naming the contact), owners are never added or changed, and a new
+        contact whose address another owner's contact holds is a contact of its own, or refused by a CRM
+        that keeps one contact per address."""
         ...
 
     async def get_contact(self, ref: CrmRef) -> CrmContact | None: ...
 
     async def delete_contact(self, ref: CrmRef) -> None:
-        """Delete (idempotent: an unknown ref is not an error)."""
+        """Delete (idempotent: an unknown ref is not an error). A contact other owners share is never
+        deleted: refused with `CrmRejectedError`."""
         ...
 
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:

@@ -141,7 +141,7 @@ def from_json(text: Any, default: Any) -> Any:
         return default
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, a number too long, nested too deeply
         return default
 
 

@@ -66,6 +66,26 @@ def _map(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _totals(value: Any) -> tuple[dict[str, int], list[str]]:
+    """Running totals as whole numbers, and a note for each value that is not one (an admin who edited
+    the row by hand, a bug): the status page shows everyone still, and says what it left out."""
+    if not isinstance(value, Mapping):
+        return {}, [f"totals are not a mapping ({_shown(value)}), left out"]
+    totals: dict[str, int] = {}
+    notes: list[str] = []
+    for name, count in value.items():
+        if isinstance(count, int) and not isinstance(count, bool):
+            totals[str(name)] = count
+        else:
+            notes.append(f"total {_shown(name)} is not a whole number ({_shown(count)}), left out")
+    return totals, notes
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 

@@ -7,6 +7,11 @@ JSON strings, datetimes as UTC).
 Leases behave as docs/state.md §5 says: one row per user+stream, changed only by ETag-conditional
 writes after a fresh read, retried when another writer got in between; release and the pending write
 are conditional on the same row's ETag, so one of them always sees the other.
+
+The texts the service writes from error messages (`LastError`, `ReviewPending`, `Warnings` on
+SyncUsers; `Reason` of issues and decisions) are stored `printable()`, at most `STORED_TEXT_CHARS`: one
+line, no control characters, whatever text a CRM or Graph put in the error, and never past what a
+table column holds.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from shared.model import (
     SubscriptionRecord,
     UserRow,
 )
+from shared.printable import printable
 from shared.state.entities import (
     KEY_COLUMNS,
     MAX_BATCH,
@@ -100,7 +106,9 @@ class EntityStateStore:
         await self._merge_user(upn, columns)
 
     async def update_status(self, upn: str, columns: Mapping[str, Any]) -> None:
-        await self._merge_user(upn, columns)
+        await self._merge_user(
+            upn, {k: _stored_text(v) if k in STATUS_TEXTS else v for k, v in columns.items()}
+        )
 
     async def delete_user(self, upn: str) -> None:
         await self._tables.delete(self._name(USERS), USER_PARTITION, encode_key(upn))
@@ -437,7 +445,7 @@ class EntityStateStore:
                 "User": issue.user,
                 "ItemKey": issue.item_key,
                 "Stream": issue.stream,
-                "Reason": issue.reason,
+                "Reason": _stored_text(issue.reason),
                 "ItemId": issue.item_id,
                 "LastSeen": last_seen,
             }
@@ -543,6 +551,14 @@ def _put_times(entity: Entity, **times: datetime | None) -> None:
     for name, value in times.items():
         if value is not None:
             entity[name] = utc(value)
+
+
+STORED_TEXT_CHARS = 4_000
+STATUS_TEXTS = frozenset({"LastError", "ReviewPending", "Warnings"})
+
+
+def _stored_text(value: Any) -> Any:
+    return printable(value, STORED_TEXT_CHARS) if isinstance(value, str) else value
 
 
 def _text(row: Row | None, column: str) -> str:
@@ -687,7 +703,7 @@ def _decision_entity(decision: Decision) -> Entity:
         "ItemKey": decision.item_key,
         "Stream": decision.stream,
         "Outcome": str(decision.outcome),
-        "Reason": decision.reason,
+        "Reason": _stored_text(decision.reason),
         "At": utc(decision.at),
         "CrmKey": decision.crm_key,
         "Details": to_json(dict(decision.details)),

@@ -166,6 +166,14 @@ class BottleCrmHarness:
             body["assigned_to"] = [self._profile(owner)]
         self._call("PATCH", f"/api/contacts/{person_id}/", json=body)
 
+    def share_person(self, person_id: str, owner: str) -> bool:
+        row = self._call("GET", f"/api/contacts/{person_id}/")["contact_obj"]
+        assignees = [a["id"] for a in row["assigned_to"]]
+        self._call(
+            "PATCH", f"/api/contacts/{person_id}/", json={"assigned_to": [*assignees, self._profile(owner)]}
+        )
+        return True
+
     def delete_person(self, person_id: str) -> None:
         for kind in ("contacts", "leads"):
             if self.api.delete(f"/api/{kind}/{person_id}/").status_code < 400:

@@ -53,6 +53,9 @@ class CrmHarness(Protocol):
         self, person_id: str, *, owner: str | None = None, job_title: str | None = None
     ) -> None: ...
     def delete_person(self, person_id: str) -> None: ...
+    def share_person(self, person_id: str, owner: str) -> bool:
+        """Assign the person to `owner` too; False when this CRM assigns a contact to one owner only."""
+
     def create_appointment(self, *, owner: str, subject: str, start: datetime, end: datetime) -> str: ...
     def edit_appointment(self, appointment_id: str, *, subject: str) -> None: ...
     def journal_keys(self) -> list[str]: ...
@@ -89,6 +92,9 @@ class MemoryHarness:
 
     def delete_person(self, person_id: str) -> None:
         self.fake.delete_person(person_id)
+
+    def share_person(self, person_id: str, owner: str) -> bool:
+        return False  # one owner per contact
 
     def create_appointment(self, *, owner: str, subject: str, start: datetime, end: datetime) -> str:
         return self.fake.create_appointment(owner=owner, subject=subject, start=start, end=end)
@@ -150,6 +156,9 @@ class ReferenceHarness:
 
     def delete_person(self, person_id: str) -> None:
         self.server.delete_person(person_id)
+
+    def share_person(self, person_id: str, owner: str) -> bool:
+        return False  # the API's contacts have one owner
 
     def create_appointment(self, *, owner: str, subject: str, start: datetime, end: datetime) -> str:
         return self.server.create_appointment(

@@ -256,6 +256,45 @@ async def test_an_ambiguous_bulk_write_repeated_leaves_one_record_each(crm: CrmH
     assert sorted(crm.journal_keys()) == sorted(keys)
 
 
+# Keys a sender chooses (a Message-ID, an iCalUId) that a URL could read as something else: dot
+# segments ("." and ".." are removed by HTTP clients, so `PUT /journals/..` became `PUT /`), an
+# escape that must stay literal, a slash.
+PATH_LIKE_KEYS = [".", "..", "%2e", "%2E%2E", "/", "../..", "a/../b", "./", "<..@..>"]
+
+
+@pytest.mark.parametrize("key", PATH_LIKE_KEYS)
+async def test_a_journal_key_that_looks_like_a_path_is_a_record_of_its_own(crm: CrmHarness, key: str) -> None:
+    bystander = f"<{unique('m')}@example.test>"
+    await crm.connector.upsert_journal(journal(bystander))
+
+    await crm.connector.upsert_journal(journal(key))
+    await crm.connector.upsert_journal(journal(key, seen_by=("a@contoso.test", "b@contoso.test")))
+
+    assert await crm.connector.get_journal(key) == journal(key, seen_by=("a@contoso.test", "b@contoso.test"))
+    assert await crm.connector.get_journal(bystander) == journal(bystander)
+    assert sorted(crm.journal_keys()) == sorted([bystander, key])
+
+
+@pytest.mark.parametrize("key", PATH_LIKE_KEYS)
+async def test_an_appointment_key_that_looks_like_a_path_is_a_record_of_its_own(
+    crm: CrmHarness, key: str
+) -> None:
+    bystander = unique("ical")
+    await crm.connector.upsert_appointment(appointment(bystander))
+
+    await crm.connector.upsert_appointment(appointment(key, location="Room 9"))
+    stored = await crm.connector.get_appointment(key)
+    assert stored is not None and (stored.key, stored.location) == (key, "Room 9")
+    await crm.connector.cancel_appointment(key)
+    stored = await crm.connector.get_appointment(key)
+    assert stored is not None and stored.cancelled
+    await crm.connector.delete_appointment(key)
+    assert await crm.connector.get_appointment(key) is None
+
+    untouched = await crm.connector.get_appointment(bystander)
+    assert untouched is not None and (untouched.location, untouched.cancelled) == ("Room 1", False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Appointments
 
@@ -409,6 +448,61 @@ async def test_contact_delete_is_idempotent(crm: CrmHarness) -> None:
 
     assert await crm.connector.get_contact(ref) is None
     assert crm.contact_ids(owner) == []
+
+
+# Ownership: a user's sync never takes over another owner's contact (README: "Only contacts assigned
+# to the same CRM owner are ever linked"). A CRM holding one contact per address refuses; others make
+# the user a contact of their own. Either way the other owner's contact keeps its fields and owners.
+
+
+async def test_a_new_contact_never_takes_over_another_owners_contact_with_its_address(
+    crm: CrmHarness,
+) -> None:
+    ann, carol = unique("ann") + "@contoso.test", unique("carol") + "@contoso.test"
+    carols = crm.add_person("shared.person@example.test", name="Carol Kept", owner=carol)
+    before = await crm.connector.get_contact(CrmRef(carols))
+    from_ann = contact(ann, key=unique("link"), emails=("Shared.Person@example.test",), display_name="Ann's")
+
+    try:
+        ref = await crm.connector.upsert_contact(from_ann)
+    except CrmRejectedError as refused:  # one contact per address: the write is refused, readably
+        assert carols in str(refused) and "assigned to another" in str(refused)
+        assert crm.contact_ids(ann) == []
+    else:
+        assert ref.id != carols and crm.contact_ids(ann) == [ref.id]
+    assert await crm.connector.get_contact(CrmRef(carols)) == before
+    assert crm.contact_ids(carol) == [carols]
+
+
+async def test_a_write_never_takes_over_a_contact_reassigned_to_another_owner(crm: CrmHarness) -> None:
+    ann, carol = unique("ann") + "@contoso.test", unique("carol") + "@contoso.test"
+    key = unique("link")
+    ref = await crm.connector.upsert_contact(contact(ann, key=key))
+    crm.edit_person(ref.id, owner=carol)  # a CRM user gives it to Carol
+    before = await crm.connector.get_contact(ref)
+
+    for write in (
+        contact(ann, ref=ref, key=key, job_title="By Ann"),
+        contact(ann, key=key, job_title="By Ann"),
+    ):
+        with pytest.raises(CrmRejectedError, match="assigned to another"):
+            await crm.connector.upsert_contact(write)
+
+    assert await crm.connector.get_contact(ref) == before
+    assert (crm.contact_ids(ann), crm.contact_ids(carol)) == ([], [ref.id])
+
+
+async def test_a_contact_other_owners_share_is_never_deleted(crm: CrmHarness) -> None:
+    ann, carol = unique("ann") + "@contoso.test", unique("carol") + "@contoso.test"
+    ref = await crm.connector.upsert_contact(contact(ann, key=unique("link")))
+    if not crm.share_person(ref.id, carol):
+        pytest.skip("this CRM assigns a contact to one owner only")
+
+    with pytest.raises(CrmRejectedError, match="not deleted"):
+        await crm.connector.delete_contact(ref)
+
+    assert await crm.connector.get_contact(ref) is not None
+    assert (crm.contact_ids(ann), crm.contact_ids(carol)) == ([ref.id], [ref.id])
 
 
 async def test_contact_with_too_many_addresses_is_rejected(crm: CrmHarness) -> None:

@@ -54,7 +54,7 @@ from shared.state.keys import (
 )
 from shared.state.memory import InMemoryJobQueue, InMemoryStateStore, MemoryTables
 from shared.state.queue import JOBS_QUEUE, POISON_QUEUE, StorageJobQueue
-from shared.state.store import TABLES, EntityStateStore
+from shared.state.store import STORED_TEXT_CHARS, TABLES, EntityStateStore
 from shared.state.tables import AzureTables, TableStateStore
 from tests.contract.state_fixtures import HOSTILE, ManualClock, table_prefix, unique
 
@@ -811,6 +811,27 @@ async def test_issues_are_bumped_listed_and_resolved(store: StateStore, clock: M
     await store.resolve_issue(user, "<m1@x>")
     await store.resolve_issue(user, "<m1@x>")
     assert [i.item_key for i in await store.list_issues(user)] == ["c-9"]
+
+
+# A CRM's error text as it may come: terminal escapes, a line break, a bidirectional override, NUL,
+# and far longer than anyone reads (Table Storage refuses a string column over 32K characters).
+RAW_ERROR = "CRM 422: \x1b[2J\x1b[31mred\x1b[0m\nforged line\r\u202eevil\x00" + "x" * 40_000
+
+
+async def test_error_texts_are_stored_on_one_printable_line_and_capped(store: StateStore) -> None:
+    user = unique() + "@contoso.com"
+    await store.update_status(user, {"State": "error", "LastError": RAW_ERROR, "ReviewPending": RAW_ERROR})
+    await store.record_issue(Issue(user, "<m@x>", "mail:inbox", RAW_ERROR))
+    await store.record_decisions([dataclasses.replace(_decision(user, "<m@x>"), reason=RAW_ERROR)])
+
+    row = await store.get_user(user)
+    [issue] = await store.list_issues(user)
+    decision = await store.get_decision(user, "<m@x>")
+    assert row is not None and decision is not None
+    for text in (row.columns["LastError"], row.columns["ReviewPending"], issue.reason, decision.reason):
+        assert text.startswith("CRM 422: [2J[31mred[0m forged line evil")  # no ESC, NUL, override
+        assert text.isprintable() and len(text) == STORED_TEXT_CHARS and text.endswith("…")
+    assert row.columns["State"] == "error"  # other columns as given
 
 
 def _decision(user: str, key: str, outcome: str = "synced", n: int = 0) -> Decision:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -150,3 +153,90 @@ async def test_a_contact_added_in_the_owned_folder_reaches_the_crm_through_the_w
 
     await eventually(in_crm, "the contact created in the CRM from the notification")
     assert sorted(p["displayName"] for p in app.crm.contacts(cara)) == ["Dora Crm", "Olga Outlook"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys: Graph's webhook key opens the two webhook functions only; the admin API takes the admin key
+
+
+def admin_calls(app: LocalApp) -> list[tuple[str, str]]:
+    """(method, URL) of every admin route the host indexed, with its parameters filled in."""
+    calls = []
+    for function in app.host.functions():
+        route = str(function.get("route", ""))
+        if not route.startswith("manage/"):
+            continue
+        path = re.sub(r"\{action:[^}]*\}\}?", "sync", route).replace("{upn}", ANN)
+        calls += [(method, f"{app.host.base_url}/{path}") for method in function["methods"]]
+    return calls
+
+
+FORGED_PRINCIPAL = base64.b64encode(
+    json.dumps({"auth_typ": "aad", "claims": [{"typ": "roles", "val": "CrmSync.Admin"}]}).encode()
+).decode()
+
+
+def test_the_admin_routes_are_anonymous_to_the_host_and_the_webhook_routes_take_function_keys(
+    app: LocalApp,
+) -> None:
+    levels = {f["name"]: (f["route"], f["authLevel"]) for f in app.host.functions() if f["trigger"] == "http"}
+    admin = {name: level for name, (route, level) in levels.items() if route.startswith("manage/")}
+    assert len(admin) == 6 and set(admin.values()) == {"anonymous"}  # the app checks every request
+    assert {n: levels[n] for n in ("graph_notifications", "graph_lifecycle")} == {
+        "graph_notifications": ("notifications", "function"),
+        "graph_lifecycle": ("lifecycle", "function"),
+    }
+    assert set(levels) == set(admin) | {"graph_notifications", "graph_lifecycle"}
+
+
+def test_the_webhook_key_and_the_hosts_own_keys_get_401_on_every_admin_route(app: LocalApp) -> None:
+    calls = admin_calls(app)
+    assert len(calls) == 6
+    refused = [
+        {"params": {"code": app.webhook_key}},
+        {"headers": {"x-functions-key": app.webhook_key}},
+        {"params": {"code": app.host.function_key}},  # the host key
+        {"params": {"code": app.host.master_key}},
+        {"headers": {"x-ms-client-principal": FORGED_PRINCIPAL}},  # no App Service auth: not trusted
+        {},
+    ]
+    for method, url in calls:
+        for credential in refused:
+            response = httpx.request(method, url, timeout=30, **credential)  # type: ignore[arg-type]
+            assert response.status_code == 401, (method, url, credential, response.text)
+
+
+def test_the_admin_key_opens_every_admin_route(app: LocalApp) -> None:
+    for method, url in admin_calls(app):
+        response = httpx.request(
+            method, url, params={"message": "<m@x>"}, headers={"x-functions-key": app.admin_key}, timeout=30
+        )
+        assert response.status_code in (200, 202, 404), (method, url, response.text)  # 404: no such user
+    page = httpx.get(f"{app.host.base_url}/manage/status", params={"code": app.admin_key}, timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("route", ["notifications", "lifecycle"])
+def test_graph_validates_notifies_and_reports_lifecycle_with_the_webhook_key_only(
+    app: LocalApp, route: str
+) -> None:
+    url = f"{app.host.base_url}/{route}"
+    token = "Validation: Testing client application reachability"
+    handshake = httpx.post(url, params={"code": app.webhook_key, "validationToken": token}, timeout=30)
+    assert (handshake.status_code, handshake.text) == (200, token)
+    doorbell = {"value": [{"subscriptionId": "not-ours", "clientState": "x", "lifecycleEvent": "missed"}]}
+    assert httpx.post(url, params={"code": app.webhook_key}, json=doorbell, timeout=30).status_code == 202
+    for other in (app.admin_key, "", "wrong"):
+        assert httpx.post(url, params={"code": other}, json=doorbell, timeout=30).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"value": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", b'{"value": [], "n": ' + b"7" * 5_000 + b"}"],
+    ids=["nested 100,000 deep", "an integer of 5,000 digits"],
+)
+def test_json_too_deep_or_a_number_too_long_is_a_400_through_the_host(app: LocalApp, body: bytes) -> None:
+    response = httpx.post(
+        f"{app.host.base_url}/notifications", params={"code": app.webhook_key}, content=body, timeout=30
+    )
+    assert response.status_code == 400 and response.text

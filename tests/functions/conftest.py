@@ -125,17 +125,25 @@ async def webhook() -> AsyncIterator[Webhook]:
         await runner.cleanup()
 
 
+ADMIN_KEY = secrets.token_urlsafe(32)  # the admin API's credential in these tests (no App Service auth)
+
+
 @pytest.fixture(scope="session")
-def graph_client(graph: GraphEmulator) -> GraphServiceClient:
-    settings = Settings.from_env(
+def settings(graph: GraphEmulator) -> Settings:
+    return Settings.from_env(
         {
             "GRAPH_BASE_URL": graph.base_url,
             "GRAPH_AUTH_MODE": "static-token",
             "GRAPH_STATIC_TOKEN": "function-tests",
             "AzureWebJobsStorage": "UseDevelopmentStorage=true",
             "CRM_BASE_URL": "http://127.0.0.1:9",
+            "ADMIN_KEY": ADMIN_KEY,
         }
     )
+
+
+@pytest.fixture(scope="session")
+def graph_client(settings: Settings) -> GraphServiceClient:
     return build_graph_client(settings)
 
 
@@ -182,7 +190,9 @@ class App:
 
 
 @pytest.fixture
-async def app(graph: GraphEmulator, webhook: Webhook, graph_client: GraphServiceClient) -> AsyncIterator[App]:
+async def app(
+    graph: GraphEmulator, webhook: Webhook, graph_client: GraphServiceClient, settings: Settings
+) -> AsyncIterator[App]:
     graph.control.reset(empty=True)
     clock = Clock()
     state = InMemoryStateStore(clock=clock)
@@ -202,7 +212,9 @@ async def app(graph: GraphEmulator, webhook: Webhook, graph_client: GraphService
         webhook_key=webhook.key,
         clock=clock,
     )
-    services = wiring.Services(state, queue, crm, mail, engine, keeper, MailboxProbe(graph_client, caller))
+    services = wiring.Services(
+        state, queue, crm, mail, engine, keeper, MailboxProbe(graph_client, caller), settings
+    )
     wiring.use(services)
     try:
         yield App(state, queue, crm, services, graph, webhook, clock)

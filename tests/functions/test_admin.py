@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,9 +11,13 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+import function_app
 from functions import admin, worker
+from shared.admin_access import ADMIN_ROLE
+from shared.config import Settings
 from shared.model import Job
-from tests.functions.conftest import App, queue_message
+from tests.functions.conftest import ADMIN_KEY, App, queue_message
+from tests.unit.test_admin_access import principal
 
 ANN, DAN = "ann@contoso.com", "dan@contoso.com"
 
@@ -19,8 +25,11 @@ ANN, DAN = "ann@contoso.com", "dan@contoso.com"
 def request(
     method: str, route: str, route_params: dict[str, str] | None = None, **params: str
 ) -> func.HttpRequest:
+    """An admin's request: it carries the admin key."""
+    url = f"http://127.0.0.1/api/{route}"
+    headers = {"x-functions-key": ADMIN_KEY}
     return func.HttpRequest(
-        method, f"http://127.0.0.1/api/{route}", params=params, route_params=route_params or {}, body=b""
+        method, url, params=params, route_params=route_params or {}, body=b"", headers=headers
     )
 
 
@@ -157,3 +166,51 @@ async def test_the_status_page_is_html_with_a_row_per_user(app: App) -> None:
     page = response.get_body().decode()
     assert f"data-user='{ANN}'" in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+# ---------------------------------------------------------------------------------------------
+# Every admin function, enumerated from the Function App: refused without the admin credential
+
+
+def admin_functions() -> list[tuple[str, Any]]:
+    """(route, user function) of every HTTP function under manage/ that function_app registers
+    (a FunctionApp indexes once, so function_app is imported anew)."""
+    found = []
+    for function in importlib.reload(function_app).app.get_functions():
+        for binding in function.get_bindings_dict()["bindings"]:
+            if binding.get("type") == "httpTrigger" and str(binding["route"]).startswith("manage/"):
+                found.append((str(binding["route"]), function.get_user_function()))
+    return found
+
+
+def bare(headers: dict[str, str] | None = None, **params: str) -> func.HttpRequest:
+    route, url = {"upn": ANN, "action": "sync"}, "http://127.0.0.1/api/manage/x"
+    return func.HttpRequest("GET", url, params=params, route_params=route, headers=headers or {}, body=b"")
+
+
+async def test_every_admin_function_refuses_the_webhook_key_and_no_key(app: App) -> None:
+    functions = admin_functions()
+    assert len(functions) == 6
+    await app.add_user(ANN)
+    for route, handler in functions:
+        for request_ in (
+            bare(),
+            bare(code=app.webhook.key),
+            bare({"x-functions-key": app.webhook.key}),
+            bare({"x-ms-client-principal": principal(ADMIN_ROLE)}),  # App Service auth is off
+        ):
+            response = await handler(request_)
+            assert response.status_code == 401, route
+    assert app.jobs() == []  # nothing was queued by a refused sync
+
+
+async def test_under_app_service_auth_every_admin_function_takes_the_app_role_only(
+    app: App, settings: Settings
+) -> None:
+    app.services.settings = dataclasses.replace(settings, easy_auth=True)
+    await app.add_user(ANN)
+    for route, handler in admin_functions():
+        assert (await handler(bare({"x-functions-key": ADMIN_KEY}))).status_code == 401, route
+        assert (await handler(bare({"x-ms-client-principal": principal("Reader")}))).status_code == 403, route
+        allowed = await handler(bare({"x-ms-client-principal": principal(ADMIN_ROLE)}, message="<m@x>"))
+        assert allowed.status_code in (200, 202), (route, allowed.get_body())

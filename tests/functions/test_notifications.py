@@ -13,7 +13,14 @@ import pytest
 
 from functions import notifications
 from shared.model import Job, SubscriptionRecord
-from shared.notifications import COALESCE_SECONDS, MAX_BODY_BYTES
+from shared.notifications import (
+    COALESCE_SECONDS,
+    MAX_BODY_BYTES,
+    MAX_DISTINCT_SUBSCRIPTIONS,
+    MAX_REFUSED_SUBSCRIPTIONS,
+    handle_changes,
+)
+from shared.state.memory import InMemoryJobQueue, InMemoryStateStore
 from tests.functions.conftest import App, http_request
 
 ANN, DAN = "ann@contoso.com", "dan@contoso.com"
@@ -168,6 +175,9 @@ MALFORMED = {
     "clientState a number": b'{"value": [{"subscriptionId": "sub-1", "clientState": 12}]}',
     "lifecycleEvent an object": b'{"value": [{"subscriptionId": "sub-1", "clientState": "secret-sub-1", '
     b'"lifecycleEvent": {"a": 1}}]}',
+    # json.loads raises RecursionError past about 1,000 levels, ValueError past 4,300 digits
+    "nested 100,000 deep": b'{"value": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+    "an integer of 5,000 digits": b'{"value": [], "tenant": ' + b"7" * 5_000 + b"}",
 }
 
 
@@ -242,3 +252,81 @@ async def test_an_unknown_lifecycle_event_or_a_change_on_the_lifecycle_url_queue
     odd = {"subscriptionId": "sub-1", "clientState": secret, "lifecycleEvent": "somethingNew"}
     assert (await post({"value": [odd, change("sub-1", secret)]}, lifecycle=True)).status_code == 202
     assert app.jobs() == []
+
+
+class CountingState(InMemoryStateStore):
+    """The in-memory state store, counting the subscription look-ups (each a point read in Azure)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get_subscription(self, subscription_id: str) -> SubscriptionRecord | None:
+        self.reads += 1
+        return await super().get_subscription(subscription_id)
+
+
+async def subscribed(state: InMemoryStateStore, users: int) -> dict[str, str]:
+    """One inbox subscription per user; returns clientState by subscription id."""
+    secrets = {}
+    for n in range(users):
+        user, sid = f"user{n}@contoso.com", f"sub-{n}"
+        secrets[sid] = f"secret-{n}"
+        await state.put_subscription(
+            SubscriptionRecord(user, f"users/{user}/mailFolders('inbox')/messages", "mail:inbox", sid,
+                               secrets[sid], datetime.now(UTC) + timedelta(days=2))
+        )  # fmt: skip
+    return secrets
+
+
+async def test_a_thousand_unknown_subscription_ids_cost_a_few_reads_and_queue_nothing() -> None:
+    state, queue = CountingState(), InMemoryJobQueue()
+    body = {"value": [change(f"unknown-{n}", "guess") for n in range(1000)]}
+
+    result = await handle_changes(json.dumps(body).encode(), state, state, queue)
+
+    assert state.reads == MAX_REFUSED_SUBSCRIPTIONS  # was 1,000 sequential point reads
+    assert (result.ignored, result.unread, queue.messages) == (1000, 1000 - MAX_REFUSED_SUBSCRIPTIONS, [])
+
+
+async def test_forged_client_states_on_known_ids_also_stop_the_reads() -> None:
+    state, queue = CountingState(), InMemoryJobQueue()
+    await subscribed(state, 50)
+    body = {"value": [change(f"sub-{n}", "guess") for n in range(50)]}
+
+    result = await handle_changes(json.dumps(body).encode(), state, state, queue)
+
+    assert state.reads == MAX_REFUSED_SUBSCRIPTIONS and result.accepted == 0 and queue.messages == []
+
+
+async def test_a_genuine_burst_across_many_users_with_a_few_stale_ids_wakes_every_user() -> None:
+    state, queue = CountingState(), InMemoryJobQueue()
+    users = MAX_DISTINCT_SUBSCRIPTIONS - MAX_REFUSED_SUBSCRIPTIONS
+    secrets = await subscribed(state, users)
+    stale = [change(f"deleted-{n}", "old") for n in range(MAX_REFUSED_SUBSCRIPTIONS - 1)]  # first, even
+    genuine = [change(sid, secret, item=f"m{k}") for sid, secret in secrets.items() for k in range(2)]
+
+    result = await handle_changes(json.dumps({"value": stale + genuine}).encode(), state, state, queue)
+
+    assert result.accepted == 2 * users and result.unread == 0
+    assert len(queue.messages) == users
+    assert state.reads == users + len(stale)  # one read per distinct id
+
+
+async def test_past_the_cap_on_distinct_ids_the_rest_waits_for_the_sweep() -> None:
+    state, queue = CountingState(), InMemoryJobQueue()
+    secrets = await subscribed(state, MAX_DISTINCT_SUBSCRIPTIONS + 20)
+    body = {"value": [change(sid, secret) for sid, secret in secrets.items()]}
+
+    result = await handle_changes(json.dumps(body).encode(), state, state, queue)
+
+    assert state.reads == MAX_DISTINCT_SUBSCRIPTIONS
+    assert (result.accepted, result.unread) == (MAX_DISTINCT_SUBSCRIPTIONS, 20)
+
+
+async def test_the_function_answers_202_to_999_unknown_ids(app: App) -> None:
+    secret = await subscribe(app, ANN, "mail:inbox", "sub-1")
+    body = {"value": [change(f"unknown-{n}", "guess") for n in range(999)] + [change("sub-1", secret)]}
+    response = await post(body)
+    assert response.status_code == 202
+    assert app.jobs() == []  # the genuine entry came after the cap: the sweep reads that stream anyway

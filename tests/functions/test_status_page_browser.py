@@ -8,6 +8,7 @@ the test's temporary directory (`--basetemp` to keep it) so a person can check t
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,9 @@ CHROMIUM_FLAGS = [
 NEVER = "0 0 0 1 1 *"  # timers that must not fire while the page is looked at (1 January, midnight)
 DELTA_SECRET = "DeltaTokenThatMustNeverShow"
 ANN, BOB, CAROL, DAVE, ERIN = (f"{n}@contoso.com" for n in ("ann", "bob", "carol", "dave", "erin"))
+FRANK, GRACE = "frank@contoso.com", "grace@contoso.com"
+ADMIN_KEY = secrets.token_urlsafe(32)
+LONG_ERROR = "mail:inbox: CRM answered 500: " + "x" * 29_954 + "END-OF-THE-ERROR"  # one "word"
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +129,20 @@ async def seed(connection_string: str) -> None:
         )
         # switched off
         await store.put_config(ERIN, {"Enabled": False})
+        # a cursor row with a total that is not a number (written by hand, or by a bug)
+        await store.put_config(FRANK, {"Enabled": True})
+        await store.update_status(FRANK, {"State": "ok", "LastSyncUtc": now - timedelta(minutes=1)})
+        frank_totals: dict[str, dict[str, object]] = {
+            "mail:inbox": {"journaled": 4, "skipped": 1},
+            "mail:sentitems": {"journaled": "lots"},
+        }
+        for stream, totals in frank_totals.items():
+            cursor = await store.get_cursor(FRANK, stream)
+            saved = Cursor(link="x", link_kind="delta", extra={"totals": totals}, etag=cursor.etag)
+            await store.save_cursor(FRANK, stream, saved)
+        # an error text of 30,000 characters (stored as it came, before texts were capped)
+        await store.put_config(GRACE, {"Enabled": True})
+        await store.put_config(GRACE, {"State": "error", "LastError": LONG_ERROR})
     finally:
         await store.aclose()
         await queue.aclose()
@@ -141,6 +159,7 @@ async def host(storage: AzuriteStack) -> AsyncIterator[RunningHost]:
         "CRM_BASE_URL": "http://127.0.0.1:9",
         "SYNC_SCHEDULE": NEVER,
         "SUBSCRIPTION_SCHEDULE": NEVER,
+        "ADMIN_KEY": ADMIN_KEY,
     }
     with function_host("function_app:app", settings) as running:
         yield running
@@ -165,14 +184,29 @@ async def browser(chromium: str) -> AsyncIterator[BrowserContext]:
 
 async def open_status(browser: BrowserContext, host: RunningHost) -> Page:
     page = await browser.new_page()
-    response = await page.goto(f"{host.base_url}/manage/status?code={host.function_key}")
+    response = await page.goto(f"{host.base_url}/manage/status?code={ADMIN_KEY}")
     assert response is not None and response.status == 200
     assert response.headers["content-type"].startswith("text/html")
     return page
 
 
-def test_the_status_page_needs_the_function_key(host: RunningHost) -> None:
-    assert httpx.get(f"{host.base_url}/manage/status").status_code == 401
+def test_the_status_page_needs_the_admin_key_not_a_functions_key(host: RunningHost) -> None:
+    url = f"{host.base_url}/manage/status"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, params={"code": host.function_key}).status_code == 401  # the host key
+    assert httpx.get(url, params={"code": ADMIN_KEY}).status_code == 200
+
+
+def test_the_users_list_skips_and_flags_a_bad_total_and_shows_everyone(host: RunningHost) -> None:
+    response = httpx.get(f"{host.base_url}/manage/users", headers={"x-functions-key": ADMIN_KEY})
+    assert response.status_code == 200
+    users = {u["upn"]: u for u in response.json()}
+    assert sorted(users) == sorted([ANN, BOB, CAROL, DAVE, ERIN, FRANK, GRACE])
+    frank = {s["stream"]: s["totals"] for s in users[FRANK]["streams"]}
+    assert frank == {"mail:inbox": {"journaled": 4, "skipped": 1}, "mail:sentitems": {}}
+    assert users[FRANK]["unreadable"] == [
+        "mail:sentitems: total 'journaled' is not a whole number ('lots'), left out"
+    ]
 
 
 async def test_the_status_page_shows_each_user_state_counts_and_escaped_errors(
@@ -182,9 +216,9 @@ async def test_the_status_page_shows_each_user_state_counts_and_escaped_errors(
     await page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
 
     rows = page.locator("#users tbody tr")
-    assert await rows.count() == 5
+    assert await rows.count() == 7
     users = await rows.evaluate_all("rows => rows.map(r => r.dataset.user)")
-    assert sorted(users) == [ANN, BOB, CAROL, DAVE, ERIN]
+    assert sorted(users) == [ANN, BOB, CAROL, DAVE, ERIN, FRANK, GRACE]
 
     async def cell(user: str, column: str) -> str:
         return (await page.locator(f"tr[data-user='{user}'] td[data-col='{column}']").inner_text()).strip()
@@ -212,7 +246,42 @@ async def test_the_status_page_shows_each_user_state_counts_and_escaped_errors(
     assert await page.evaluate("() => window.pwned === undefined")
 
     chips = await page.locator("#summary .chip").all_inner_texts()
-    assert chips == ["5 users", "2 error", "1 throttled", "1 ok", "1 disabled"]
+    assert chips == ["7 users", "3 error", "1 throttled", "2 ok", "1 disabled"]
     order = await rows.evaluate_all("rows => rows.map(r => r.dataset.state)")
-    assert order == ["error", "error", "throttled", "ok", "disabled"]  # who needs attention first
+    assert order == ["error", "error", "error", "throttled", "ok", "disabled", "ok"]  # attention first
     assert DELTA_SECRET not in await page.content()
+
+
+async def test_a_bad_total_is_flagged_in_its_row_and_the_others_still_count(
+    browser: BrowserContext, host: RunningHost
+) -> None:
+    page = await open_status(browser, host)
+    frank = page.locator(f"tr[data-user='{FRANK}']")
+    assert (await frank.locator("td[data-col='journaled']").inner_text()).strip() == "4"
+    flag = (await frank.locator("td[data-col='error'] .flag").inner_text()).strip()
+    assert flag == "unreadable: mail:sentitems: total 'journaled' is not a whole number ('lots'), left out"
+    assert (
+        await page.locator(f"tr[data-user='{ANN}'] td[data-col='journaled']").inner_text()
+    ).strip() == "17"
+
+
+async def test_a_30000_character_error_is_cut_and_shown_whole_on_demand_without_breaking_the_page(
+    browser: BrowserContext, host: RunningHost, tmp_path: Path
+) -> None:
+    page = await open_status(browser, host)
+    cell = page.locator(f"tr[data-user='{GRACE}'] td[data-col='error']")
+    summary = cell.locator("details > summary")
+    shown = (await summary.inner_text()).strip()
+    assert shown.startswith("mail:inbox: CRM answered 500: xxx") and "show all 30,000 characters" in shown
+    assert "END-OF-THE-ERROR" not in shown and len(shown) < 400
+    row_box = await page.locator(f"tr[data-user='{GRACE}']").bounding_box()
+    assert row_box is not None and row_box["height"] < 200  # an ordinary row, not 500 lines
+    assert await page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+    await summary.click()  # the whole text, on demand, in a box of its own that scrolls
+    full = cell.locator("details .full")
+    assert await full.evaluate("el => el.textContent") == LONG_ERROR
+    full_box = await full.bounding_box()
+    assert full_box is not None and full_box["height"] <= 20 * 16 + 1  # 20rem, then it scrolls
+    assert await page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    await page.screenshot(path=str(tmp_path / "status-long-error.png"), full_page=True)

@@ -4,10 +4,12 @@ Functions platform's own settings, minus the settings of Graph auth modes produc
 
 from __future__ import annotations
 
+import importlib
+import json
 from typing import Any
 
 from shared.config import SETTING_NAMES, Settings
-from tests.infra.bicep_source import INFRA, only, parse, resources_of_type, unquote
+from tests.infra.bicep_source import INFRA, ROOT, only, parse, resources_of_type, unquote
 
 FUNCTION_APP = INFRA / "app" / "function-app.bicep"
 
@@ -27,6 +29,8 @@ NOT_SET_IN_AZURE = {
     "GRAPH_STATIC_TOKEN": "GRAPH_AUTH_MODE=static-token only (loopback Graph emulator)",
     "DATAVERSE_STATIC_TOKEN": "DATAVERSE_AUTH_MODE=static-token only (loopback Dataverse stand-in)",
     "AzureWebJobsStorage": "a connection string (Azurite); Azure uses AzureWebJobsStorage__*",
+    "ADMIN_KEY": "admins sign in with Entra ID in Azure (authsettingsV2); the admin key is for local runs",
+    "WEBSITE_AUTH_ENABLED": "App Service sets it itself when authsettingsV2 turns authentication on",
 }
 PRODUCTION_AUTH_MODE = "workload-identity"
 
@@ -36,7 +40,7 @@ def _bicep_settings() -> dict[str, Any]:
         {
             name: r
             for name, r in resources_of_type(FUNCTION_APP, "Microsoft.Web/sites/config").items()
-            if r["name"] == "appsettings"
+            if r.get("name") == "appsettings"  # a conditional resource nests its config one level down
         }
     )
     return {unquote(key): value for key, value in config["properties"].items()}
@@ -68,7 +72,7 @@ def test_production_auth_mode_is_workload_identity() -> None:
 
 def test_secrets_are_key_vault_references() -> None:
     settings = _bicep_settings()
-    for name in ("CRM_API_TOKEN", "WEBHOOK_KEY"):
+    for name in ("CRM_API_TOKEN", "WEBHOOK_KEY", "LOG_HASH_KEY"):
         value = settings[name]
         assert isinstance(value, str), name
         assert value.startswith("@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName="), name
@@ -106,3 +110,30 @@ def test_the_settings_bicep_sets_pass_the_codes_validation() -> None:
     assert settings.graph_auth_mode.value == PRODUCTION_AUTH_MODE
     assert settings.storage_connection_string == ""
     assert settings.table_service_uri and settings.queue_service_uri
+
+
+def test_app_service_authentication_guards_everything_but_the_two_paths_graph_calls() -> None:
+    """Entra sign-in in front of the admin API and status page; Graph's webhook paths excluded (Graph
+    cannot sign in: they take the webhook function key). The paths are the webhook functions' routes
+    under host.json's route prefix, so renaming a route without the Bicep fails here. (A FunctionApp
+    indexes once, so function_app is imported anew.)"""
+    [auth] = [
+        r["config"]
+        for r in resources_of_type(FUNCTION_APP, "Microsoft.Web/sites/config").values()
+        if r.get("config", {}).get("name") == "authsettingsV2"
+    ]
+    http = json.loads((ROOT / "host.json").read_text())["extensions"].get("http", {})
+    prefix = http.get("routePrefix", "api")  # the host's default
+    routes = {
+        binding["route"]
+        for function in importlib.reload(importlib.import_module("function_app")).app.get_functions()
+        if function.get_function_name() in ("graph_notifications", "graph_lifecycle")
+        for binding in function.get_bindings_dict()["bindings"]
+        if binding.get("type") == "httpTrigger"
+    }
+    properties = auth["properties"]
+    assert properties["platform"]["enabled"] is True
+    assert properties["globalValidation"]["requireAuthentication"] is True
+    assert sorted(properties["globalValidation"]["excludedPaths"]) == sorted(f"/{prefix}/{r}" for r in routes)
+    assert properties["identityProviders"]["azureActiveDirectory"]["enabled"] is True
+    assert properties["login"]["tokenStore"]["enabled"] is False  # no tokens kept on the app's side

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from azure.data.tables import TableServiceClient, UpdateMode
 from click.testing import CliRunner, Result
 
 from emulators.azurite import AzuriteStack
@@ -46,6 +47,21 @@ def mail(graph: GraphEmulator, sender: str, message_id: str) -> None:
 
 def run(runner: CliRunner, *args: str) -> Result:
     return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def ann_with_mail_from_bob(runner: CliRunner, graph: GraphEmulator, message_id: str) -> None:
+    graph.control.add_user(ANN)
+    mail(graph, "bob@fabrikam.example", message_id)
+    run(runner, "users", "add", ANN, "MailFolders=inbox")
+
+
+def write_users_row(runner: CliRunner, **columns: object) -> None:
+    """Write a SyncUsers row as a person with Storage Explorer would, past our code's checks."""
+    conn = runner.env["AzureWebJobsStorage"]  # type: ignore[index]
+    with TableServiceClient.from_connection_string(conn) as service:
+        service.get_table_client("SyncUsers").upsert_entity(
+            {"PartitionKey": "user", **columns}, mode=UpdateMode.MERGE
+        )
 
 
 def test_an_admin_adds_syncs_inspects_and_explains(
@@ -86,16 +102,8 @@ def test_an_admin_adds_syncs_inspects_and_explains(
 def test_a_bad_row_gets_a_readable_error_and_other_users_go_on(
     crmsync: CliRunner, graph: GraphEmulator, crm_server: ReferenceCrm
 ) -> None:
-    from azure.data.tables import TableServiceClient
-
-    graph.control.add_user(ANN)
-    mail(graph, "bob@fabrikam.example", "<ok-1@fabrikam.example>")
-    run(crmsync, "users", "add", ANN, "MailFolders=inbox")
-    conn = crmsync.env["AzureWebJobsStorage"]  # type: ignore[index]
-    with TableServiceClient.from_connection_string(conn) as service:  # an admin's typo in Storage Explorer
-        service.get_table_client("SyncUsers").upsert_entity(
-            {"PartitionKey": "user", "RowKey": BAD, "Enabled": True, "DaysBack": "fourteen"}
-        )
+    ann_with_mail_from_bob(crmsync, graph, "<ok-1@fabrikam.example>")
+    write_users_row(crmsync, RowKey=BAD, Enabled=True, DaysBack="fourteen")  # an admin's typo
     good = run(crmsync, "sync", ANN)
     assert good.exit_code == 0, good.output
     bad = crmsync.invoke(main, ["sync", BAD])
@@ -148,3 +156,28 @@ def test_a_sync_killed_mid_run_is_taken_over_only_once_its_process_is_gone(
             await store.aclose()
 
     asyncio.run(let_go())
+
+
+HOSTILE_REASON = "\x1b]0;pwned\x07\x1b[2J\x1b[31mrefused\x1b[0m\nok: forged line\u202e"
+
+
+def test_a_crms_hostile_error_text_reaches_the_terminal_without_its_control_characters(
+    crmsync: CliRunner, graph: GraphEmulator, crm_server: ReferenceCrm
+) -> None:
+    ann_with_mail_from_bob(crmsync, graph, "<cli-bad@fabrikam.example>")
+    crm_server.fault(
+        422, count=None, method="PUT", path_contains="/journals/<cli-bad", message=HOSTILE_REASON
+    )
+
+    synced = run(crmsync, "sync", ANN)
+    explained = run(crmsync, "explain", ANN, "<cli-bad@fabrikam.example>").output
+    write_users_row(crmsync, RowKey=ANN, LastError=HOSTILE_REASON)  # as an older version stored it
+    status = run(crmsync, "status", ANN).output
+
+    assert "failed" in synced.output and "open issue:" in explained
+    assert "]0;pwned[2J[31mrefused[0m ok: forged line (attempts: 1)" in explained
+    assert "last error: ]0;pwned[2J[31mrefused[0m ok: forged line" in status
+    for output in (synced.output, explained, status):
+        assert not [c for c in output if c not in "\r\n" and not c.isprintable()], repr(
+            output
+        )  # \r: progress

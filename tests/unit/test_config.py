@@ -85,6 +85,57 @@ def test_the_deployment_flags_say_which_streams_graph_permits() -> None:
     assert "CONTACTS_SYNC must be true or false" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://crm.example.com/api",  # the CRM token would travel in clear text
+        "ftp://crm.example.com/api",
+        "crm.example.com/api",
+        "http://127.0.0.1.example.com",  # a name that only starts like a loopback address
+        "http://10.0.0.5:8080",
+    ],
+)
+def test_a_crm_url_must_be_https_off_loopback(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(LOCAL | {"CRM_BASE_URL": url})
+    assert [p for p in caught.value.problems if p.startswith("CRM_BASE_URL")], caught.value.problems
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://crm.example.com/api", "http://127.0.0.1:9000", "http://localhost:5020", "http://[::1]:80"],
+)
+def test_a_crm_url_over_https_or_on_loopback_is_accepted(url: str) -> None:
+    assert Settings.from_env(LOCAL | {"CRM_BASE_URL": url}).crm_base_url == url
+
+
+def test_the_webhook_url_follows_the_same_rule() -> None:
+    with pytest.raises(ConfigError, match="WEBHOOK_BASE_URL may use http only on a loopback"):
+        Settings.from_env(LOCAL | {"WEBHOOK_BASE_URL": "http://func.example.com/api"})
+    assert Settings.from_env(LOCAL | {"WEBHOOK_BASE_URL": "https://func.example.com/api"}).webhook_base_url
+
+
+def test_the_admin_key_is_never_the_webhook_key_and_long_enough() -> None:
+    key = "k" * 40
+    with pytest.raises(ConfigError, match="ADMIN_KEY must not be the webhook key"):
+        Settings.from_env(LOCAL | {"ADMIN_KEY": key, "WEBHOOK_KEY": key})
+    with pytest.raises(ConfigError, match="ADMIN_KEY must be at least 32"):
+        Settings.from_env(LOCAL | {"ADMIN_KEY": "short"})
+    assert Settings.from_env(LOCAL | {"ADMIN_KEY": key, "WEBHOOK_KEY": "w" * 40}).admin_key == key
+
+
+def test_easy_auth_is_on_only_when_app_service_says_so() -> None:
+    assert Settings.from_env(LOCAL).easy_auth is False
+    assert Settings.from_env(LOCAL | {"WEBSITE_AUTH_ENABLED": "True"}).easy_auth is True
+    assert Settings.from_env(LOCAL | {"WEBSITE_AUTH_ENABLED": "False"}).easy_auth is False
+
+
+def test_an_unresolved_key_vault_reference_is_no_log_hash_key() -> None:
+    reference = "@Microsoft.KeyVault(VaultName=kv;SecretName=log-hash-key)"
+    assert Settings.from_env(LOCAL | {"LOG_HASH_KEY": reference}).log_hash_key == ""
+    assert Settings.from_env(LOCAL | {"LOG_HASH_KEY": "s" * 40}).log_hash_key == "s" * 40
+
+
 DATAVERSE = {
     **{k: v for k, v in LOCAL.items() if k != "CRM_BASE_URL"},
     "CRM_CONNECTOR": "dataverse",

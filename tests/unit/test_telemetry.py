@@ -40,3 +40,43 @@ def test_the_distro_would_record_http_urls_by_default() -> None:
 
 def test_our_telemetry_records_no_http_urls() -> None:
     assert instrumented("ours") == "instrumented False False"
+
+
+TAG = textwrap.dedent(
+    """
+    import sys
+    from shared.telemetry import use_log_hash_key, user_tag
+    if sys.argv[1]:
+        use_log_hash_key(sys.argv[1])
+    print("tag", user_tag("Ann.Lee@Contoso.com "))
+    """
+)
+
+
+def tag_in_a_fresh_process(key: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", TAG, key], capture_output=True, text=True, timeout=120, check=True
+    )
+    return next(line for line in result.stdout.splitlines() if line.startswith("tag")).split()[1]
+
+
+def test_user_tags_are_keyed_so_hashing_the_user_list_does_not_reverse_them() -> None:
+    import hashlib
+    import hmac
+
+    upn = "ann.lee@contoso.com"
+    unkeyed = hashlib.sha256(upn.encode()).hexdigest()[:12]  # anyone with the user list could match it
+    keyed = tag_in_a_fresh_process("deployment-secret-1")
+
+    assert keyed == hmac.new(b"deployment-secret-1", upn.encode(), hashlib.sha256).hexdigest()[:12]
+    assert keyed != unkeyed
+    assert tag_in_a_fresh_process("deployment-secret-1") == keyed  # stable across instances
+    assert tag_in_a_fresh_process("deployment-secret-2") != keyed
+
+
+def test_without_a_key_the_tag_is_random_per_process_never_the_plain_hash() -> None:
+    import hashlib
+
+    first, second = tag_in_a_fresh_process(""), tag_in_a_fresh_process("")
+    assert first != second
+    assert hashlib.sha256(b"ann.lee@contoso.com").hexdigest()[:12] not in (first, second)

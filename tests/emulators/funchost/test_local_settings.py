@@ -19,6 +19,7 @@ def test_the_example_names_every_app_setting_and_the_core_tools_ones() -> None:
     assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
     unknown = set(values) - SETTING_NAMES - {
         "FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags", "FUNCTIONS_MASTER_KEY", "FUNCTIONS_HOST_KEY",
+        "FUNCTIONS_KEY_graph_notifications", "FUNCTIONS_KEY_graph_lifecycle",  # where WEBHOOK_KEY goes
     }  # fmt: skip
     assert not unknown
 

@@ -177,16 +177,34 @@ async def test_contact_upsert_by_key_and_by_ref_creates_nothing_twice(
     assert stored is not None and stored.fields.job_title == "CEO"
 
 
-async def test_contact_with_an_address_already_in_the_crm_is_adopted(crm: BottleCrmConnector) -> None:
+async def test_a_contact_of_the_same_owner_holding_the_address_is_adopted(crm: BottleCrmConnector) -> None:
     email = f"dup-{tag()}@example.org"
     existing = await crm.upsert_contact(CrmContact(ref=None, owner=OWNER, fields=person_fields(email)))
 
     adopted = await crm.upsert_contact(
-        CrmContact(ref=None, owner=OTHER_OWNER, fields=person_fields(email.upper(), notes="x"), key=tag())
+        CrmContact(ref=None, owner=OWNER, fields=person_fields(email.upper(), notes="x"), key=tag())
     )
 
     assert adopted.id == existing.id
     assert [p.id for p in (await crm.find_people([email]))[email]] == [existing.id]
+    stored = await crm.get_contact(existing)
+    assert stored is not None and (stored.owner, stored.fields.notes) == (OWNER, "x")
+
+
+async def test_another_owners_contact_holding_the_address_is_refused_and_left_alone(
+    crm: BottleCrmConnector, bottlecrm_server: BottleCrm
+) -> None:
+    email = f"dup-{tag()}@example.org"
+    existing = await crm.upsert_contact(CrmContact(ref=None, owner=OWNER, fields=person_fields(email)))
+    before = await api(bottlecrm_server, "GET", f"/api/contacts/{existing.id}/")
+
+    with pytest.raises(CrmRejectedError, match="assigned to another user"):
+        await crm.upsert_contact(
+            CrmContact(ref=None, owner=OTHER_OWNER, fields=person_fields(email, notes="x"), key=tag())
+        )
+
+    after = await api(bottlecrm_server, "GET", f"/api/contacts/{existing.id}/")
+    assert after["contact_obj"] == before["contact_obj"]  # no field, key or assignee changed
 
 
 async def test_delete_contact_is_idempotent(crm: BottleCrmConnector) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import httpx
 import pytest
 
 from emulators.azurite import AzuriteStack
@@ -19,7 +20,7 @@ from shared.model import ContactFields, CrmContact, CrmContactRemoved, Job
 from shared.state.memory import InMemoryJobQueue
 from shared.sync.contacts import ContactsStream
 from shared.sync.engine import Engine
-from tests.integration.bottlecrm.world import bottle_world, outlook
+from tests.integration.bottlecrm.world import BottleWorld, bottle_world, outlook
 
 pytestmark = [pytest.mark.integration, pytest.mark.bottlecrm]
 
@@ -87,3 +88,90 @@ async def test_overlapping_address_books_meet_without_duplicates_and_a_rerun_wri
             if route.split()[0] in {"POST", "PATCH", "DELETE"} and "contact" in route.lower()
         }
         assert not any(graph_writes.values()), graph_writes
+
+
+DELETE_IN_CRM = {"Enabled": True, "Mail": False, "Contacts": True, "ContactsDeleteInCrm": True}
+
+
+def contacts_engine(world: BottleWorld) -> Engine:
+    side = GraphContacts(build_graph_client(world.config), GraphCaller())
+    return Engine(world.state, InMemoryJobQueue(), {"contacts": ContactsStream(world.state, world.crm, side)})
+
+
+async def test_another_users_contact_holding_the_same_address_is_never_taken_over_or_deleted(
+    bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
+) -> None:
+    """The review's case: Carol's CRM contact, Ann's Outlook contact with the same address. BottleCRM
+    keeps one contact per address, so Ann's sync may not link it (it is not hers): an issue says why,
+    and neither Ann's edits nor her delete (ContactsDeleteInCrm) reach Carol's contact."""
+    tag = secrets.token_hex(3)
+    ann, carol, dora = f"ann-{tag}@contoso.com", f"carol-{tag}@contoso.com", f"dora-{tag}@fabrikam.example"
+    graph.control.add_user(ann)
+    seed = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, provision_owners=True)
+    try:
+        await seed.upsert_contact(  # Ann is a BottleCRM user with a contact of her own
+            CrmContact(None, ann, ContactFields(given_name="Own", emails=(f"own-{tag}@fabrikam.example",)))
+        )
+        fields = ContactFields(given_name="Dora", surname="Carol's", emails=(dora,), job_title="Buyer")
+        carols = await seed.upsert_contact(CrmContact(None, carol, fields, key=f"seed-{tag}"))
+        before = await seed.get_contact(carols)
+        folder = outlook(graph, "POST", f"/users/{ann}/contactFolders", {"displayName": "CRM Contacts"})
+        contacts = f"/users/{ann}/contactFolders/{folder['id']}/contacts"
+        dora_of_ann = {"givenName": "Dora", "surname": "Ann's", "emailAddresses": [{"address": dora}]}
+        mine = outlook(graph, "POST", contacts, dora_of_ann)
+
+        async with bottle_world(bottlecrm_server, azurite_stack, graph, ann, DELETE_IN_CRM, "/api") as world:
+            engine = contacts_engine(world)
+            assert (await engine.run_job(Job(ann, "contacts"))).status == "done"
+            [issue] = await world.state.list_issues(ann)
+            assert carols.id in issue.reason and "assigned to another user" in issue.reason
+            assert await seed.get_contact(carols) == before
+
+            outlook(graph, "PATCH", f"{contacts}/{mine['id']}", {"jobTitle": "Edited by Ann"})
+            await engine.run_job(Job(ann, "contacts"))
+            outlook(graph, "DELETE", f"{contacts}/{mine['id']}")
+            await engine.run_job(Job(ann, "contacts"))
+            assert await seed.get_contact(carols) == before
+    finally:
+        await seed.aclose()
+
+
+async def test_a_contact_shared_with_another_user_is_not_deleted_by_one_users_outlook_delete(
+    bottlecrm_server: BottleCrm, azurite_stack: AzuriteStack, graph: GraphEmulator
+) -> None:
+    """A CRM user assigned one contact to both Ann and Carol. Ann's sync links it (it is hers too), but
+    her Outlook delete with ContactsDeleteInCrm does not delete what Carol shares."""
+    tag = secrets.token_hex(3)
+    ann, carol, erin = f"ann-{tag}@contoso.com", f"carol-{tag}@contoso.com", f"erin-{tag}@fabrikam.example"
+    graph.control.add_user(ann)
+    seed = BottleCrmConnector(bottlecrm_server.base_url, bottlecrm_server.token, provision_owners=True)
+    try:
+        await seed.upsert_contact(
+            CrmContact(None, carol, ContactFields(given_name="Own", emails=(f"own-{tag}@fabrikam.example",)))
+        )
+        fields = ContactFields(given_name="Erin", surname="Shared", emails=(erin,))
+        shared = await seed.upsert_contact(CrmContact(None, ann, fields, key=f"seed-{tag}"))
+        async with httpx.AsyncClient(base_url=bottlecrm_server.base_url) as api:
+            auth = {"Authorization": f"Bearer {bottlecrm_server.token}"}
+            teams = (await api.get("/api/users/get-teams-and-users/", headers=auth)).json()["profiles"]
+            profiles = {p["user_details"]["email"].lower(): p["id"] for p in teams}
+            assignees = [profiles[ann], profiles[carol]]
+            shared_row = f"/api/contacts/{shared.id}/"
+            (await api.patch(shared_row, json={"assigned_to": assignees}, headers=auth)).raise_for_status()
+
+        async with bottle_world(bottlecrm_server, azurite_stack, graph, ann, DELETE_IN_CRM, "/api") as world:
+            engine = contacts_engine(world)
+            assert (await engine.run_job(Job(ann, "contacts"))).status == "done"
+            folder = (await world.state.get_cursor(ann, "contacts")).extra["folderId"]
+            contacts = f"/users/{ann}/contactFolders/{folder}/contacts"
+            [linked] = outlook(graph, "GET", contacts)["value"]
+
+            outlook(graph, "DELETE", f"{contacts}/{linked['id']}")
+            outcome = await engine.run_job(Job(ann, "contacts"))
+            await engine.run_job(Job(ann, "contacts"))
+
+            assert outcome.stats["failed"] == 1  # the connector refused the delete
+            kept = await seed.get_contact(shared)
+            assert kept is not None and kept.fields.surname == "Shared"
+    finally:
+        await seed.aclose()
