@@ -1,7 +1,7 @@
 """`make bench`: every benchmark on the local stack, each in its own process (so memory figures are its
 own), at full size or tiny (`--tiny`, what the smoke test runs). Writes bench/results.json and prints it.
 
-    python -m bench [--tiny] [--only backfill,idle_sweep,latency,rescan,cold_start] [--jobs 1]
+    python -m bench [--tiny] [--only backfill,idle_sweep,latency,rescan,cold_start,dataverse] [--jobs 1]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ FULL: dict[str, list[str]] = {
     "latency": ["--samples", "30", "--users", "3", "--idle", "1.0"],
     "rescan": ["--messages", "1000", "--cycles", "3", "--new-per-cycle", "5"],
     "cold_start": ["--runs", "5"],
+    "dataverse": ["--messages", "10000", "--days", "14"],
 }
 TINY: dict[str, list[str]] = {
     "backfill": ["--messages", "150", "--days", "3"],
@@ -32,6 +33,7 @@ TINY: dict[str, list[str]] = {
     "latency": ["--samples", "2", "--users", "1", "--idle", "0.2"],
     "rescan": ["--messages", "120", "--cycles", "1", "--new-per-cycle", "2"],
     "cold_start": ["--runs", "1"],
+    "dataverse": ["--messages", "150", "--days", "3"],
 }
 
 

@@ -81,9 +81,15 @@ def mailbox(messages: int, days: int, *, seed: int = 7, upn_index: int = 0) -> d
     start = datetime.now(UTC).date() - timedelta(days=days - 1)
     per_day = max(1, math.ceil(messages / days))
     data = generate(
-        users=1, days=days, per_day=per_day, seed=seed, domain=DOMAIN, start=start,
-        contacts_per_user=0, events_per_user=0,
-    )  # fmt: skip
+        users=1,
+        days=days,
+        per_day=per_day,
+        seed=seed,
+        domain=DOMAIN,
+        start=start,
+        contacts_per_user=0,
+        events_per_user=0,
+    )
     user = data["users"][0]
     now = datetime.now(UTC) - timedelta(minutes=5)
     kept = []
@@ -289,7 +295,13 @@ def _tree_cpu() -> dict[int, tuple[str, float]]:
 
 
 def _role(cmdline: str) -> str:
-    for marker, role in (("azurite", "azurite"), ("emulators.crm", "crm"), ("emulators.graph", "graph")):
+    roles = (
+        ("azurite", "azurite"),
+        ("emulators.crm", "crm"),
+        ("emulators.graph", "graph"),
+        ("emulators.dataverse", "dataverse"),
+    )
+    for marker, role in roles:
         if marker in cmdline:
             return role
     return "other"

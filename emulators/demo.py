@@ -1,9 +1,10 @@
 """`make demo`: the whole sync on this machine, against the local stack, with a generated tenant.
 
 Starts Azurite, the Graph emulator (a generated tenant of a few users with two weeks of mail), the
-reference CRM and the Function App in the local Functions host; enables the users; lets the app
-subscribe and sync them; prints what landed in the CRM; then delivers a new mail and shows it arrive
-through Graph's notification, the queue and the worker, with the delay. Stops everything it started.
+reference CRM (or BottleCRM, or the Dataverse stand-in for Dynamics 365: `--crm`) and the Function
+App in the local Functions host; enables the users; lets the app subscribe and sync them; prints
+what landed in the CRM; then delivers a new mail and shows it arrive through Graph's notification,
+the queue and the worker, with the delay. Stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from emulators.dataverse.launcher import DataverseStandIn
 from emulators.graph.sample import generate
 from emulators.localapp import TENANT_DOMAIN, LocalApp, local_app
 from shared.state.tables import TableStateStore
@@ -57,6 +59,9 @@ async def _until(check: Any, timeout: float) -> bool:
 
 async def run(app: LocalApp, tenant: dict[str, Any]) -> None:
     upns = [u["userPrincipalName"] for u in tenant["users"]]
+    if isinstance(app.crm, DataverseStandIn):  # owners are Dynamics 365 users (systemusers)
+        for upn in upns:
+            app.crm.add_user(upn)
     people = _externals(tenant)
     for owner, email, name in people[::2]:  # half of the outside correspondents are CRM people
         app.crm.add_person(email, name=name, owner=owner)
@@ -129,7 +134,7 @@ def _show(app: LocalApp) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--crm", default="reference", choices=["reference", "bottlecrm"])
+    parser.add_argument("--crm", default="reference", choices=["reference", "bottlecrm", "dataverse"])
     parser.add_argument("--users", type=int, default=3)
     args = parser.parse_args()
     tenant = _tenant(args.users, 14)

@@ -20,6 +20,7 @@ from typing import Any
 from emulators.azurite import AzuriteStack, azurite
 from emulators.bottlecrm import BottleCrm, bottlecrm
 from emulators.crm.launcher import ReferenceCrm, reference_crm
+from emulators.dataverse.launcher import DataverseStandIn, dataverse_stand_in
 from emulators.funchost.config import FUNCTION_KEY_PREFIX
 from emulators.funchost.launcher import RunningHost, function_host
 from emulators.graph.launcher import GraphEmulator, graph_emulator
@@ -36,7 +37,7 @@ WEBHOOK_FUNCTIONS = ("graph_notifications", "graph_lifecycle")  # the functions 
 class LocalApp:
     azurite: AzuriteStack
     graph: GraphEmulator
-    crm: ReferenceCrm | BottleCrm
+    crm: ReferenceCrm | BottleCrm | DataverseStandIn
     host: RunningHost
     settings: dict[str, str]
 
@@ -57,10 +58,27 @@ def webhook_key_settings(key: str) -> dict[str, str]:
     return {"WEBHOOK_KEY": key, **{f"{FUNCTION_KEY_PREFIX}{name}": key for name in WEBHOOK_FUNCTIONS}}
 
 
+def crm_settings(crm: ReferenceCrm | BottleCrm | DataverseStandIn) -> dict[str, str]:
+    if isinstance(crm, DataverseStandIn):
+        return {
+            "CRM_CONNECTOR": "dataverse",
+            "DATAVERSE_URL": crm.url,
+            "DATAVERSE_AUTH_MODE": "static-token",
+            "DATAVERSE_STATIC_TOKEN": "local-dataverse-stand-in",
+            "SSL_CERT_FILE": str(crm.ca_path),  # the host's httpx trusts the stand-in's test CA
+        }
+    return {
+        "CRM_CONNECTOR": "bottlecrm" if isinstance(crm, BottleCrm) else "reference",
+        "CRM_BASE_URL": crm.base_url,
+        "CRM_API_TOKEN": crm.token,
+        "CRM_AUTH_SCHEME": "bearer",
+    }
+
+
 def app_settings(
     storage: AzuriteStack,
     graph: GraphEmulator,
-    crm: ReferenceCrm | BottleCrm,
+    crm: ReferenceCrm | BottleCrm | DataverseStandIn,
     port: int,
     key: str,
     **extra: str,
@@ -71,10 +89,7 @@ def app_settings(
         "GRAPH_AUTH_MODE": "static-token",
         "GRAPH_STATIC_TOKEN": "local-graph-emulator",
         "AzureWebJobsStorage": storage.connection_string,
-        "CRM_CONNECTOR": "bottlecrm" if isinstance(crm, BottleCrm) else "reference",
-        "CRM_BASE_URL": crm.base_url,
-        "CRM_API_TOKEN": crm.token,
-        "CRM_AUTH_SCHEME": "bearer",
+        **crm_settings(crm),
         "ORG_DOMAINS": TENANT_DOMAIN,
         "SYNC_SCHEDULE": NEVER,
         "SUBSCRIPTION_SCHEDULE": NEVER,
@@ -92,15 +107,21 @@ def app_settings(
 def local_app(
     logs: Path | None = None, crm_kind: str = "reference", **graph_flags: Any
 ) -> Iterator[LocalApp]:
-    """`crm_kind`: "reference" (the project's reference CRM) or "bottlecrm" (BottleCRM itself)."""
+    """`crm_kind`: "reference" (the project's reference CRM), "bottlecrm" (BottleCRM itself) or
+    "dataverse" (the Dataverse stand-in, for the Dynamics 365 connector)."""
 
     def log(name: str) -> Path | None:
         return logs / f"{name}.log" if logs else None
 
+    crm_of: dict[str, Any] = {
+        "reference": lambda: reference_crm(log=log("crm")),
+        "bottlecrm": bottlecrm,
+        "dataverse": lambda: dataverse_stand_in(log=log("dataverse")),
+    }
     with (
         azurite(log=log("azurite")) as storage,
         graph_emulator(log=log("graph"), **graph_flags) as graph,
-        bottlecrm() if crm_kind == "bottlecrm" else reference_crm(log=log("crm")) as crm,
+        crm_of[crm_kind]() as crm,
     ):
         port = free_port()
         key = secrets.token_urlsafe(24)

@@ -34,15 +34,29 @@ param principalType string = 'User'
 ])
 param runtimeVersion string = '3.11'
 
-@description('Required. Base URL of the CRM API (CRM_BASE_URL).')
-param crmBaseUrl string
+@description('Conditional. Base URL of the CRM API (CRM_BASE_URL). Required unless crmConnector is dataverse.')
+param crmBaseUrl string = ''
 
 @description('Optional. CRM connector (CRM_CONNECTOR).')
 @allowed([
   'reference'
   'bottlecrm'
+  'dataverse'
 ])
 param crmConnector string = 'reference'
+
+@description('Conditional. Dynamics 365 environment URL, https://<org>.crm.dynamics.com (DATAVERSE_URL). Required when crmConnector is dataverse.')
+param dataverseUrl string = ''
+
+@description('Optional. How the app signs in to Dataverse (DATAVERSE_AUTH_MODE): the managed identity as the application user, or an app registration that trusts it.')
+@allowed([
+  'managed-identity'
+  'workload-identity'
+])
+param dataverseAuthMode string = 'managed-identity'
+
+@description('Conditional. Client id of the app registration that is the Dataverse application user (DATAVERSE_CLIENT_ID). Needed when dataverseAuthMode is workload-identity.')
+param dataverseClientId string = ''
 
 @description('Optional. How the CRM credential is presented (CRM_AUTH_SCHEME).')
 @allowed([
@@ -257,6 +271,9 @@ module functionApp 'app/function-app.bicep' = {
     crmBaseUrl: crmBaseUrl
     crmConnector: crmConnector
     crmAuthScheme: crmAuthScheme
+    dataverseUrl: dataverseUrl
+    dataverseAuthMode: dataverseAuthMode
+    dataverseClientId: dataverseClientId
     orgDomains: orgDomains
     syncSchedule: syncSchedule
     subscriptionSchedule: subscriptionSchedule

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -22,6 +22,15 @@ from shared.errors import ConfigError
 from shared.users import Granted
 
 REAL_GRAPH = "https://graph.microsoft.com/v1.0"
+
+
+CONNECTORS = ("reference", "bottlecrm", "dataverse")
+
+
+class DataverseAuthMode(StrEnum):
+    MANAGED_IDENTITY = "managed-identity"  # the app's user-assigned identity is the application user
+    WORKLOAD_IDENTITY = "workload-identity"  # an app registration that trusts the managed identity
+    STATIC_TOKEN = "static-token"  # the loopback stand-in only
 
 
 class GraphAuthMode(StrEnum):
@@ -58,10 +67,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AzureWebJobsStorage__tableServiceUri", "Table service URI (identity-based)"),
     Setting("AzureWebJobsStorage__queueServiceUri", "Queue service URI (identity-based)"),
     Setting("AzureWebJobsStorage__clientId", "managed identity client id used for storage"),
-    Setting("CRM_CONNECTOR", "which CRM connector: reference | bottlecrm", default="reference"),
-    Setting("CRM_BASE_URL", "the CRM API base URL", required=True),
+    Setting("CRM_CONNECTOR", "which CRM connector: reference | bottlecrm | dataverse", default="reference"),
+    Setting("CRM_BASE_URL", "the CRM API base URL (required unless CRM_CONNECTOR=dataverse)"),
     Setting("CRM_API_TOKEN", "the CRM API credential (Key Vault reference in Azure)", secret=True),
     Setting("CRM_AUTH_SCHEME", "bearer | api-key", default="bearer"),
+    Setting(
+        "DATAVERSE_URL",
+        "Dynamics 365 environment URL, https://<org>.crm.dynamics.com (CRM_CONNECTOR=dataverse)",
+    ),
+    Setting(
+        "DATAVERSE_AUTH_MODE",
+        "managed-identity | workload-identity | static-token",
+        default=DataverseAuthMode.MANAGED_IDENTITY.value,
+    ),
+    Setting(
+        "DATAVERSE_CLIENT_ID",
+        "client id of the app registration that is the application user (workload-identity)",
+    ),
+    Setting("DATAVERSE_STATIC_TOKEN", "bearer token for a loopback Dataverse stand-in", secret=True),
     Setting("ORG_DOMAINS", "the organisation's own mail domains, comma separated (internal mail)"),
     Setting("SYNC_SCHEDULE", "NCRONTAB of the safety-net sweep", default="0 */5 * * * *"),
     Setting("SUBSCRIPTION_SCHEDULE", "NCRONTAB of the subscription upkeep", default="0 */30 * * * *"),
@@ -140,6 +163,10 @@ class Settings:
     crm_base_url: str
     crm_api_token: str
     crm_auth_scheme: str
+    dataverse_url: str
+    dataverse_auth_mode: DataverseAuthMode
+    dataverse_client_id: str
+    dataverse_static_token: str
     org_domains: tuple[str, ...]
     sync_schedule: str
     subscription_schedule: str
@@ -200,8 +227,11 @@ class Settings:
             )
 
         connector = get("CRM_CONNECTOR")
-        if connector not in {"reference", "bottlecrm"}:
-            problems.append(f"CRM_CONNECTOR must be 'reference' or 'bottlecrm', got {connector!r}")
+        if connector not in CONNECTORS:
+            problems.append(f"CRM_CONNECTOR must be one of {', '.join(CONNECTORS)}, got {connector!r}")
+        if connector != "dataverse" and not get("CRM_BASE_URL"):
+            problems.append("CRM_BASE_URL is required (the CRM API base URL)")
+        dataverse_mode = _dataverse_problems(get, connector == "dataverse", problems)
         scheme = get("CRM_AUTH_SCHEME")
         if scheme not in {"bearer", "api-key"}:
             problems.append(f"CRM_AUTH_SCHEME must be 'bearer' or 'api-key', got {scheme!r}")
@@ -253,6 +283,10 @@ class Settings:
             crm_base_url=crm_base,
             crm_api_token=get("CRM_API_TOKEN"),
             crm_auth_scheme=scheme,
+            dataverse_url=get("DATAVERSE_URL").rstrip("/"),
+            dataverse_auth_mode=dataverse_mode,
+            dataverse_client_id=get("DATAVERSE_CLIENT_ID"),
+            dataverse_static_token=get("DATAVERSE_STATIC_TOKEN"),
             org_domains=tuple(d.strip().lower() for d in get("ORG_DOMAINS").split(",") if d.strip()),
             sync_schedule=get("SYNC_SCHEDULE"),
             subscription_schedule=get("SUBSCRIPTION_SCHEDULE"),
@@ -273,3 +307,30 @@ class Settings:
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(graph_base_url={self.graph_base_url!r}, crm_connector={self.crm_connector!r}, …)"
+
+
+def _dataverse_problems(get: Callable[[str], str], used: bool, problems: list[str]) -> DataverseAuthMode:
+    """Check the Dataverse settings (only when the Dataverse connector is chosen); returns the mode."""
+    try:
+        mode = DataverseAuthMode(get("DATAVERSE_AUTH_MODE"))
+    except ValueError:
+        choices = ", ".join(m.value for m in DataverseAuthMode)
+        problems.append(f"DATAVERSE_AUTH_MODE must be one of {choices}")
+        return DataverseAuthMode.MANAGED_IDENTITY
+    if not used:
+        return mode
+    url = get("DATAVERSE_URL").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.path.strip("/"):
+        problems.append(
+            f"DATAVERSE_URL must be the environment's https URL (https://<org>.crm.dynamics.com), got {url!r}"
+        )
+    needs = {
+        DataverseAuthMode.MANAGED_IDENTITY: ["AZURE_CLIENT_ID"],
+        DataverseAuthMode.WORKLOAD_IDENTITY: ["GRAPH_TENANT_ID", "DATAVERSE_CLIENT_ID", "AZURE_CLIENT_ID"],
+        DataverseAuthMode.STATIC_TOKEN: ["DATAVERSE_STATIC_TOKEN"],
+    }[mode]
+    problems += [f"{n} is required when DATAVERSE_AUTH_MODE={mode.value}" for n in needs if not get(n)]
+    if mode is DataverseAuthMode.STATIC_TOKEN and not _is_loopback(parts.hostname):
+        problems.append("DATAVERSE_AUTH_MODE=static-token is allowed only with a loopback DATAVERSE_URL")
+    return mode

@@ -58,6 +58,8 @@ async def services() -> Services:
 
 
 def build_crm(settings: Settings) -> CrmPort:
+    if settings.crm_connector == "dataverse":
+        return _dataverse(settings)
     if settings.crm_connector == "bottlecrm":
         from shared.crm.bottlecrm import BottleCrmConnector
 
@@ -67,6 +69,26 @@ def build_crm(settings: Settings) -> CrmPort:
     return ReferenceCrmConnector(
         settings.crm_base_url, settings.crm_api_token, auth_scheme=settings.crm_auth_scheme
     )
+
+
+def _dataverse(settings: Settings) -> CrmPort:
+    """Dynamics 365: the managed identity (or an app registration trusting it) as the environment's
+    application user; a fixed token only for the loopback stand-in (config.py enforces it)."""
+    from shared.config import DataverseAuthMode
+    from shared.crm.dataverse import DataverseConnector, auth
+
+    url = settings.dataverse_url
+    mode = settings.dataverse_auth_mode
+    token: auth.StaticToken | auth.IdentityToken
+    if mode is DataverseAuthMode.STATIC_TOKEN:
+        token = auth.StaticToken(settings.dataverse_static_token)
+    elif mode is DataverseAuthMode.WORKLOAD_IDENTITY:
+        token = auth.workload_identity(
+            settings.graph_tenant_id, settings.dataverse_client_id, settings.managed_identity_client_id, url
+        )
+    else:
+        token = auth.managed_identity(settings.managed_identity_client_id, url)
+    return DataverseConnector(url, token)
 
 
 def _storage_credential(settings: Settings) -> Any:

@@ -65,6 +65,15 @@ param crmConnector string
 @description('Required. CRM auth scheme.')
 param crmAuthScheme string
 
+@description('Required. Dynamics 365 environment URL (empty unless the connector is dataverse).')
+param dataverseUrl string
+
+@description('Required. How the app signs in to Dataverse.')
+param dataverseAuthMode string
+
+@description('Required. Client id of the app registration that is the Dataverse application user (may be empty).')
+param dataverseClientId string
+
 @description('Required. Own mail domains, comma separated.')
 param orgDomains string
 
@@ -167,7 +176,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 // Every app setting the code reads (shared/config.py SETTINGS) plus the platform's own.
 // tests/infra/test_app_settings.py compares this list with SETTINGS both ways.
 // Not set here, on purpose: GRAPH_CLIENT_CERTIFICATE_PATH, GRAPH_CLIENT_SECRET (other Graph auth
-// modes), GRAPH_STATIC_TOKEN (loopback emulator only), AzureWebJobsStorage (a connection string;
+// modes), GRAPH_STATIC_TOKEN and DATAVERSE_STATIC_TOKEN (loopback stand-ins only), AzureWebJobsStorage (a connection string;
 // shared key is off, the identity-based AzureWebJobsStorage__* family replaces it).
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
@@ -199,6 +208,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CRM_BASE_URL: crmBaseUrl
     CRM_AUTH_SCHEME: crmAuthScheme
     CRM_API_TOKEN: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${crmSecretName})'
+    // Dynamics 365 (CRM_CONNECTOR=dataverse): no secret; the managed identity is the application user
+    DATAVERSE_URL: dataverseUrl
+    DATAVERSE_AUTH_MODE: dataverseAuthMode
+    DATAVERSE_CLIENT_ID: dataverseClientId
     // Sync behaviour
     ORG_DOMAINS: orgDomains
     SYNC_SCHEDULE: syncSchedule

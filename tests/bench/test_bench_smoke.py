@@ -19,7 +19,7 @@ def test_every_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert {"backfill", "idle_sweep", "latency", "rescan", "cold_start"} <= results.keys()
+    assert {"backfill", "idle_sweep", "latency", "rescan", "cold_start", "dataverse"} <= results.keys()
 
     backfill = results["backfill"]
     assert backfill["outcome"] == "done"
@@ -42,3 +42,9 @@ def test_every_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert rescan["rescan_per_cycle"]["items"] == 122
 
     assert results["cold_start"]["functions"] > 0
+
+    dataverse = results["dataverse"]
+    assert dataverse["outcome"] == "done"
+    assert dataverse["journals_in_crm"] == dataverse["stats"]["journaled"] > 0
+    # per Graph page: the people lookup, the email lookup and the writes, each one $batch; the owner once
+    assert dataverse["dataverse_requests"] == 3 * dataverse["stats"]["pages"] + 1

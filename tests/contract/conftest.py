@@ -22,6 +22,7 @@ from shared.crm.reference import ReferenceCrmConnector, parse_retry_after
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
 from shared.ports.crm import Capabilities, CrmPort
 from tests.contract.bottlecrm_factory import bottlecrm_harness, bottlecrm_server  # noqa: F401 (fixture)
+from tests.contract.dataverse_factory import dataverse_harness, dataverse_server  # noqa: F401 (fixture)
 from tests.contract.graph_harness import contract_graph  # noqa: F401 (fixture)
 
 # Port operation → (HTTP method, path fragment) of the reference API, for fault injection.
@@ -235,6 +236,7 @@ CRM_FACTORIES: dict[
     "memory-limited": _memory_limited,
     "reference": _reference,
     "bottlecrm": bottlecrm_harness,
+    "dataverse": dataverse_harness,
 }
 CRM_MARKS: dict[str, list[pytest.MarkDecorator]] = {"bottlecrm": [pytest.mark.bottlecrm]}
 

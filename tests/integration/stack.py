@@ -85,6 +85,14 @@ class Stack:
         return {j["key"]: j for j in self.crm.journals()}
 
 
+def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
+    """The user, in Outlook (over the emulator's Graph API)."""
+    headers = {"Authorization": "Bearer outlook", "Prefer": 'IdType="ImmutableId"'}
+    response = httpx.request(method, f"{graph.base_url}{path}", json=body, headers=headers, timeout=30)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
 def days_ago(days: float) -> str:
     return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
 

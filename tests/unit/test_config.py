@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import SETTING_NAMES, GraphAuthMode, Settings
+from shared.config import SETTING_NAMES, DataverseAuthMode, GraphAuthMode, Settings
 from shared.errors import ConfigError
 from shared.users import Granted
 
@@ -134,3 +134,34 @@ def test_an_unresolved_key_vault_reference_is_no_log_hash_key() -> None:
     reference = "@Microsoft.KeyVault(VaultName=kv;SecretName=log-hash-key)"
     assert Settings.from_env(LOCAL | {"LOG_HASH_KEY": reference}).log_hash_key == ""
     assert Settings.from_env(LOCAL | {"LOG_HASH_KEY": "s" * 40}).log_hash_key == "s" * 40
+
+
+DATAVERSE = {
+    **{k: v for k, v in LOCAL.items() if k != "CRM_BASE_URL"},
+    "CRM_CONNECTOR": "dataverse",
+    "DATAVERSE_URL": "https://contoso.crm4.dynamics.com/",
+    "AZURE_CLIENT_ID": "identity",
+}
+
+
+def test_the_dataverse_connector_needs_its_environment_url_not_a_crm_base_url() -> None:
+    settings = Settings.from_env(DATAVERSE)
+    assert (settings.dataverse_url, settings.dataverse_auth_mode) == (
+        "https://contoso.crm4.dynamics.com",
+        DataverseAuthMode.MANAGED_IDENTITY,
+    )
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**DATAVERSE, "DATAVERSE_URL": "http://contoso.crm4.dynamics.com/api/data/v9.2"})
+    assert [p.split()[0] for p in caught.value.problems] == ["DATAVERSE_URL"]
+
+
+def test_dataverse_identity_modes_need_their_settings_and_a_static_token_only_on_loopback() -> None:
+    env = {**DATAVERSE, "DATAVERSE_AUTH_MODE": "workload-identity"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert {p.split()[0] for p in caught.value.problems} == {"GRAPH_TENANT_ID", "DATAVERSE_CLIENT_ID"}
+    static = {**DATAVERSE, "DATAVERSE_AUTH_MODE": "static-token", "DATAVERSE_STATIC_TOKEN": "t"}
+    with pytest.raises(ConfigError, match="loopback"):
+        Settings.from_env(static)
+    local = Settings.from_env({**static, "DATAVERSE_URL": "https://127.0.0.1:8443"})
+    assert local.dataverse_static_token == "t"

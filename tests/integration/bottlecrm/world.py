@@ -7,11 +7,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 
 from emulators.azurite import AzuriteStack
 from emulators.bottlecrm import BottleCrm
@@ -21,19 +19,10 @@ from shared.crm.bottlecrm import BottleCrmConnector
 from shared.model import Job
 from shared.state.tables import TableStateStore
 from shared.sync.engine import Engine
-from tests.integration.crash import CrashAt, SimulatedCrash
-from tests.integration.stack import unique_prefix
+from tests.integration.crash import Clock, Crash, die_once
+from tests.integration.stack import outlook, unique_prefix
 
-# (which part crashes, which method, which call, after the real call?)
-Crash = tuple[str, str, int, bool]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+__all__ = ["BottleWorld", "Crash", "bottle_world", "outlook"]
 
 
 class Writes:
@@ -63,14 +52,6 @@ def settings(azurite: AzuriteStack, graph: GraphEmulator, crm: BottleCrm) -> Set
     )
 
 
-def outlook(graph: GraphEmulator, method: str, path: str, body: Any = None) -> Any:
-    """The user, in Outlook (over the emulator's Graph API)."""
-    headers = {"Authorization": "Bearer outlook", "Prefer": 'IdType="ImmutableId"'}
-    response = httpx.request(method, f"{graph.base_url}{path}", json=body, headers=headers, timeout=30)
-    response.raise_for_status()
-    return response.json() if response.content else None
-
-
 @dataclass
 class BottleWorld:
     config: Settings
@@ -82,15 +63,8 @@ class BottleWorld:
     async def die_once(
         self, crash: Crash | None, parts: Mapping[str, Any], engine_of: Callable[..., Engine], job: Job
     ) -> None:
-        """With `crash`, a first worker built by `engine_of(**parts)`, with `parts[crash[0]]` wrapped,
-        dies at the named call; then its lease expires."""
-        if crash is None:
-            return
-        target, method, nth, after = crash
-        dying = {**parts, target: CrashAt(parts[target], method, nth, after=after)}
-        with pytest.raises(SimulatedCrash):
-            await engine_of(**dying).run_job(job)
-        self.clock.now += timedelta(minutes=10)
+        """`crash.die_once` under this world's clock."""
+        await die_once(self.clock, crash, parts, engine_of, job)
 
 
 @contextlib.asynccontextmanager
