@@ -78,6 +78,11 @@ SETTINGS: tuple[Setting, ...] = (
         "true: the deployment asks for Calendars.ReadWrite (CRM appointments pushed to Outlook)",
         default="true",
     ),
+    Setting(
+        "TASKS_SYNC",
+        "true: the deployment asks for Tasks.ReadWrite.All (To Do tasks; every user's, tenant-wide)",
+        default="true",
+    ),
 )
 
 SETTING_NAMES: frozenset[str] = frozenset(s.name for s in SETTINGS)
@@ -179,7 +184,7 @@ class Settings:
             problems.append(f"WEBHOOK_BASE_URL must be an absolute URL, got {webhook!r}")
 
         flags: dict[str, bool] = {}
-        for name in ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK"):
+        for name in ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK", "TASKS_SYNC"):
             value = get(name).lower()
             if value not in {"true", "false"}:
                 problems.append(f"{name} must be true or false, got {value!r}")
@@ -216,6 +221,7 @@ class Settings:
                 # write-back holds Calendars.ReadWrite, which reads the calendar too
                 calendar=flags["CALENDAR_SYNC"] or flags["CALENDAR_WRITE_BACK"],
                 calendar_write_back=flags["CALENDAR_WRITE_BACK"],
+                tasks=flags["TASKS_SYNC"],
             ),
         )
 
