@@ -199,7 +199,9 @@ def parse_user(upn: str, columns: Mapping[str, Any], granted: Granted = EVERYTHI
         tasks = False
     time_zone = text("TasksTimeZone", "UTC")
     if not known_zone(time_zone):
-        problems.append(f"TasksTimeZone must be an IANA time zone name such as Europe/Berlin, got {time_zone!r}")
+        problems.append(
+            f"TasksTimeZone must be an IANA time zone name such as Europe/Berlin, got {time_zone!r}"
+        )
         time_zone = "UTC"
     if lacking and not (mail or contacts or calendar or tasks):
         problems.append(f"nothing left to sync: {'; '.join(lacking)}")
