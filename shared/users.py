@@ -51,7 +51,7 @@ COLUMNS: dict[str, str] = {
     "TasksList": "name of the To Do list the service owns (default CRM Tasks)",
     "TasksConflictRule": "crm-wins | outlook-wins | newest (default crm-wins)",
     "TasksDeleteInCrm": "delete the CRM task when it is deleted in To Do (default false)",
-    "TasksChangeThreshold": "most task deletes/changes/completions one run applies before review (default 10)",
+    "TasksChangeThreshold": "most task deletes/changes/completions a run applies before review (default 10)",
     "TasksTimeZone": "the user's time zone (IANA name) for To Do due dates (default UTC)",
 }
 
@@ -59,9 +59,10 @@ COLUMNS: dict[str, str] = {
 @dataclass(frozen=True)
 class Granted:
     """The streams this deployment's Graph app registration holds permissions for (the deployment flags
-    CONTACTS_SYNC, CALENDAR_SYNC, CALENDAR_WRITE_BACK, TASKS_SYNC; infra/graph-permissions.json). A row asking for
-    more keeps its other streams: what the deployment lacks is switched off with a warning, so it never
-    becomes a Graph 403 on every run. The default grants everything (a local run, the Graph emulator)."""
+    CONTACTS_SYNC, CALENDAR_SYNC, CALENDAR_WRITE_BACK, TASKS_SYNC; infra/graph-permissions.json). A row
+    asking for more keeps its other streams: what the deployment lacks is switched off with a warning, so
+    it never becomes a Graph 403 on every run. The default grants everything (a local run, the Graph
+    emulator)."""
 
     contacts: bool = True  # Contacts.ReadWrite
     calendar: bool = True  # Calendars.Read, or Calendars.ReadWrite with write-back
