@@ -40,7 +40,7 @@ def deployment(app: App, client: GraphServiceClient, granted: Granted) -> wiring
         app.queue,
         {
             "mail": MailStream(app.state, app.crm, old.mail, org_domains=(TENANT,), clock=app.clock),
-            "contacts": ContactsStream(app.state, app.crm, GraphContacts(client, caller), clock=app.clock),
+            "contacts": ContactsStream(app.state, app.crm, GraphContacts(client, caller)),
         },
         clock=app.clock,
         granted=granted,
@@ -49,6 +49,7 @@ def deployment(app: App, client: GraphServiceClient, granted: Granted) -> wiring
         app.state,
         GraphSubscriptions(client, caller),
         app.queue,
+        engine.streams,
         webhook_base_url=app.webhook.base_url,
         webhook_key=app.webhook.key,
         clock=app.clock,

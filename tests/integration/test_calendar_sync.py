@@ -276,9 +276,13 @@ async def test_moving_a_meeting_out_of_the_window_does_not_cancel_it(cal: Calend
 
 async def test_a_window_roll_over_creates_no_duplicate(cal: Calendar) -> None:
     cal.create(ANN, subject="Near", start=at(1), end=at(1, 11), attendees=[who(BOB)])
-    cal.create(ANN, subject="Series", start=at(2), end=at(2, 11), attendees=[who(BOB)],
-               recurrence={"pattern": {"type": "daily", "interval": 30},
-                           "range": {"type": "numbered", "numberOfOccurrences": 8}})  # fmt: skip
+    # every 40 days: no occurrence within a day of the window's edge (today + 180, then + 182), so the
+    # test holds when the UTC date turns while it runs (`at` counts from the date the module was loaded)
+    series = {
+        "pattern": {"type": "daily", "interval": 40},
+        "range": {"type": "numbered", "numberOfOccurrences": 8},
+    }
+    cal.create(ANN, subject="Series", start=at(2), end=at(2, 11), attendees=[who(BOB)], recurrence=series)
     await cal.sync(ANN)
     before = cal.appointments()
     cursor = await cal.stack.services.state.get_cursor(ANN, "calendar")
