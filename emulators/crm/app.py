@@ -21,7 +21,7 @@ from emulators.crm.people import People
 from emulators.crm.tasks import Tasks
 from emulators.crm.validate import ApiError
 
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 MAX_BULK = 100  # journals per POST /journals/bulk
 
 
