@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from shared import admin
+from shared import admin, status_page
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -293,3 +294,18 @@ async def test_no_subscription_the_sweep_probes_the_list_and_peeks_at_the_crm(st
     assert [j.stream for j in await engine.sweep() if j.user == ANN] == ["tasks"]
     await sync(stack)
     assert set(crm_tasks(stack)) == {"First", "Second", "Third"}
+
+
+async def test_the_status_page_and_crmsync_status_show_the_stream_and_its_totals(stack: Stack) -> None:
+    await add_user(stack)
+    stack.crm.add_task(owner=ANN, title="Call Bob")
+    make_list(stack)
+    add_todo(stack, "Book venue")
+    await sync(stack)
+
+    [status] = await admin.user_statuses(stack.services.state, ANN)
+    tasks = [s for s in status.streams if s.stream == "tasks"]
+    assert len(tasks) == 1 and tasks[0].phase == "up to date"
+    assert status.totals()["created"] == 2
+    page = status_page.render([status], datetime.now(UTC))
+    assert "tasks: <span class='phase up'>up to date</span>" in page
