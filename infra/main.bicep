@@ -107,6 +107,9 @@ param calendarSync bool = false
 @description('Optional. True when CRM-to-Outlook appointment push is enabled: asks for Calendars.ReadWrite instead of Calendars.Read (and syncs meetings too).')
 param calendarWriteBack bool = false
 
+@description('Optional. True when To Do tasks are synced (the SyncUsers column Tasks): asks for Tasks.ReadWrite.All, which Exchange cannot scope to a mailbox group, so it reaches every user\'s tasks in the tenant.')
+param tasksSync bool = false
+
 @description('Optional. Changes the Key Vault name. The vault is purge protected: after azd down its name stays taken for 90 days, so an azd up of the same environment within that time needs a salt (any short text) or the old vault recovered first (docs/deploy.md, "Remove").')
 @maxLength(16)
 param keyVaultNameSalt string = ''
@@ -281,6 +284,7 @@ module functionApp 'app/function-app.bicep' = {
     contactsSync: contactsSync
     calendarSync: calendarSync
     calendarWriteBack: calendarWriteBack
+    tasksSync: tasksSync
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
     maximumInstanceCount: maximumInstanceCount
     logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
@@ -323,6 +327,7 @@ module graphApp 'app/graph-app.bicep' = if (manageGraphApp) {
     contactsSync: contactsSync
     calendarSync: calendarSync
     calendarWriteBack: calendarWriteBack
+    tasksSync: tasksSync
   }
 }
 

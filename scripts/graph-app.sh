@@ -21,7 +21,9 @@
 # without GRAPH_CLIENT_ID makes a new registration with a unique name and records its id at once.
 # Deployment flags (azd environment values, default false): CONTACTS_SYNC=true asks for
 # Contacts.ReadWrite, CALENDAR_SYNC=true for Calendars.Read, CALENDAR_WRITE_BACK=true for
-# Calendars.ReadWrite instead of Calendars.Read.
+# Calendars.ReadWrite instead of Calendars.Read, TASKS_SYNC=true for Tasks.ReadWrite.All (To Do), which
+# Exchange cannot scope to a mailbox group: grant it tenant-wide (grant-tenant-wide), and know that it
+# reaches every user's tasks in the tenant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,10 +39,12 @@ def flag(name: str) -> bool:
         raise SystemExit(f"{name} must be true or false, got {value!r}")
     return value == "true"
 contacts, calendar, write_back = flag("CONTACTS_SYNC"), flag("CALENDAR_SYNC"), flag("CALENDAR_WRITE_BACK")
+tasks = flag("TASKS_SYNC")
 cases = {"always"}
 cases |= {"contacts-sync"} if contacts else set()
 cases |= {"calendar-read-only"} if calendar and not write_back else set()
 cases |= {"calendar-write-back"} if write_back else set()
+cases |= {"tasks-sync"} if tasks else set()
 for p in json.load(open("infra/graph-permissions.json"))["permissions"]:
     if p["when"] in cases:
         print(p["name"])
@@ -143,16 +147,29 @@ grant_tenant_wide() {
 }
 
 revoke_tenant_wide() {
-  local app sp graph id
+  local app sp graph id role keep
   app=$(app_id)
   sp=$(sp_id "$app")
   graph=$(graph_sp_id)
-  for id in $(az rest --method GET --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" \
-    --query "value[?resourceId=='$graph'].id" -o tsv); do
+  # a permission Exchange cannot scope (Tasks.ReadWrite.All: To Do) stays granted tenant-wide
+  keep=$(for name in $(unscoped); do role_id "$name"; done)
+  az rest --method GET --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments" \
+    --query "value[?resourceId=='$graph'].[id, appRoleId]" -o tsv | while read -r id role; do
+    if grep -qx "$role" <<<"$keep"; then
+      echo "kept tenant-wide grant $id: Exchange has no role to scope it to a mailbox group"
+      continue
+    fi
     az rest --method DELETE --url "$GRAPH/servicePrincipals/$sp/appRoleAssignments/$id" --output none
     echo "removed tenant-wide grant $id"
   done
-  echo "no tenant-wide Graph grants left; Exchange Online RBAC decides which mailboxes the app reaches"
+  echo "no other tenant-wide Graph grants left; Exchange Online RBAC decides which mailboxes the app reaches"
+}
+
+unscoped() { # the asked-for permissions with no Exchange role (To Do): always tenant-wide
+  for perm in $PERMISSIONS; do
+    python3 -c 'import json, sys; p = {x["name"]: x for x in json.load(open("infra/graph-permissions.json"))["permissions"]}; sys.exit(0 if p[sys.argv[1]]["exchangeRole"] is None else 1)' "$perm" && echo "$perm"
+  done
+  return 0
 }
 
 show() {

@@ -35,17 +35,19 @@ param(
     [switch] $ContactsSync,                                     # Contacts.ReadWrite (CONTACTS_SYNC=true)
     [switch] $CalendarSync,                                     # Calendars.Read (CALENDAR_SYNC=true)
     [switch] $CalendarWriteBack,                                # Calendars.ReadWrite instead of Calendars.Read (CALENDAR_WRITE_BACK=true)
+    [switch] $TasksSync,                                        # Tasks.ReadWrite.All (TASKS_SYNC=true): not scopable, see below
     [string] $TestMailbox                                       # a member mailbox to check afterwards
 )
 $ErrorActionPreference = 'Stop'
 
 # The 'when' cases of infra/graph-permissions.json the deployment flags switch on (as in graph-app.bicep
 # and scripts/graph-app.sh): pass the same switches as the deployment's CONTACTS_SYNC, CALENDAR_SYNC
-# and CALENDAR_WRITE_BACK.
+# CALENDAR_WRITE_BACK and TASKS_SYNC.
 $cases = @('always')
 if ($ContactsSync) { $cases += 'contacts-sync' }
 if ($CalendarSync -and -not $CalendarWriteBack) { $cases += 'calendar-read-only' }
 if ($CalendarWriteBack) { $cases += 'calendar-write-back' }
+if ($TasksSync) { $cases += 'tasks-sync' }
 $permissionsFile = Join-Path $PSScriptRoot '..' 'infra' 'graph-permissions.json'
 $permissions = (Get-Content -Raw $permissionsFile | ConvertFrom-Json).permissions |
     Where-Object { $cases -contains $_.when }
@@ -80,7 +82,12 @@ if (-not $scope) {
 }
 
 # 3. One role assignment per permission, limited to the scope; remove the ones no longer asked for.
-$wanted = @($permissions | ForEach-Object { $_.exchangeRole })
+#    Exchange's RBAC for Applications has no role for To Do: Tasks.ReadWrite.All cannot be scoped.
+foreach ($unscoped in $permissions | Where-Object { -not $_.exchangeRole }) {
+    Write-Warning ("$($unscoped.name) has no Exchange role and cannot be limited to '$MailboxGroup': it is " +
+        "granted tenant-wide in Entra (admin consent) and reaches every user in the tenant.")
+}
+$wanted = @($permissions | Where-Object { $_.exchangeRole } | ForEach-Object { $_.exchangeRole })
 $existing = @(Get-ManagementRoleAssignment -RoleAssignee $AppId -ErrorAction SilentlyContinue)
 foreach ($role in $wanted) {
     if (-not ($existing | Where-Object { $_.Role -eq $role -and $_.CustomResourceScope -eq $ScopeName })) {
@@ -100,8 +107,10 @@ foreach ($assignment in $existing | Where-Object { $_.Role -like 'Application *'
 # 4. Warn while tenant-wide Entra grants exist: they would make the scope meaningless.
 if (Get-Command az -ErrorAction SilentlyContinue) {
     $graphSp = az ad sp show --id 00000003-0000-0000-c000-000000000000 --query id -o tsv
-    $grants = az rest --method GET --url "https://graph.microsoft.com/v1.0/servicePrincipals/$ServicePrincipalObjectId/appRoleAssignments" `
-        --query "value[?resourceId=='$graphSp'].id" -o tsv
+    $unscopedRoles = @($permissions | Where-Object { -not $_.exchangeRole } | ForEach-Object {
+        az ad sp show --id 00000003-0000-0000-c000-000000000000 --query "appRoles[?value=='$($_.name)'].id | [0]" -o tsv })
+    $grants = @(az rest --method GET --url "https://graph.microsoft.com/v1.0/servicePrincipals/$ServicePrincipalObjectId/appRoleAssignments" `
+        --query "value[?resourceId=='$graphSp'].appRoleId" -o tsv) | Where-Object { $unscopedRoles -notcontains $_ }
     if ($grants) {
         Write-Warning ("The app still holds tenant-wide Graph grants; they add to this scope and reach every mailbox. " +
             "Remove them: scripts/graph-app.sh revoke-tenant-wide")

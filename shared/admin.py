@@ -172,18 +172,27 @@ async def check(state: StateStore, crm: CrmPort, probe: MailboxProbe | None, upn
 
 
 async def approve(state: StateStore, queue: JobQueue, upn: str, now: datetime | None = None) -> str:
-    """Let a contacts run held by the mass-change brake apply its changes: stamps the approval on the
-    user's row (`ContactsApprovedUtc`) and queues the contacts job. The next run applies as many
-    deletes/changes as were held, plus the threshold; more than that holds it again."""
+    """Let a contacts or tasks run held by the mass-change brake apply its changes: stamps the approval
+    on the user's row (`ContactsApprovedUtc`, `TasksApprovedUtc`) and queues the held stream's job. The
+    next run applies as many deletes/changes as were held, plus the threshold; more than that holds it
+    again."""
     row = await state.get_user(upn)
     if row is None:
         raise UserConfigError(f"no SyncUsers row for {upn!r}")
-    held = (await state.get_cursor(row.upn, StreamId.of(StreamKind.CONTACTS))).contacts.held
-    if held is None:
-        return f"nothing of {row.upn} is waiting for approval"
     stamp = (now or datetime.now(UTC)).astimezone(UTC)
-    await state.put_config(row.upn, {"ContactsApprovedUtc": stamp.isoformat()})
-    await queue.enqueue(Job(row.upn, "contacts", reason="manual"))
-    return (
-        f"approved {held.changes} held contact deletes/changes of {row.upn}; the contacts sync runs again now"
-    )
+    said: list[str] = []
+    for kind, column, things in (
+        (StreamKind.CONTACTS, "ContactsApprovedUtc", "contact"),
+        (StreamKind.TASKS, "TasksApprovedUtc", "task"),
+    ):
+        cursor = await state.get_cursor(row.upn, StreamId.of(kind))
+        held = cursor.contacts.held if kind == StreamKind.CONTACTS else cursor.tasks.held
+        if held is None:
+            continue
+        await state.put_config(row.upn, {column: stamp.isoformat()})
+        await queue.enqueue(Job(row.upn, kind.value, reason="manual"))
+        said.append(
+            f"approved {held.changes} held {things} deletes/changes of {row.upn}; "
+            f"the {kind.value} sync runs again now"
+        )
+    return "; ".join(said) or f"nothing of {row.upn} is waiting for approval"

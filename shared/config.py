@@ -114,6 +114,11 @@ SETTINGS: tuple[Setting, ...] = (
         "true: the deployment asks for Calendars.ReadWrite (CRM appointments pushed to Outlook)",
         default="true",
     ),
+    Setting(
+        "TASKS_SYNC",
+        "true: the deployment asks for Tasks.ReadWrite.All (To Do tasks; every user's, tenant-wide)",
+        default="true",
+    ),
 )
 
 MIN_ADMIN_KEY_CHARS = 32
@@ -258,7 +263,7 @@ class Settings:
             log_hash_key = ""  # App Service hands over the reference itself when it cannot resolve it
 
         flags: dict[str, bool] = {}
-        for name in ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK"):
+        for name in ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK", "TASKS_SYNC"):
             value = get(name).lower()
             if value not in {"true", "false"}:
                 problems.append(f"{name} must be true or false, got {value!r}")
@@ -302,6 +307,7 @@ class Settings:
                 # write-back holds Calendars.ReadWrite, which reads the calendar too
                 calendar=flags["CALENDAR_SYNC"] or flags["CALENDAR_WRITE_BACK"],
                 calendar_write_back=flags["CALENDAR_WRITE_BACK"],
+                tasks=flags["TASKS_SYNC"],
             ),
         )
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.errors import UserConfigError
 from shared.model import CalendarPolicy, ConflictRule, ContactsDirection, MailPolicy, UserConfig
@@ -45,19 +46,28 @@ COLUMNS: dict[str, str] = {
     "CalendarFutureDays": "days after today in the calendar window (default 180)",
     "CalendarPushFromCrm": "create CRM appointments of this user in Outlook (default false)",
     "CalendarDeleteInCrm": "delete (not just cancel) CRM appointments of deleted meetings (default false)",
+    "Tasks": "sync Microsoft To Do tasks with CRM tasks (default false)",
+    "TasksDirection": "two-way | crm-to-outlook | outlook-to-crm (default two-way)",
+    "TasksList": "name of the To Do list the service owns (default CRM Tasks)",
+    "TasksConflictRule": "crm-wins | outlook-wins | newest (default crm-wins)",
+    "TasksDeleteInCrm": "delete the CRM task when it is deleted in To Do (default false)",
+    "TasksChangeThreshold": "most task deletes/changes/completions a run applies before review (default 10)",
+    "TasksTimeZone": "the user's time zone (IANA name) for To Do due dates (default UTC)",
 }
 
 
 @dataclass(frozen=True)
 class Granted:
     """The streams this deployment's Graph app registration holds permissions for (the deployment flags
-    CONTACTS_SYNC, CALENDAR_SYNC, CALENDAR_WRITE_BACK; infra/graph-permissions.json). A row asking for
-    more keeps its other streams: what the deployment lacks is switched off with a warning, so it never
-    becomes a Graph 403 on every run. The default grants everything (a local run, the Graph emulator)."""
+    CONTACTS_SYNC, CALENDAR_SYNC, CALENDAR_WRITE_BACK, TASKS_SYNC; infra/graph-permissions.json). A row
+    asking for more keeps its other streams: what the deployment lacks is switched off with a warning, so
+    it never becomes a Graph 403 on every run. The default grants everything (a local run, the Graph
+    emulator)."""
 
     contacts: bool = True  # Contacts.ReadWrite
     calendar: bool = True  # Calendars.Read, or Calendars.ReadWrite with write-back
     calendar_write_back: bool = True  # Calendars.ReadWrite
+    tasks: bool = True  # Tasks.ReadWrite.All
 
 
 EVERYTHING = Granted()
@@ -71,6 +81,7 @@ WITHHELD: dict[str, tuple[str, str, str]] = {
         "CALENDAR_WRITE_BACK",
         "CRM appointments are not pushed to Outlook",
     ),
+    "Tasks": ("Tasks.ReadWrite.All", "TASKS_SYNC", "To Do tasks are not synced"),
 }
 
 
@@ -84,6 +95,15 @@ def truth(value: Any) -> bool | None:
     if lowered in {"false", "no", "0", "off"}:
         return False
     return None
+
+
+def known_zone(name: str) -> bool:
+    """Whether `name` is a time zone this machine's tz database knows (IANA names)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def is_enabled(columns: Mapping[str, Any]) -> bool:
@@ -175,7 +195,16 @@ def parse_user(upn: str, columns: Mapping[str, Any], granted: Granted = EVERYTHI
         calendar = False
     withheld("CalendarPushFromCrm", push and calendar, granted.calendar_write_back)
     push = push and granted.calendar_write_back
-    if lacking and not (mail or contacts or calendar):
+    tasks = boolean("Tasks", False)
+    if withheld("Tasks", tasks, granted.tasks):
+        tasks = False
+    time_zone = text("TasksTimeZone", "UTC")
+    if not known_zone(time_zone):
+        problems.append(
+            f"TasksTimeZone must be an IANA time zone name such as Europe/Berlin, got {time_zone!r}"
+        )
+        time_zone = "UTC"
+    if lacking and not (mail or contacts or calendar or tasks):
         problems.append(f"nothing left to sync: {'; '.join(lacking)}")
     warnings += lacking
 
@@ -205,6 +234,13 @@ def parse_user(upn: str, columns: Mapping[str, Any], granted: Granted = EVERYTHI
         calendar_future_days=future,
         calendar_push_from_crm=push,
         calendar_delete_in_crm=boolean("CalendarDeleteInCrm", False),
+        tasks=tasks,
+        tasks_direction=choice("TasksDirection", ContactsDirection.TWO_WAY),
+        tasks_list=text("TasksList", "CRM Tasks"),
+        tasks_conflict_rule=choice("TasksConflictRule", ConflictRule.CRM_WINS),
+        tasks_delete_in_crm=boolean("TasksDeleteInCrm", False),
+        tasks_change_threshold=integer("TasksChangeThreshold", 10, 0, 100000),
+        tasks_time_zone=time_zone,
         warnings=tuple(warnings),
     )
     if problems:

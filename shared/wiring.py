@@ -108,6 +108,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     from shared.graph.contacts import GraphContacts
     from shared.graph.mail import GraphMailReader
     from shared.graph.subscriptions import GraphSubscriptions
+    from shared.graph.tasks import GraphTasks
     from shared.model import StreamKind
     from shared.state.queue import StorageJobQueue
     from shared.state.tables import TableStateStore
@@ -117,6 +118,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
     from shared.sync.push import PushStream
     from shared.sync.stream import Stream
     from shared.sync.sweep import DeltaProbe, Sweeper
+    from shared.sync.tasks import TasksStream
     from shared.telemetry import configure, use_log_hash_key
 
     configure(settings.appinsights_connection_string, settings.managed_identity_client_id)
@@ -144,6 +146,7 @@ async def build(settings: Settings, *, table_prefix: str = "") -> Services:
         StreamKind.CONTACTS: ContactsStream(state, crm, GraphContacts(client, caller)),
         StreamKind.CALENDAR: CalendarStream(state, crm, calendar, body_limit=settings.journal_body_max_chars),
         StreamKind.PUSH: PushStream(state, crm, calendar),
+        StreamKind.TASKS: TasksStream(state, crm, GraphTasks(client, caller)),
     }
     engine = Engine(
         state,

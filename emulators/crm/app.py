@@ -18,6 +18,7 @@ from emulators.crm.activities import Appointments, Journals
 from emulators.crm.db import Database
 from emulators.crm.gate import Controls, Fault, Gate
 from emulators.crm.people import People
+from emulators.crm.tasks import Tasks
 from emulators.crm.validate import ApiError
 
 VERSION = "1.2.0"
@@ -30,6 +31,7 @@ class Crm:
         self.people = People(db)
         self.journals = Journals(db, self.people)
         self.appointments = Appointments(db, self.people)
+        self.tasks = Tasks(db, self.people)
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -157,6 +159,25 @@ def api_routes(crm: Crm, controls: Controls | None = None) -> list[Route]:
             return Response(status_code=204)
         return JSONResponse(crm.people.get(row_id))
 
+    async def tasks(request: Request) -> Response:
+        return _ref(crm.tasks.create(await _body(request)))
+
+    async def task_by_key(request: Request) -> Response:
+        return _ref(crm.tasks.put_by_key(request.path_params["key"], await _body(request)))
+
+    async def task_changes(request: Request) -> Response:
+        query = request.query_params
+        return JSONResponse(crm.tasks.changes(_owner(request), query.get("cursor"), _limit(request)))
+
+    async def task(request: Request) -> Response:
+        row_id = request.path_params["id"]
+        if request.method == "PATCH":
+            return _ref(crm.tasks.patch(row_id, await _body(request)))
+        if request.method == "DELETE":
+            crm.tasks.delete(row_id)
+            return Response(status_code=204)
+        return JSONResponse(crm.tasks.get(row_id))
+
     return [
         Route("/health", health, methods=["GET"]),
         Route("/people", list_people, methods=["GET"]),
@@ -173,6 +194,10 @@ def api_routes(crm: Crm, controls: Controls | None = None) -> list[Route]:
         Route("/contacts/changes", contact_changes, methods=["GET"]),
         Route("/contacts/by-key/{key:path}", contact_by_key, methods=["PUT"]),
         Route("/contacts/{id}", contact, methods=["GET", "PATCH", "DELETE"]),
+        Route("/tasks", tasks, methods=["POST"]),
+        Route("/tasks/changes", task_changes, methods=["GET"]),
+        Route("/tasks/by-key/{key:path}", task_by_key, methods=["PUT"]),
+        Route("/tasks/{id}", task, methods=["GET", "PATCH", "DELETE"]),
     ]
 
 
@@ -211,6 +236,18 @@ def control_routes(crm: Crm, controls: Controls) -> list[Route]:
     async def appointment(request: Request) -> Response:
         return _ref(crm.appointments.patch(request.path_params["id"], await _body(request)))
 
+    async def all_tasks(request: Request) -> Response:
+        if request.method == "POST":
+            return _ref(crm.tasks.create(await _body(request)))
+        return JSONResponse({"tasks": crm.tasks.all(request.query_params.get("owner"))})
+
+    async def one_task(request: Request) -> Response:
+        row_id = request.path_params["id"]
+        if request.method == "DELETE":
+            crm.tasks.delete(row_id)
+            return Response(status_code=204)
+        return _ref(crm.tasks.patch(row_id, await _body(request)))
+
     async def faults(request: Request) -> Response:
         if request.method == "POST":
             body = await _body(request)
@@ -240,6 +277,8 @@ def control_routes(crm: Crm, controls: Controls) -> list[Route]:
         Route("/_crm/journals", journals, methods=["GET"]),
         Route("/_crm/appointments", appointments, methods=["GET", "POST"]),
         Route("/_crm/appointments/{id}", appointment, methods=["PATCH"]),
+        Route("/_crm/tasks", all_tasks, methods=["GET", "POST"]),
+        Route("/_crm/tasks/{id}", one_task, methods=["PATCH", "DELETE"]),
         Route("/_crm/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_crm/stats", stats, methods=["GET", "DELETE"]),
         Route("/_crm/reset", reset, methods=["POST"]),

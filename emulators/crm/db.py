@@ -34,8 +34,14 @@ CREATE TABLE IF NOT EXISTS appointments (
   id TEXT PRIMARY KEY, key TEXT UNIQUE, owner TEXT NOT NULL, doc TEXT NOT NULL,
   seq INTEGER NOT NULL, updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS appointments_owner ON appointments (owner, seq);
+CREATE TABLE IF NOT EXISTS tasks (
+  id TEXT PRIMARY KEY, key TEXT UNIQUE, owner TEXT NOT NULL, doc TEXT NOT NULL,
+  seq INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, seq);
+CREATE TABLE IF NOT EXISTS task_removals (task_id TEXT NOT NULL, owner TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS task_removals_owner ON task_removals (owner, seq);
 """
-TABLES = ("meta", "people", "person_emails", "removals", "journals", "appointments")
+TABLES = ("meta", "people", "person_emails", "removals", "journals", "appointments", "tasks", "task_removals")
 
 
 def now() -> str:

@@ -78,6 +78,17 @@ class ReferenceCrm:
     def update_appointment(self, appointment_id: str, **fields: Any) -> None:
         self._send("PATCH", f"/_crm/appointments/{appointment_id}", fields)
 
+    def add_task(self, *, owner: str, title: str, **fields: Any) -> str:
+        """A task made in the CRM (no key); `fields` are API names (due, status, regarding ...)."""
+        return str(self._send("POST", "/_crm/tasks", {"owner": owner, "title": title, **fields})["id"])
+
+    def update_task(self, task_id: str, **fields: Any) -> None:
+        """Edit fields (API names); `owner=` reassigns the task."""
+        self._send("PATCH", f"/_crm/tasks/{task_id}", fields)
+
+    def delete_task(self, task_id: str) -> None:
+        self._send("DELETE", f"/_crm/tasks/{task_id}")
+
     # -- what the CRM holds ------------------------------------------------------------------------
 
     def people(self, owner: str | None = None) -> list[dict[str, Any]]:
@@ -94,6 +105,9 @@ class ReferenceCrm:
     def appointments(self, owner: str | None = None) -> list[dict[str, Any]]:
         params = {"owner": owner} if owner else None
         return list(self._send("GET", "/_crm/appointments", params=params)["appointments"])
+
+    def tasks(self, owner: str | None = None) -> list[dict[str, Any]]:
+        return list(self._send("GET", "/_crm/tasks", params={"owner": owner} if owner else None)["tasks"])
 
     # -- faults and counts -------------------------------------------------------------------------
 

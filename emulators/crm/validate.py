@@ -7,6 +7,9 @@ from typing import Any
 
 MAX_EMAILS = 10
 PERSON_KINDS = ("contact", "lead", "candidate", "company")
+TASK_STATUS = ("notStarted", "inProgress", "completed")
+TASK_IMPORTANCE = ("low", "normal", "high")
+MAX_TITLE = 255
 _TEXT_FIELDS = (
     "givenName",
     "surname",
@@ -190,4 +193,28 @@ def appointment(doc: dict[str, Any]) -> dict[str, Any]:
         "people": _refs(doc),
         "seriesKey": _text(doc, "seriesKey"),
         "cancelled": bool(doc.get("cancelled", False)),
+    }
+
+
+def task(doc: dict[str, Any]) -> dict[str, Any]:
+    status = _text(doc, "status", "notStarted")
+    if status not in TASK_STATUS:
+        raise _fail(f"'status' must be one of {', '.join(TASK_STATUS)}")
+    importance = _text(doc, "importance", "normal")
+    if importance not in TASK_IMPORTANCE:
+        raise _fail(f"'importance' must be one of {', '.join(TASK_IMPORTANCE)}")
+    title = _text(doc, "title")
+    if len(title) > MAX_TITLE:
+        raise _fail(f"'title' is longer than {MAX_TITLE} characters", "titleTooLong")
+    return {
+        "title": title,
+        "body": _text(doc, "body"),
+        "due": _day(doc, "due"),
+        "reminder": _instant(doc, "reminder"),
+        "importance": importance,
+        "status": status,
+        "completed": _day(doc, "completed"),
+        "categories": _texts(doc, "categories"),
+        "regarding": _text(doc, "regarding"),
+        "owner": _text(doc, "owner"),
     }

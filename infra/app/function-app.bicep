@@ -95,6 +95,9 @@ param calendarSync bool
 @description('Required. The deployment asks for Calendars.ReadWrite (CALENDAR_WRITE_BACK).')
 param calendarWriteBack bool
 
+@description('Required. The deployment asks for Tasks.ReadWrite.All (TASKS_SYNC).')
+param tasksSync bool
+
 @description('Required. Always-ready instances for the http group.')
 param alwaysReadyHttpInstances int
 
@@ -221,6 +224,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CONTACTS_SYNC: contactsSync ? 'true' : 'false'
     CALENDAR_SYNC: calendarSync ? 'true' : 'false'
     CALENDAR_WRITE_BACK: calendarWriteBack ? 'true' : 'false'
+    TASKS_SYNC: tasksSync ? 'true' : 'false'
     // Graph change notifications reach https://<host>/api/... with this function key
     WEBHOOK_BASE_URL: 'https://${site.properties.defaultHostName}/api'
     WEBHOOK_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookSecretName})'

@@ -33,13 +33,17 @@ param calendarSync bool
 @description('Required. True when CRM-to-Outlook appointment push is on (Calendars.ReadWrite instead of Calendars.Read).')
 param calendarWriteBack bool
 
+@description('Required. True when To Do tasks are synced (Tasks.ReadWrite.All, which Exchange cannot scope: it is granted tenant-wide).')
+param tasksSync bool
+
 var graphAppId = '00000003-0000-0000-c000-000000000000' // Microsoft Graph, the same in every tenant
 // The 'when' cases of infra/graph-permissions.json this deployment's flags switch on.
 var cases = union(
   ['always'],
   contactsSync ? ['contacts-sync'] : [],
   calendarSync && !calendarWriteBack ? ['calendar-read-only'] : [],
-  calendarWriteBack ? ['calendar-write-back'] : []
+  calendarWriteBack ? ['calendar-write-back'] : [],
+  tasksSync ? ['tasks-sync'] : []
 )
 var permissions = filter(loadJsonContent('../graph-permissions.json').permissions, p => contains(cases, p.when))
 
@@ -80,9 +84,10 @@ resource servicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
 }
 
 // Tenant-wide admin consent, only in graphPermissionScope=tenant. Entra grants are additive with
-// Exchange RBAC scopes: if they existed, the mailbox-group scoping would not restrict anything.
+// Exchange RBAC scopes: if they existed, the mailbox-group scoping would not restrict anything. A
+// permission Exchange has no role for (Tasks.ReadWrite.All: To Do) is granted here in either scope.
 resource tenantWideGrants 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [
-  for permission in (grantTenantWide ? permissions : []): {
+  for permission in filter(permissions, p => grantTenantWide || p.exchangeRole == null): {
     appRoleId: filter(graph.appRoles, role => role.value == permission.name)[0].id
     principalId: servicePrincipal.id
     resourceId: graph.id

@@ -80,10 +80,12 @@ from shared.model import (
     CrmAppointmentChange,
     CrmContact,
     CrmRef,
+    CrmTask,
     Direction,
     Journal,
     PersonRef,
     PostalAddress,
+    TaskFeedPage,
 )
 from shared.ports.crm import Capabilities, Health
 from shared.retry_after import parse_retry_after
@@ -121,6 +123,9 @@ CUSTOM_FIELDS: Mapping[str, Sequence[tuple[str, str, str, bool]]] = {
 }
 
 
+NO_TASKS = "the BottleCRM connector does not sync To Do tasks yet (Capabilities.tasks is False)"
+
+
 class BottleCrmConnector:
     """`CrmPort` over BottleCRM's REST API with a personal access token (`bcrm_pat_...`)."""
 
@@ -132,6 +137,8 @@ class BottleCrmConnector:
         appointment_times=False,
         appointment_change_feed=False,
         contact_tombstones=False,
+        tasks=False,  # not yet: its tasks hold our appointments (docs/connectors.md)
+        task_change_feed=False,
     )
 
     def __init__(
@@ -232,6 +239,18 @@ class BottleCrmConnector:
 
     def _backoff(self, attempt: int) -> float:
         return min(self._max_retry_wait, 0.25 * 2.0 ** (attempt - 1)) + random.uniform(0, 0.1)
+
+    async def upsert_task(self, task: CrmTask) -> CrmRef:
+        raise CrmRejectedError(NO_TASKS, status=501)
+
+    async def get_task(self, ref: CrmRef) -> CrmTask | None:
+        raise CrmRejectedError(NO_TASKS, status=501)
+
+    async def delete_task(self, ref: CrmRef) -> None:
+        raise CrmRejectedError(NO_TASKS, status=501)
+
+    async def task_changes(self, owner: str, cursor: str | None) -> TaskFeedPage:
+        raise CrmRejectedError(NO_TASKS, status=501)
 
     async def aclose(self) -> None:
         if self._own_client:

@@ -25,8 +25,12 @@ from shared.model import (
     CrmContact,
     CrmContactRemoved,
     CrmRef,
+    CrmTask,
+    CrmTaskRemoved,
     Journal,
     PersonRef,
+    TaskFeedPage,
+    TaskFields,
 )
 from shared.ports.crm import Capabilities, Health
 
@@ -54,6 +58,18 @@ class _Stored:
 
 
 @dataclass
+class _Task:
+    id: str
+    owner: str
+    fields: TaskFields
+    key: str
+    regarding: str
+    seq: int
+    updated_at: datetime
+    deleted: bool = False
+
+
+@dataclass
 class _Failure:
     target: str
     error: CrmError
@@ -70,6 +86,8 @@ class InMemoryCrm:
         self._appointments: dict[str, _Stored] = {}
         self._people: dict[str, _Person] = {}
         self._removals: list[tuple[str, str, int]] = []  # person id, owner then, seq
+        self._tasks: dict[str, _Task] = {}
+        self._task_removals: list[tuple[str, str, int]] = []  # task id, owner then, seq
         self._seq = 0
         self._failures: list[_Failure] = []
 
@@ -86,6 +104,11 @@ class InMemoryCrm:
         return {
             p.id: self._contact(p) for p in self._people.values() if p.kind == "contact" and not p.deleted
         }
+
+    @property
+    def tasks(self) -> dict[str, CrmTask]:
+        """Live tasks by id."""
+        return {t.id: self._task(t) for t in self._tasks.values() if not t.deleted}
 
     # -- what tests do -----------------------------------------------------------------------------
 
@@ -121,6 +144,23 @@ class InMemoryCrm:
 
     def delete_person(self, person_id: str) -> None:
         self._delete(person_id)
+
+    def add_task(self, *, owner: str, title: str, regarding: str = "", **fields: Any) -> str:
+        """A task made in the CRM; `fields` are `TaskFields` names. Returns its id."""
+        task_id = f"t-{len(self._tasks) + 1:06d}"
+        self._tasks[task_id] = _Task(
+            task_id, owner, TaskFields(title=title, **fields), "", regarding, self._next(), _now()
+        )
+        return task_id
+
+    def update_task(self, task_id: str, *, owner: str | None = None, **fields: Any) -> None:
+        """A CRM user edits (or, with `owner`, reassigns) a task."""
+        task = self._live_task(task_id)
+        self._write_task(task, dataclasses.replace(task.fields, **fields), owner or task.owner)
+
+    def remove_task(self, task_id: str) -> None:
+        """A CRM user deletes a task."""
+        self._delete_task(task_id)
 
     def create_appointment(
         self, *, owner: str, subject: str, start: datetime, end: datetime, **fields: Any
@@ -316,6 +356,59 @@ class InMemoryCrm:
 
         return self._run("contact_changes", (), read)
 
+    async def upsert_task(self, task: CrmTask) -> CrmRef:
+        def write() -> CrmRef:
+            found = self._live_task(task.ref.id) if task.ref else None
+            if found is None and task.key:
+                found = next((t for t in self._tasks.values() if t.key == task.key), None)
+                if found is not None and found.deleted:
+                    raise CrmRejectedError(
+                        "CRM rejected (409): the task with this key was deleted in the CRM", status=409
+                    )
+            if task.regarding:
+                self._check_links([PersonRef(task.regarding, "contact")])
+            if found is None:
+                task_id = f"t-{len(self._tasks) + 1:06d}"
+                found = _Task(task_id, task.owner, task.fields, task.key, task.regarding, 0, _now())
+                self._tasks[task_id] = found
+            found.regarding = task.regarding or found.regarding
+            found.key = found.key or task.key
+            self._write_task(found, self._held(task.fields), task.owner)
+            return CrmRef(found.id, str(found.seq))
+
+        return self._run("upsert_task", (task.key, task.ref.id if task.ref else ""), write)
+
+    async def get_task(self, ref: CrmRef) -> CrmTask | None:
+        def read() -> CrmTask | None:
+            task = self._tasks.get(ref.id)
+            return None if task is None or task.deleted else self._task(task)
+
+        return self._run("get_task", (ref.id,), read)
+
+    async def delete_task(self, ref: CrmRef) -> None:
+        self._run("delete_task", (ref.id,), lambda: self._delete_task(ref.id, missing_ok=True))
+
+    async def task_changes(self, owner: str, cursor: str | None) -> TaskFeedPage:
+        def read() -> TaskFeedPage:
+            after = _cursor(cursor)
+            if not self.capabilities.task_change_feed:
+                mine = [t for t in self._tasks.values() if t.owner == owner and not t.deleted]
+                return TaskFeedPage(tuple(self._task(t) for t in mine), str(self._seq), snapshot=True)
+            live = {
+                t.id: (t.seq, self._task(t))
+                for t in self._tasks.values()
+                if t.owner == owner and not t.deleted and t.seq > after
+            }
+            gone: dict[str, tuple[int, CrmTask | CrmTaskRemoved]] = {}
+            if cursor:
+                for task_id, was_owner, seq in self._task_removals:
+                    if was_owner == owner and seq > after and task_id not in live:
+                        gone[task_id] = (seq, CrmTaskRemoved(CrmRef(task_id), owner))
+            events = sorted([*live.values(), *gone.values()], key=lambda e: e[0])
+            return TaskFeedPage(changes=tuple(e[1] for e in events), cursor=str(max(self._seq, after)))
+
+        return self._run("task_changes", (), read)
+
     async def check(self) -> Health:
         try:
             self._run("check", (), lambda: None)
@@ -385,6 +478,44 @@ class InMemoryCrm:
         if not person.deleted:
             person.deleted, person.seq = True, self._next()
             self._removals.append((person.id, person.owner, person.seq))
+
+    def _live_task(self, task_id: str) -> _Task:
+        task = self._tasks.get(task_id)
+        if task is None or task.deleted:
+            raise CrmRejectedError("CRM rejected (404): no such task", status=404)
+        return task
+
+    def _held(self, fields: TaskFields) -> TaskFields:
+        """What the CRM keeps of a task: the fields it lacks (`Capabilities.task_fields`) read empty."""
+        held = self.capabilities.task_fields
+        if held is None:
+            return fields
+        empty = TaskFields()
+        return dataclasses.replace(
+            fields, **{n: getattr(empty, n) for n in TaskFields.__dataclass_fields__ if n not in held}
+        )
+
+    def _write_task(self, task: _Task, fields: TaskFields, owner: str) -> None:
+        seq = self._next()
+        if task.seq and owner != task.owner:
+            self._task_removals.append((task.id, task.owner, seq))
+        task.fields, task.owner, task.seq, task.updated_at = fields, owner, seq, _now()
+
+    def _delete_task(self, task_id: str, missing_ok: bool = False) -> None:
+        task = self._tasks.get(task_id)
+        if task is None:
+            if missing_ok:
+                return
+            raise CrmRejectedError("CRM rejected (404): no such task", status=404)
+        if not task.deleted:
+            task.deleted, task.seq = True, self._next()
+            self._task_removals.append((task.id, task.owner, task.seq))
+
+    def _task(self, task: _Task) -> CrmTask:
+        return CrmTask(
+            CrmRef(task.id, str(task.seq)), task.owner, task.fields, task.key, task.regarding,
+            f"memory://tasks/{task.id}", task.updated_at,
+        )  # fmt: skip
 
     def _check_links(self, people: Sequence[PersonRef]) -> None:
         for ref in people:

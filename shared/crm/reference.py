@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -32,8 +33,11 @@ from shared.model import (
     CrmContact,
     CrmContactRemoved,
     CrmRef,
+    CrmTask,
+    CrmTaskRemoved,
     Journal,
     PersonRef,
+    TaskFeedPage,
 )
 from shared.ports.crm import Capabilities, Health
 from shared.retry_after import parse_retry_after
@@ -328,18 +332,44 @@ class ReferenceCrmConnector:
 
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:
         pages, next_cursor = await self._pages("/contacts/changes", owner, cursor)
-        latest: dict[str, CrmContact | CrmContactRemoved] = {}
-        for page in pages:
-            events = [(item["seq"], item, True) for item in page["changes"]]
-            events += [(item["seq"], item, False) for item in page["removals"]]
-            for _, item, live in sorted(events, key=lambda e: e[0]):
-                latest.pop(item["id"], None)  # a contact is reported once, where its latest event falls
-                latest[item["id"]] = (
-                    wire.contact_from_json(item)
-                    if live
-                    else CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
-                )
-        return ContactFeedPage(changes=tuple(latest.values()), cursor=next_cursor)
+        changes = tuple(
+            wire.contact_from_json(item)
+            if live
+            else CrmContactRemoved(ref=CrmRef(id=item["id"]), owner=owner)
+            for item, live in _latest(pages)
+        )
+        return ContactFeedPage(changes=changes, cursor=next_cursor)
+
+    async def upsert_task(self, task: CrmTask) -> CrmRef:
+        body = wire.task_to_json(task)
+        if task.ref is not None:
+            path = f"/tasks/{_key(task.ref.id)}"
+            data = await self._json("PATCH", "/tasks/{id}", path, json=body)
+        elif task.key:
+            path = f"/tasks/by-key/{_key(task.key)}"
+            data = await self._json("PUT", "/tasks/by-key/{key}", path, json=body)
+        else:
+            data = await self._json("POST", "/tasks", "/tasks", json=body, repeatable=False)
+        return wire.parse_ref(data)
+
+    async def get_task(self, ref: CrmRef) -> CrmTask | None:
+        data = await self._json("GET", "/tasks/{id}", f"/tasks/{_key(ref.id)}", missing_ok=True)
+        return None if data is None else self._task(data)
+
+    async def delete_task(self, ref: CrmRef) -> None:
+        await self._call("DELETE", "/tasks/{id}", f"/tasks/{_key(ref.id)}", missing_ok=True)
+
+    async def task_changes(self, owner: str, cursor: str | None) -> TaskFeedPage:
+        pages, next_cursor = await self._pages("/tasks/changes", owner, cursor)
+        changes = tuple(
+            self._task(item) if live else CrmTaskRemoved(ref=CrmRef(id=item["id"]), owner=owner)
+            for item, live in _latest(pages)
+        )
+        return TaskFeedPage(changes=changes, cursor=next_cursor)
+
+    def _task(self, data: dict[str, Any]) -> CrmTask:
+        task = wire.task_from_json(data)
+        return replace(task, url=f"{self._base}/#task-{quote(str(data['id']), safe='')}")
 
     async def check(self) -> Health:
         try:
@@ -351,3 +381,16 @@ class ReferenceCrmConnector:
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()
+
+
+def _latest(pages: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:
+    """The items of a change feed read over pages, each reported once where its latest event falls:
+    (item, True) for a change, (item, False) for a removal."""
+    latest: dict[str, tuple[dict[str, Any], bool]] = {}
+    for page in pages:
+        events = [(item["seq"], item, True) for item in page["changes"]]
+        events += [(item["seq"], item, False) for item in page["removals"]]
+        for _, item, live in sorted(events, key=lambda e: e[0]):
+            latest.pop(item["id"], None)
+            latest[item["id"]] = (item, live)
+    return list(latest.values())

@@ -17,10 +17,14 @@ from shared.model import (
     CrmAppointmentChange,
     CrmContact,
     CrmRef,
+    CrmTask,
     Direction,
     Journal,
     PersonRef,
     PostalAddress,
+    TaskFields,
+    TaskImportance,
+    TaskStatus,
 )
 
 Json = dict[str, Any]
@@ -224,5 +228,45 @@ def contact_from_json(value: Json) -> CrmContact:
         owner=value.get("owner") or "",
         fields=fields,
         key=value.get("key") or "",
+        updated_at=_parse_instant(value.get("updatedAt")),
+    )
+
+
+def task_to_json(task: CrmTask) -> Json:
+    f = task.fields
+    body: Json = {
+        "owner": task.owner,
+        "title": f.title,
+        "body": f.body,
+        "due": f.due.isoformat() if f.due else None,
+        "reminder": _instant(f.reminder),
+        "importance": f.importance.value,
+        "status": f.status.value,
+        "completed": f.completed.isoformat() if f.completed else None,
+        "categories": list(f.categories),
+        "regarding": task.regarding,
+    }
+    if task.key:
+        body["key"] = task.key
+    return body
+
+
+def task_from_json(value: Json) -> CrmTask:
+    fields = TaskFields(
+        title=value.get("title") or "",
+        body=value.get("body") or "",
+        due=_parse_day(value.get("due")),
+        reminder=_parse_instant(value.get("reminder")),
+        importance=TaskImportance(value.get("importance") or "normal"),
+        status=TaskStatus(value.get("status") or "notStarted"),
+        completed=_parse_day(value.get("completed")),
+        categories=tuple(value.get("categories") or ()),
+    )
+    return CrmTask(
+        ref=parse_ref(value),
+        owner=value.get("owner") or "",
+        fields=fields,
+        key=value.get("key") or "",
+        regarding=value.get("regarding") or "",
         updated_at=_parse_instant(value.get("updatedAt")),
     )

@@ -25,7 +25,8 @@ class Check:
 
 class MailboxProbe:
     """Tries what each stream the user syncs needs, and nothing the deployment does not ask for: a
-    stream switched off because the deployment lacks its permission (CONTACTS_SYNC, CALENDAR_SYNC) is
+    stream switched off because the deployment lacks its permission (CONTACTS_SYNC, CALENDAR_SYNC,
+    TASKS_SYNC) is
     reported as such, not tried."""
 
     def __init__(
@@ -60,7 +61,19 @@ class MailboxProbe:
             checks.append(await self._one(config.upn, "calendar", permission, user.calendar.get))
         elif config.calendar:
             checks.append(_not_asked_for("calendar", "Calendar"))
+        if config.tasks and self._granted.tasks:
+            found = await self._one(config.upn, "To Do lists", "Tasks.ReadWrite.All", user.todo.lists.get)
+            checks.append(Check(found.name, found.ok, f"{found.detail}; {TASKS_REACH}"))
+        elif config.tasks:
+            checks.append(_not_asked_for("To Do lists", "Tasks"))
         return checks
+
+
+# What an admin must know of the To Do grant, said on every check of a user with tasks on.
+TASKS_REACH = (
+    "Exchange's RBAC for Applications does not cover To Do, so this grant is tenant-wide: "
+    "the app can reach every user's tasks in the tenant"
+)
 
 
 def _not_asked_for(name: str, column: str) -> Check:

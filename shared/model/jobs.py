@@ -15,6 +15,7 @@ class StreamKind(StrEnum):
     CONTACTS = "contacts"
     CALENDAR = "calendar"
     PUSH = "push"  # CRM appointments made for the user, pushed into their calendar
+    TASKS = "tasks"  # the owned To Do list and the user's CRM tasks
 
 
 class StreamId(str):
@@ -72,7 +73,7 @@ class Job:
     """One unit of work on the `sync-jobs` queue: one user, one stream."""
 
     user: str  # user principal name (RowKey of SyncUsers)
-    stream: str  # a StreamId: "mail:<folder>", "contacts", "calendar", "push"
+    stream: str  # a StreamId: "mail:<folder>", "contacts", "calendar", "push", "tasks"
     reason: str = "sweep"  # sweep | notification | lifecycle | resync | manual
     fresh_round: bool = False  # drop the stored link and start a new initial round
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.model.contacts import ContactFields
 from shared.model.people import PersonRef
+from shared.model.tasks import TaskFields
 
 # ---------------------------------------------------------------------------------------------
 # Users
@@ -80,6 +81,13 @@ class ContactsProgress:
 
 
 @dataclass(frozen=True)
+class TasksProgress:
+    list_id: str = ""  # the owned To Do list
+    list_name: str = ""  # the TasksList it was found by (another name: another list)
+    held: Held | None = None
+
+
+@dataclass(frozen=True)
 class Cursor:
     """Where a stream's reading stands: the delta link, the CRM feed cursor, running totals, and the
     stream's own progress (only the part of its kind is ever set)."""
@@ -95,6 +103,7 @@ class Cursor:
     mail: MailProgress = field(default_factory=MailProgress)
     calendar: CalendarProgress = field(default_factory=CalendarProgress)
     contacts: ContactsProgress = field(default_factory=ContactsProgress)
+    tasks: TasksProgress = field(default_factory=TasksProgress)
     unreadable: tuple[str, ...] = ()  # what the store could not read in the row (left out, said here)
     etag: str = ""  # set by the store on read/save; "" means "no row yet"
 
@@ -165,6 +174,27 @@ class ContactLink:
 
 
 @dataclass(frozen=True)
+class TaskPendingWrite:
+    """A one-sided write of a linked task, noted before it is made (as `PendingWrite` for contacts;
+    To Do's `@odata.etag` stands in for the changeKey)."""
+
+    side: str  # "crm" | "outlook": the side written
+    crm: str
+    local: str
+    etag: str
+    base: TaskFields
+
+
+@dataclass(frozen=True)
+class TaskLink:
+    """A tasks link (stream `tasks`)."""
+
+    base: TaskFields | None = None  # the fields both sides agreed on at the last sync
+    pending_write: TaskPendingWrite | None = None
+    removing: bool = False  # being deleted from To Do (the CRM's task is gone)
+
+
+@dataclass(frozen=True)
 class Link:
     """What one Graph item became in the CRM, and what we last knew of both sides."""
 
@@ -172,12 +202,13 @@ class Link:
     stream: str
     item_id: str  # Graph id (immutable)
     crm_key: str = ""  # the CRM-side key (journal / appointment key, or contact ref id)
-    change_key: str = ""  # Graph changeKey we last wrote or read
+    change_key: str = ""  # Graph changeKey (a To Do task's @odata.etag) we last wrote or read
     local_fingerprint: str = ""  # fingerprint of the Outlook side's mapped fields
     crm_fingerprint: str = ""  # fingerprint of the CRM side's mapped fields
     event: EventLink = field(default_factory=EventLink)
     push: PushLink = field(default_factory=PushLink)
     contact: ContactLink = field(default_factory=ContactLink)
+    task: TaskLink = field(default_factory=TaskLink)
     etag: str = ""
 
 

@@ -59,6 +59,13 @@ class UserConfig:
     calendar_future_days: int = 180
     calendar_push_from_crm: bool = False
     calendar_delete_in_crm: bool = False
+    tasks: bool = False
+    tasks_direction: ContactsDirection = ContactsDirection.TWO_WAY
+    tasks_list: str = "CRM Tasks"
+    tasks_conflict_rule: ConflictRule = ConflictRule.CRM_WINS
+    tasks_delete_in_crm: bool = False
+    tasks_change_threshold: int = 10
+    tasks_time_zone: str = "UTC"
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -76,4 +83,6 @@ class UserConfig:
             found.append(StreamId.of(StreamKind.CALENDAR))
             if self.calendar_push_from_crm:
                 found.append(StreamId.of(StreamKind.PUSH))
+        if self.tasks:
+            found.append(StreamId.of(StreamKind.TASKS))
         return found

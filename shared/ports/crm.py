@@ -7,7 +7,9 @@ Writes are idempotent upserts on a stable key, so a job can be killed at any lin
   replaces the record's content (seen_by, people ...) and creates nothing;
 - appointments by `Appointment.key` (iCalUId, plus the occurrence start for a series);
 - contacts by `CrmRef` when the link row knows it, else by `CrmContact.key` (our key for contacts
-  that came from Outlook), else created.
+  that came from Outlook), else created;
+- tasks likewise: by `CrmRef`, else by `CrmTask.key` (our key for tasks that came from To Do), else
+  created.
 
 Bulk: `upsert_journals` writes many journals in as few round trips as the CRM allows and answers per
 journal, so one refused journal never fails the others (connectors without a bulk API loop).
@@ -31,8 +33,10 @@ from shared.model import (
     CrmAppointmentChange,
     CrmContact,
     CrmRef,
+    CrmTask,
     Journal,
     PersonRef,
+    TaskFeedPage,
 )
 
 
@@ -56,6 +60,13 @@ class Capabilities:
     # The CRM remembers contacts deleted in it, so an upsert by key alone after such a delete is refused
     # (False: it hard-deletes and forgets; that upsert creates the contact again. By ref it is refused).
     contact_tombstones: bool = True
+    # The CRM has tasks at all (False: the tasks stream cannot run against it; `crmsync check` says so).
+    tasks: bool = True
+    # The task feed reports changes since a cursor (False: a full snapshot each time, as for contacts).
+    task_change_feed: bool = True
+    # The task fields the CRM holds (`TaskFields` names; None: all). A field it lacks is kept in To Do
+    # only: never compared with the CRM's empty value, never cleared in To Do, documented per connector.
+    task_fields: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,22 @@ class CrmPort(Protocol):
     async def contact_changes(self, owner: str, cursor: str | None) -> ContactFeedPage:
         """Contacts assigned to `owner` changed since `cursor` (None: all of them), and removals
         (deleted, or no longer assigned to this owner)."""
+        ...
+
+    async def upsert_task(self, task: CrmTask) -> CrmRef:
+        """Update the task `task.ref` if given, else the one holding `task.key`, else create it. A task
+        deleted in the CRM is not brought back: by ref or by key the upsert is refused (404 / 409)."""
+        ...
+
+    async def get_task(self, ref: CrmRef) -> CrmTask | None: ...
+
+    async def delete_task(self, ref: CrmRef) -> None:
+        """Delete (idempotent: an unknown ref is not an error)."""
+        ...
+
+    async def task_changes(self, owner: str, cursor: str | None) -> TaskFeedPage:
+        """Tasks assigned to `owner` changed since `cursor` (None: all of them), and removals (deleted,
+        or no longer assigned to this owner)."""
         ...
 
     async def check(self) -> Health:

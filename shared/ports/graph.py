@@ -9,15 +9,19 @@ from typing import Protocol
 from shared.model import (
     ContactFields,
     CrmAppointmentChange,
+    CrmTask,
     EventChange,
     MailMessage,
     MessageChange,
     OutlookChange,
     OutlookEvent,
     OutlookItem,
+    OutlookTask,
     Page,
     SubRequest,
     SubResponse,
+    TaskChange,
+    TaskFields,
 )
 
 MAX_BATCH = 20  # Graph's limit of requests per $batch
@@ -72,6 +76,37 @@ class ContactsSide(Protocol):
     ) -> OutlookItem: ...
 
     async def delete(self, user: str, folder_id: str, contact_id: str) -> None: ...
+
+
+class TasksSide(Protocol):
+    """The owned To Do list (implemented by `shared/graph/tasks.py`). `zone` is the user's time zone,
+    in which a To Do due date is a date."""
+
+    async def owned_list(self, user: str, name: str) -> str: ...
+
+    async def read_page(self, user: str, list_id: str, link: str, zone: str) -> Page[TaskChange]: ...
+
+    async def get(self, user: str, list_id: str, task_id: str, zone: str) -> OutlookTask | None: ...
+
+    async def create(
+        self, user: str, list_id: str, fields: TaskFields, *, crm: CrmTask, zone: str
+    ) -> OutlookTask: ...
+
+    async def update(
+        self,
+        user: str,
+        list_id: str,
+        task_id: str,
+        fields: TaskFields,
+        *,
+        since: TaskFields | None,
+        etag: str,
+        zone: str,
+    ) -> OutlookTask:
+        """Write the fields that differ from `since` (all when None), If-Match `etag`."""
+        ...
+
+    async def delete(self, user: str, list_id: str, task_id: str) -> None: ...
 
 
 class CalendarSource(Protocol):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from shared.model import (
@@ -28,6 +28,12 @@ from shared.model import (
     PersonRef,
     PostalAddress,
     PushLink,
+    TaskFields,
+    TaskImportance,
+    TaskLink,
+    TaskPendingWrite,
+    TasksProgress,
+    TaskStatus,
 )
 
 Json = dict[str, Any]
@@ -136,6 +142,13 @@ def cursor_extra(stream: str, cursor: Cursor) -> Json:
             "folderName": cursor.contacts.folder_name,
             "held": {"since": held.since.isoformat(), "changes": held.changes} if held else None,
         }
+    elif kind == "tasks":
+        held = cursor.tasks.held
+        own = {
+            "listId": cursor.tasks.list_id,
+            "listName": cursor.tasks.list_name,
+            "held": {"since": held.since.isoformat(), "changes": held.changes} if held else None,
+        }
     return _compact({**common, **own})
 
 
@@ -173,6 +186,14 @@ def cursor_parts(stream: str, extra: Mapping[str, Any]) -> Json:
             folder_name=_str(extra, "folderName"),
             held=Held(since, _int(raw, "changes") or 0) if since else None,
         )
+    elif kind == "tasks":
+        raw = _map(extra, "held")
+        since = _time(raw, "since")
+        parts["tasks"] = TasksProgress(
+            list_id=_str(extra, "listId"),
+            list_name=_str(extra, "listName"),
+            held=Held(since, _int(raw, "changes") or 0) if since else None,
+        )
     return parts
 
 
@@ -201,9 +222,47 @@ def fields_from(data: Mapping[str, Any]) -> ContactFields:
     )
 
 
+def task_json(fields: TaskFields) -> Json:
+    return {
+        "title": fields.title,
+        "body": fields.body,
+        "due": fields.due.isoformat() if fields.due else None,
+        "reminder": _iso(fields.reminder),
+        "importance": fields.importance.value,
+        "status": fields.status.value,
+        "completed": fields.completed.isoformat() if fields.completed else None,
+        "categories": list(fields.categories),
+    }
+
+
+def _day(data: Mapping[str, Any], name: str) -> date | None:
+    value = data.get(name)
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+def task_from(data: Mapping[str, Any]) -> TaskFields:
+    importance, status = _str(data, "importance"), _str(data, "status")
+    return TaskFields(
+        title=_str(data, "title"),
+        body=_str(data, "body"),
+        due=_day(data, "due"),
+        reminder=_time(data, "reminder"),
+        importance=TaskImportance(importance)
+        if importance in TaskImportance._value2member_map_
+        else TaskImportance.NORMAL,
+        status=TaskStatus(status) if status in TaskStatus._value2member_map_ else TaskStatus.NOT_STARTED,
+        completed=_day(data, "completed"),
+        categories=tuple(str(c) for c in data.get("categories") or () if isinstance(c, str)),
+    )
+
+
 def link_extra(link: Link) -> Json:
-    event, push, contact = link.event, link.push, link.contact
+    event, push, contact, task = link.event, link.push, link.contact, link.task
     pending = contact.pending_write
+    task_pending = task.pending_write
     return _compact(
         {
             "series": event.series,
@@ -229,6 +288,17 @@ def link_extra(link: Link) -> Json:
             if pending
             else None,
             "removing": contact.removing,
+            "taskBase": task_json(task.base) if task.base is not None else None,
+            "taskPendingWrite": {
+                "side": task_pending.side,
+                "crm": task_pending.crm,
+                "local": task_pending.local,
+                "etag": task_pending.etag,
+                "base": task_json(task_pending.base),
+            }
+            if task_pending
+            else None,
+            "taskRemoving": task.removing,
         }
     )
 
@@ -236,6 +306,7 @@ def link_extra(link: Link) -> Json:
 def link_parts(extra: Mapping[str, Any]) -> Json:
     """The typed parts of a link from its Extra column (each stream's keys are its own)."""
     raw = _map(extra, "pendingWrite")
+    task_raw = _map(extra, "taskPendingWrite")
     return {
         "event": EventLink(
             series=_str(extra, "series"),
@@ -265,6 +336,19 @@ def link_parts(extra: Mapping[str, Any]) -> Json:
             if raw
             else None,
             removing=_bool(extra, "removing"),
+        ),
+        "task": TaskLink(
+            base=task_from(_map(extra, "taskBase")) if isinstance(extra.get("taskBase"), Mapping) else None,
+            pending_write=TaskPendingWrite(
+                side=_str(task_raw, "side"),
+                crm=_str(task_raw, "crm"),
+                local=_str(task_raw, "local"),
+                etag=_str(task_raw, "etag"),
+                base=task_from(_map(task_raw, "base")),
+            )
+            if task_raw
+            else None,
+            removing=_bool(extra, "taskRemoving"),
         ),
     }
 

@@ -669,10 +669,20 @@ class BrakeVerdict:
     reason: str
 
 
-def brake(planned: int, threshold: int, held: Held | None, approved_at: datetime | None) -> BrakeVerdict:
-    """A run that would delete or change more than `threshold` existing contacts applies nothing and
-    waits for an admin. An approval given after the run was held lets through as many changes as were
-    held, plus the threshold (so a few more edits meanwhile do not hold it again)."""
+def brake(
+    planned: int,
+    threshold: int,
+    held: Held | None,
+    approved_at: datetime | None,
+    *,
+    things: str = "contacts",
+    column: str = "ContactsChangeThreshold",
+    where: str = "the Outlook folder",
+) -> BrakeVerdict:
+    """A run that would delete or change more than `threshold` existing contacts (or, for the tasks
+    stream, tasks) applies nothing and waits for an admin. An approval given after the run was held
+    lets through as many changes as were held, plus the threshold (so a few more edits meanwhile do
+    not hold it again)."""
     if planned <= threshold:
         return BrakeVerdict(True, "")
     approved = held is not None and approved_at is not None and approved_at >= held.since
@@ -680,8 +690,8 @@ def brake(planned: int, threshold: int, held: Held | None, approved_at: datetime
         return BrakeVerdict(True, f"approved: {planned} deletes/changes")
     return BrakeVerdict(
         False,
-        f"this run would delete or change {planned} contacts (more than ContactsChangeThreshold "
-        f"{threshold}); nothing was applied. Check the CRM and the Outlook folder, then approve with "
+        f"this run would delete or change {planned} {things} (more than {column} "
+        f"{threshold}); nothing was applied. Check the CRM and {where}, then approve with "
         "`crmsync approve <user>`",
     )
 

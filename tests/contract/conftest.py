@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 import pytest
@@ -20,6 +20,7 @@ from emulators.crm.launcher import ReferenceCrm, reference_crm
 from shared.crm.memory import InMemoryCrm
 from shared.crm.reference import ReferenceCrmConnector, parse_retry_after
 from shared.errors import CrmError, CrmRejectedError, CrmRetryableError
+from shared.model import TaskStatus
 from shared.ports.crm import Capabilities, CrmPort
 from tests.contract.bottlecrm_factory import bottlecrm_harness, bottlecrm_server  # noqa: F401 (fixture)
 from tests.contract.dataverse_factory import dataverse_harness, dataverse_server  # noqa: F401 (fixture)
@@ -37,6 +38,8 @@ _ROUTES = {
     "upsert_contact": ("", "/contacts/"),
     "delete_contact": ("DELETE", "/contacts/"),
     "contact_changes": ("GET", "/contacts/changes"),
+    "upsert_task": ("", "/tasks/"),
+    "task_changes": ("GET", "/tasks/changes"),
     "check": ("GET", "/health"),
 }
 
@@ -60,6 +63,12 @@ class CrmHarness(Protocol):
     def edit_appointment(self, appointment_id: str, *, subject: str) -> None: ...
     def journal_keys(self) -> list[str]: ...
     def contact_ids(self, owner: str) -> list[str]: ...
+    def add_task(self, *, owner: str, title: str, due: date | None = None) -> str: ...
+    def edit_task(
+        self, task_id: str, *, owner: str | None = None, title: str | None = None, done: bool = False
+    ) -> None: ...
+    def delete_task(self, task_id: str) -> None: ...
+    def task_ids(self, owner: str) -> list[str]: ...
     def fail(
         self,
         op: str,
@@ -107,6 +116,23 @@ class MemoryHarness:
 
     def contact_ids(self, owner: str) -> list[str]:
         return [c.ref.id for c in self.fake.contacts.values() if c.owner == owner and c.ref]
+
+    def add_task(self, *, owner: str, title: str, due: date | None = None) -> str:
+        return self.fake.add_task(owner=owner, title=title, due=due)
+
+    def edit_task(
+        self, task_id: str, *, owner: str | None = None, title: str | None = None, done: bool = False
+    ) -> None:
+        fields: dict[str, Any] = {} if title is None else {"title": title}
+        if done:
+            fields.update(status=TaskStatus.COMPLETED, completed=date.today())
+        self.fake.update_task(task_id, owner=owner, **fields)
+
+    def delete_task(self, task_id: str) -> None:
+        self.fake.remove_task(task_id)
+
+    def task_ids(self, owner: str) -> list[str]:
+        return [t.ref.id for t in self.fake.tasks.values() if t.owner == owner and t.ref]
 
     def fail(
         self,
@@ -174,6 +200,25 @@ class ReferenceHarness:
     def contact_ids(self, owner: str) -> list[str]:
         return [c["id"] for c in self.server.contacts(owner)]
 
+    def add_task(self, *, owner: str, title: str, due: date | None = None) -> str:
+        return self.server.add_task(owner=owner, title=title, **({"due": due.isoformat()} if due else {}))
+
+    def edit_task(
+        self, task_id: str, *, owner: str | None = None, title: str | None = None, done: bool = False
+    ) -> None:
+        fields: dict[str, Any] = {} if title is None else {"title": title}
+        if owner is not None:
+            fields["owner"] = owner
+        if done:
+            fields.update(status="completed", completed=date.today().isoformat())
+        self.server.update_task(task_id, **fields)
+
+    def delete_task(self, task_id: str) -> None:
+        self.server.delete_task(task_id)
+
+    def task_ids(self, owner: str) -> list[str]:
+        return [t["id"] for t in self.server.tasks(owner)]
+
     def fail(
         self,
         op: str,
@@ -210,6 +255,8 @@ LIMITED = Capabilities(
     contact_change_feed=False,
     appointment_times=False,
     appointment_change_feed=False,
+    task_change_feed=False,
+    task_fields=frozenset({"title", "body", "due", "importance", "status"}),
 )
 
 

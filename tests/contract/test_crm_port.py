@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -27,10 +27,15 @@ from shared.model import (
     CrmContact,
     CrmContactRemoved,
     CrmRef,
+    CrmTask,
+    CrmTaskRemoved,
     Direction,
     Journal,
     PersonRef,
     PostalAddress,
+    TaskFields,
+    TaskImportance,
+    TaskStatus,
 )
 from tests.contract.conftest import CrmHarness, MemoryHarness, ReferenceHarness
 
@@ -72,6 +77,31 @@ def contact(owner: str, key: str = "", ref: CrmRef | None = None, **fields: obje
         business_address=PostalAddress("1 High St", "London", "", "N1 1AA", "UK"), notes="met at expo",
     )  # fmt: skip
     return CrmContact(ref=ref, owner=owner, fields=dataclasses.replace(base, **fields), key=key)  # type: ignore[arg-type]
+
+
+def task(owner: str, key: str = "", ref: CrmRef | None = None, **fields: object) -> CrmTask:
+    base = TaskFields(
+        title="Call Ann about the renewal – ✓", body="Bring the price list\nand the contract",
+        due=date(2024, 5, 10), reminder=T0, importance=TaskImportance.HIGH, status=TaskStatus.IN_PROGRESS,
+        categories=("Renewals", "Q2"),
+    )  # fmt: skip
+    return CrmTask(ref=ref, owner=owner, fields=dataclasses.replace(base, **fields), key=key)  # type: ignore[arg-type]
+
+
+def held(crm: CrmHarness, fields: TaskFields) -> TaskFields:
+    """The fields as this CRM holds them (`Capabilities.task_fields`: the others read empty)."""
+    names = crm.connector.capabilities.task_fields
+    if names is None:
+        return fields
+    empty = TaskFields()
+    return dataclasses.replace(
+        fields, **{n: getattr(empty, n) for n in TaskFields.__dataclass_fields__ if n not in names}
+    )
+
+
+def needs_tasks(crm: CrmHarness) -> None:
+    if not crm.connector.capabilities.tasks:
+        pytest.skip("this CRM has no tasks (Capabilities.tasks is False)")
 
 
 def ids(refs: list[PersonRef]) -> list[str]:
@@ -574,6 +604,141 @@ async def test_contact_feed_shows_our_own_writes_for_the_owner(crm: CrmHarness) 
 
     page = await crm.connector.contact_changes(owner, start.cursor)
     assert [c.ref.id for c in page.changes if isinstance(c, CrmContact) and c.ref] == [ref.id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+async def test_task_upsert_by_key_twice_is_one_task_with_the_latest_fields(crm: CrmHarness) -> None:
+    needs_tasks(crm)
+    owner, key = unique("alice") + "@contoso.test", unique("todo")
+
+    first = await crm.connector.upsert_task(task(owner, key=key))
+    again = await crm.connector.upsert_task(
+        task(owner, key=key, status=TaskStatus.COMPLETED, completed=date(2024, 5, 9))
+    )
+
+    assert again.id == first.id
+    assert crm.task_ids(owner) == [first.id]
+    stored = await crm.connector.get_task(first)
+    assert stored is not None
+    want = task(owner, status=TaskStatus.COMPLETED, completed=date(2024, 5, 9)).fields
+    assert stored.fields == held(crm, want)
+    assert (stored.owner, stored.key) == (owner, key)
+    assert stored.url  # where a person opens it in the CRM (To Do's linkedResource)
+
+
+async def test_task_upsert_by_ref_updates_that_task(crm: CrmHarness) -> None:
+    needs_tasks(crm)
+    owner = unique("alice") + "@contoso.test"
+    made = crm.add_task(owner=owner, title="Old title", due=date(2024, 6, 1))
+
+    ref = await crm.connector.upsert_task(task(owner, ref=CrmRef(made), title="New title", due=None))
+
+    assert ref.id == made
+    assert crm.task_ids(owner) == [made]
+    stored = await crm.connector.get_task(ref)
+    assert stored is not None and (stored.fields.title, stored.fields.due) == ("New title", None)
+
+
+async def test_task_about_a_crm_person_keeps_the_link(crm: CrmHarness) -> None:
+    needs_tasks(crm)
+    owner = unique("alice") + "@contoso.test"
+    person = crm.add_person(unique("ann") + "@example.test", name="Ann", owner=owner)
+
+    ref = await crm.connector.upsert_task(
+        dataclasses.replace(task(owner, key=unique("todo")), regarding=person)
+    )
+
+    stored = await crm.connector.get_task(ref)
+    assert stored is not None and stored.regarding == person
+
+
+async def test_task_deleted_in_the_crm_is_not_brought_back_by_an_update(crm: CrmHarness) -> None:
+    needs_tasks(crm)
+    owner, key = unique("alice") + "@contoso.test", unique("todo")
+    ref = await crm.connector.upsert_task(task(owner, key=key))
+    crm.delete_task(ref.id)
+
+    with pytest.raises(CrmRejectedError):
+        await crm.connector.upsert_task(task(owner, ref=ref))
+    with pytest.raises(CrmRejectedError):
+        await crm.connector.upsert_task(task(owner, key=key))
+    assert crm.task_ids(owner) == []
+
+
+async def test_task_delete_is_idempotent(crm: CrmHarness) -> None:
+    needs_tasks(crm)
+    owner = unique("alice") + "@contoso.test"
+    ref = await crm.connector.upsert_task(task(owner, key=unique("todo")))
+
+    await crm.connector.delete_task(ref)
+    await crm.connector.delete_task(ref)
+    await crm.connector.delete_task(CrmRef("t-never-existed"))
+
+    assert await crm.connector.get_task(ref) is None
+    assert crm.task_ids(owner) == []
+
+
+async def test_task_feed_reports_changes_and_removals_after_the_cursor(crm: CrmHarness) -> None:
+    needs_tasks(crm)
+    owner, other = unique("alice") + "@contoso.test", unique("bob") + "@contoso.test"
+    kept = crm.add_task(owner=owner, title="Kept")
+    moved = crm.add_task(owner=owner, title="Moved")
+    gone = crm.add_task(owner=owner, title="Gone")
+    crm.add_task(owner=other, title="Theirs")
+    feed = crm.connector
+    live = crm.connector.capabilities.task_change_feed
+
+    first = await feed.task_changes(owner, None)
+    assert sorted(t.ref.id for t in first.changes if isinstance(t, CrmTask) and t.ref) == sorted(
+        [kept, moved, gone]
+    )
+    assert not [t for t in first.changes if isinstance(t, CrmTaskRemoved)]
+    quiet = await feed.task_changes(owner, first.cursor)
+    if live:
+        assert quiet.changes == ()
+
+    crm.edit_task(kept, done=True)
+    crm.edit_task(moved, owner=other)
+    crm.delete_task(gone)
+    later = await feed.task_changes(owner, quiet.cursor)
+
+    changed = [(t.ref.id, t.fields.status) for t in later.changes if isinstance(t, CrmTask) and t.ref]
+    assert changed == [(kept, TaskStatus.COMPLETED)]
+    if live:
+        assert not later.snapshot
+        removed = sorted(t.ref.id for t in later.changes if isinstance(t, CrmTaskRemoved))
+        assert removed == sorted([moved, gone])
+        assert (await feed.task_changes(owner, later.cursor)).changes == ()
+    else:
+        assert later.snapshot
+    theirs = await feed.task_changes(other, None)
+    assert moved in [t.ref.id for t in theirs.changes if isinstance(t, CrmTask) and t.ref]
+
+
+async def test_task_feed_shows_our_own_writes_for_the_owner(crm: CrmHarness) -> None:
+    needs_tasks(crm)
+    owner = unique("alice") + "@contoso.test"
+    start = await crm.connector.task_changes(owner, None)
+
+    ref = await crm.connector.upsert_task(task(owner, key=unique("todo")))
+
+    page = await crm.connector.task_changes(owner, start.cursor)
+    assert [t.ref.id for t in page.changes if isinstance(t, CrmTask) and t.ref] == [ref.id]
+
+
+async def test_an_ambiguous_task_write_repeated_leaves_one_task(crm: CrmHarness) -> None:
+    needs_tasks(crm)
+    owner, key = unique("alice") + "@contoso.test", unique("todo")
+    crm.fail("upsert_task", status=500, times=crm.retry_budget + 1, apply_then_fail=True)
+
+    with pytest.raises(CrmRetryableError):
+        await crm.connector.upsert_task(task(owner, key=key))
+    await crm.connector.upsert_task(task(owner, key=key))
+
+    assert len(crm.task_ids(owner)) == 1
 
 
 # ---------------------------------------------------------------------------------------------

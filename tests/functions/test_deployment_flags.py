@@ -108,3 +108,26 @@ async def test_control_with_the_permission_the_same_row_tries_contacts(
     assert [r for r in requests if "contact" in r.lower()], "the contacts stream ran and met Graph's 403"
     row = await app.state.get_user(ANN)
     assert row is not None and "contacts" in str(row.columns.get("LastError", ""))
+
+
+async def test_tasks_without_tasks_sync_warn_and_the_check_says_what_the_grant_reaches(
+    app: App, graph_client: GraphServiceClient
+) -> None:
+    no_tasks = Granted(tasks=False)
+    services = deployment(app, graph_client, no_tasks)
+    await app.add_user(ANN, MailFolders="inbox", Tasks=True)
+    requests = await run_everything(app)
+    assert not [r for r in requests if "todo" in r.lower()], "no To Do request at all"
+    row = await app.state.get_user(ANN)
+    assert row is not None and row.columns["State"] == "ok"
+    assert row.columns["Warnings"] == (
+        "Tasks is on, but this deployment does not ask for Tasks.ReadWrite.All (TASKS_SYNC is off): "
+        "To Do tasks are not synced"
+    )
+    checks = {c.name: c for c in await services.probe.check(parse_user(ANN, row.columns))}
+    assert checks["To Do lists"].detail.startswith("not tried: this deployment does not ask for")
+
+    services = deployment(app, graph_client, EVERYTHING)
+    checks = {c.name: c for c in await services.probe.check(parse_user(ANN, row.columns))}
+    assert checks["To Do lists"].ok
+    assert "reach every user's tasks in the tenant" in checks["To Do lists"].detail

@@ -94,6 +94,7 @@ SAMPLES = {
     "CONTACTS_SYNC": "false",
     "CALENDAR_SYNC": "true",
     "CALENDAR_WRITE_BACK": "false",
+    "TASKS_SYNC": "false",
 }
 
 

@@ -35,8 +35,8 @@ def _readme_deploy_section() -> str:
 
 
 # The deployment flags -> the Graph permissions asked for. The one expectation every place is held to.
-FLAGS = ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK")
-EXPECTED = {
+FLAGS = ("CONTACTS_SYNC", "CALENDAR_SYNC", "CALENDAR_WRITE_BACK", "TASKS_SYNC")
+_BASE = {
     (False, False, False): ["Mail.Read"],
     (True, False, False): ["Mail.Read", "Contacts.ReadWrite"],
     (False, True, False): ["Mail.Read", "Calendars.Read"],
@@ -46,26 +46,43 @@ EXPECTED = {
     (True, False, True): ["Mail.Read", "Contacts.ReadWrite", "Calendars.ReadWrite"],
     (True, True, True): ["Mail.Read", "Contacts.ReadWrite", "Calendars.ReadWrite"],
 }
+EXPECTED = {
+    (*values, tasks): asked + (["Tasks.ReadWrite.All"] if tasks else [])
+    for values, asked in _BASE.items()
+    for tasks in (False, True)
+}
 # How the README and docs/deploy.md tables say when each is asked for.
 WHEN_TEXT = {
     "always": "always",
     "contacts-sync": "`CONTACTS_SYNC=true`",
     "calendar-read-only": "`CALENDAR_SYNC=true`",
     "calendar-write-back": "`CALENDAR_WRITE_BACK=true`",
+    "tasks-sync": "`TASKS_SYNC=true`",
 }
 FLAG_PARAMS = {
     "contactsSync": "CONTACTS_SYNC",
     "calendarSync": "CALENDAR_SYNC",
     "calendarWriteBack": "CALENDAR_WRITE_BACK",
+    "tasksSync": "TASKS_SYNC",
 }
 
 
 def test_graph_permissions_are_least_privilege_application_permissions() -> None:
     names = [p["name"] for p in _permissions()]
-    assert names == ["Mail.Read", "Contacts.ReadWrite", "Calendars.Read", "Calendars.ReadWrite"]
+    assert names == [
+        "Mail.Read",
+        "Contacts.ReadWrite",
+        "Calendars.Read",
+        "Calendars.ReadWrite",
+        "Tasks.ReadWrite.All",
+    ]
     assert [p["when"] for p in _permissions()] == list(WHEN_TEXT)
     for p in _permissions():
-        assert p["exchangeRole"] == f"Application {p['name']}"
+        # Exchange's RBAC for Applications has no To Do role: that one grant is tenant-wide, and says so
+        if p["name"].startswith("Tasks."):
+            assert p["exchangeRole"] is None and "every user's tasks in the tenant" in p["why"]
+        else:
+            assert p["exchangeRole"] == f"Application {p['name']}"
 
 
 def _graph_app_permissions(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -92,11 +109,14 @@ def test_bicep_and_the_mailbox_scope_script_switch_the_same_cases_on_the_same_fl
     assert "contactsSync ? ['contacts-sync'] : []" in bicep
     assert "calendarSync && !calendarWriteBack ? ['calendar-read-only'] : []" in bicep
     assert "calendarWriteBack ? ['calendar-write-back'] : []" in bicep
+    assert "tasksSync ? ['tasks-sync'] : []" in bicep
+    assert "filter(permissions, p => grantTenantWide || p.exchangeRole == null)" in bicep
     assert "p => contains(cases, p.when)" in bicep
     ps1 = (ROOT / "scripts" / "scope-mailboxes.ps1").read_text()
     assert "if ($ContactsSync) { $cases += 'contacts-sync' }" in ps1
     assert "if ($CalendarSync -and -not $CalendarWriteBack) { $cases += 'calendar-read-only' }" in ps1
     assert "if ($CalendarWriteBack) { $cases += 'calendar-write-back' }" in ps1
+    assert "if ($TasksSync) { $cases += 'tasks-sync' }" in ps1
     assert "Where-Object { $cases -contains $_.when }" in ps1
     # main.bicep takes each flag from its azd variable and hands it to the Graph app and the Function App
     mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]

@@ -42,8 +42,10 @@ from shared.model import (
     CrmContact,
     CrmContactRemoved,
     CrmRef,
+    CrmTask,
     Journal,
     PersonRef,
+    TaskFeedPage,
 )
 from shared.ports.crm import Capabilities, Health
 
@@ -62,8 +64,13 @@ CUSTOM_COLUMNS = (
 )
 
 
+NO_TASKS = "the Dataverse connector does not sync To Do tasks yet (Capabilities.tasks is False)"
+
+
 class DataverseConnector:
-    capabilities = Capabilities(subject_limit=800, contact_tombstones=False)
+    capabilities = Capabilities(
+        subject_limit=800, contact_tombstones=False, tasks=False, task_change_feed=False
+    )
 
     def __init__(
         self,
@@ -93,6 +100,18 @@ class DataverseConnector:
         self._appointments = Appointments(
             self._api, self._users, max_attempts=max_attempts, page_size=page_size
         )
+
+    async def upsert_task(self, task: CrmTask) -> CrmRef:
+        raise CrmRejectedError(NO_TASKS, status=501)
+
+    async def get_task(self, ref: CrmRef) -> CrmTask | None:
+        raise CrmRejectedError(NO_TASKS, status=501)
+
+    async def delete_task(self, ref: CrmRef) -> None:
+        raise CrmRejectedError(NO_TASKS, status=501)
+
+    async def task_changes(self, owner: str, cursor: str | None) -> TaskFeedPage:
+        raise CrmRejectedError(NO_TASKS, status=501)
 
     async def aclose(self) -> None:
         await self._api.aclose()
